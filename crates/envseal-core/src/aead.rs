@@ -1,0 +1,250 @@
+//! The AEAD seam: AES-256-GCM from one of two engines.
+//!
+//! Every AES-GCM operation in envseal goes through [`AeadKey`]. The default engine is AWS-LC
+//! (`aws-lc` feature, ~23 GB/s here); RustCrypto `aes-gcm` 0.11 is the pure-Rust alternative
+//! (`rustcrypto` feature). Both produce identical bytes; the test suite runs against each.
+
+use crate::error::FormatError;
+
+/// AES-GCM nonce length.
+pub const NONCE_LEN: usize = 12;
+/// AES-GCM tag length.
+pub const TAG_LEN: usize = 16;
+/// AES-256 key length.
+pub const KEY_LEN: usize = 32;
+
+/// Which AES-256-GCM implementation to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Engine {
+    /// AWS-LC through aws-lc-rs.
+    #[cfg(feature = "aws-lc")]
+    AwsLc,
+    /// RustCrypto aes-gcm (pure Rust).
+    #[cfg(feature = "rustcrypto")]
+    RustCrypto,
+}
+
+#[cfg(not(any(feature = "aws-lc", feature = "rustcrypto")))]
+compile_error!("envseal-core needs an AEAD engine: enable feature `aws-lc` or `rustcrypto`");
+
+impl Engine {
+    /// Every engine compiled into this build, the default first.
+    pub const ALL: &'static [Engine] = &[
+        #[cfg(feature = "aws-lc")]
+        Engine::AwsLc,
+        #[cfg(feature = "rustcrypto")]
+        Engine::RustCrypto,
+    ];
+
+    /// Short name (`aws-lc`, `rustcrypto`).
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "aws-lc")]
+            Engine::AwsLc => "aws-lc",
+            #[cfg(feature = "rustcrypto")]
+            Engine::RustCrypto => "rustcrypto",
+        }
+    }
+}
+
+impl Default for Engine {
+    /// AWS-LC when compiled in, else RustCrypto.
+    fn default() -> Self {
+        Engine::ALL[0]
+    }
+}
+
+/// An AES-256-GCM key schedule. Both engines wipe their key schedules on drop.
+pub struct AeadKey {
+    inner: Inner,
+}
+
+enum Inner {
+    #[cfg(feature = "aws-lc")]
+    AwsLc(aws_lc_rs::aead::LessSafeKey),
+    #[cfg(feature = "rustcrypto")]
+    RustCrypto(Box<aes_gcm::Aes256Gcm>),
+}
+
+impl std::fmt::Debug for AeadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AeadKey([REDACTED])")
+    }
+}
+
+/// AEAD authentication failure (deliberately opaque).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthError;
+
+impl AeadKey {
+    /// Builds the key schedule for `key` on `engine`.
+    pub fn new(engine: Engine, key: &[u8; KEY_LEN]) -> Self {
+        let inner = match engine {
+            #[cfg(feature = "aws-lc")]
+            Engine::AwsLc => {
+                // Invariant: AES_256_GCM accepts exactly 32-byte keys, which the type guarantees.
+                let unbound = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, key)
+                    .expect("32-byte AES-256-GCM key");
+                Inner::AwsLc(aws_lc_rs::aead::LessSafeKey::new(unbound))
+            }
+            #[cfg(feature = "rustcrypto")]
+            Engine::RustCrypto => {
+                use aes_gcm::KeyInit;
+                Inner::RustCrypto(Box::new(aes_gcm::Aes256Gcm::new(key.into())))
+            }
+        };
+        Self { inner }
+    }
+
+    /// Encrypts `buf` in place and returns the tag.
+    pub fn seal_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        match &self.inner {
+            #[cfg(feature = "aws-lc")]
+            Inner::AwsLc(k) => {
+                use aws_lc_rs::aead::{Aad, Nonce};
+                // Invariant: AES-GCM sealing only fails for inputs above 2^36 bytes, far above
+                // any chunk or field this crate seals.
+                let tag = k
+                    .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
+                    .expect("AES-GCM input within limits");
+                let mut out = [0u8; TAG_LEN];
+                out.copy_from_slice(tag.as_ref());
+                out
+            }
+            #[cfg(feature = "rustcrypto")]
+            Inner::RustCrypto(k) => {
+                use aes_gcm::aead::AeadInOut;
+                // Invariant: as above, sealing only fails above the GCM size limit.
+                let tag =
+                    k.encrypt_inout_detached(&(*nonce).into(), aad, buf.into()).expect("AES-GCM input within limits");
+                tag.into()
+            }
+        }
+    }
+
+    /// Decrypts `buf` in place if `tag` verifies. On failure `buf` holds no plaintext that the
+    /// caller may use (engines may leave partial output; callers discard the buffer).
+    ///
+    /// # Errors
+    /// [`AuthError`] if authentication fails.
+    pub fn open_in_place(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), AuthError> {
+        match &self.inner {
+            #[cfg(feature = "aws-lc")]
+            Inner::AwsLc(k) => {
+                use aws_lc_rs::aead::{Aad, Nonce};
+                k.open_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), tag, buf)
+                    .map(|_| ())
+                    .map_err(|_| AuthError)
+            }
+            #[cfg(feature = "rustcrypto")]
+            Inner::RustCrypto(k) => {
+                use aes_gcm::aead::AeadInOut;
+                k.decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &(*tag).into()).map_err(|_| AuthError)
+            }
+        }
+    }
+
+    /// Decrypts `ciphertext` into `out` (same length) if `tag` verifies, without an extra copy
+    /// where the engine supports it.
+    ///
+    /// # Errors
+    /// [`AuthError`] if authentication fails; `out` must then be discarded.
+    pub fn open_to(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> Result<(), AuthError> {
+        debug_assert_eq!(ciphertext.len(), out.len());
+        match &self.inner {
+            #[cfg(feature = "aws-lc")]
+            Inner::AwsLc(k) => {
+                use aws_lc_rs::aead::{Aad, Nonce};
+                k.open_separate_gather(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), ciphertext, tag, out)
+                    .map_err(|_| AuthError)
+            }
+            #[cfg(feature = "rustcrypto")]
+            Inner::RustCrypto(_) => {
+                out.copy_from_slice(ciphertext);
+                self.open_in_place(nonce, aad, out, tag)
+            }
+        }
+    }
+}
+
+/// Splits `ct || tag` into its parts.
+///
+/// # Errors
+/// [`FormatError::Truncated`] if shorter than a tag.
+pub(crate) fn split_tag(buf: &mut [u8]) -> Result<(&mut [u8], [u8; TAG_LEN]), FormatError> {
+    if buf.len() < TAG_LEN {
+        return Err(FormatError::Truncated);
+    }
+    let (ct, tag) = buf.split_at_mut(buf.len() - TAG_LEN);
+    let mut t = [0u8; TAG_LEN];
+    t.copy_from_slice(tag);
+    Ok((ct, t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NIST GCM test case 15 (AES-256, 96-bit IV, no AAD) from the GCM specification, and
+    /// case 16 (with AAD).
+    #[test]
+    fn known_answers_on_every_engine() {
+        let key: [u8; 32] = hex::decode("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let nonce: [u8; 12] = hex::decode("cafebabefacedbaddecaf888").unwrap().try_into().unwrap();
+        let pt = hex::decode(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        )
+        .unwrap();
+        let aad = hex::decode("feedfacedeadbeeffeedfacedeadbeefabaddad2").unwrap();
+        let ct = "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662";
+        let tag = "76fc6ece0f4e1768cddf8853bb2d551b";
+        for &engine in Engine::ALL {
+            let k = AeadKey::new(engine, &key);
+            let mut buf = pt.clone();
+            let t = k.seal_in_place(&nonce, &aad, &mut buf);
+            assert_eq!(hex::encode(&buf), ct, "{engine:?}");
+            assert_eq!(hex::encode(t), tag, "{engine:?}");
+            k.open_in_place(&nonce, &aad, &mut buf, &t).unwrap();
+            assert_eq!(buf, pt);
+            let mut out = vec![0; pt.len()];
+            k.open_to(&nonce, &aad, &hex::decode(ct).unwrap(), &t, &mut out).unwrap();
+            assert_eq!(out, pt);
+            let mut bad = t;
+            bad[0] ^= 1;
+            assert_eq!(k.open_in_place(&nonce, &aad, &mut buf.clone(), &bad), Err(AuthError));
+            assert_eq!(k.open_in_place(&nonce, b"other", &mut hex::decode(ct).unwrap(), &t), Err(AuthError));
+        }
+    }
+
+    #[test]
+    fn engines_agree_on_random_inputs() {
+        let key = crate::random::array::<32>();
+        let nonce = crate::random::array::<12>();
+        for len in [0usize, 1, 15, 16, 17, 4095, 65536] {
+            let mut outs = Vec::new();
+            for &engine in Engine::ALL {
+                let mut buf = vec![0x5a; len];
+                let tag = AeadKey::new(engine, &key).seal_in_place(&nonce, b"aad", &mut buf);
+                outs.push((buf, tag));
+            }
+            assert!(outs.windows(2).all(|w| w[0] == w[1]));
+        }
+    }
+}

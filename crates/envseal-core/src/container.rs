@@ -1,0 +1,887 @@
+//! The streaming file container (FORMAT.md §4).
+//!
+//! ```text
+//! preamble = header || entries || commitment (32) || header_mac (32)
+//! header   = magic (8) || version (1) || suite (2) || chunk_size (4) || salt (32) || context
+//! entries  = count (1) || entry*           (replaceable: not authenticated by the data key)
+//! body     = chunk*  (AES-256-GCM, nonce = 11-byte counter || final flag)
+//! ```
+//!
+//! Wrapped-key entries sit outside everything authenticated under the data key; each is bound
+//! to this file through the KMS encryption context (`envseal:container` = SHA-256 of the header).
+//! A rewrap job therefore replaces entries with ReEncrypt alone: no data key, body untouched.
+//!
+//! Sealing and opening are split into a synchronous codec ([`PendingContainer`], [`Preamble`],
+//! [`Encryptor`], [`Decryptor`]) and thin async glue that calls the KMS ([`seal`], [`open`]).
+
+use std::io::{self, Read, Write};
+
+use crate::aead::{AeadKey, Engine, TAG_LEN};
+use crate::context::EncryptionContext;
+use crate::datakey::DataKey;
+use crate::error::{Error, FormatError, KeyAttempt, KmsError};
+use crate::kdf::{self, Kdf};
+use crate::kms::{self, Kms, WrappedKey};
+use crate::wire;
+
+/// Magic bytes: `0x89 "ESL" CR LF 0x1A LF` (a non-text first byte; the CR LF / LF pair detects
+/// line-ending conversion, as in PNG).
+pub const MAGIC: [u8; 8] = [0x89, b'E', b'S', b'L', b'\r', b'\n', 0x1a, b'\n'];
+/// The container format version this build writes and reads.
+pub const VERSION: u8 = 1;
+/// Suite 0x0001: AES-256-GCM chunks, HKDF-SHA-512 key schedule with key commitment,
+/// HMAC-SHA-256 header MAC.
+pub const SUITE_AES256GCM_HKDF_SHA512: u16 = 0x0001;
+/// Default plaintext chunk size (64 KiB).
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+/// Smallest accepted chunk size.
+pub const MIN_CHUNK_SIZE: u32 = 16;
+/// Largest accepted chunk size (16 MiB): bounds a reader's memory.
+pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+/// Most wrapped-key entries per container.
+pub const MAX_ENTRIES: usize = 16;
+/// Longest backend name.
+pub const MAX_BACKEND_LEN: usize = 32;
+/// Longest key id.
+pub const MAX_KEY_ID_LEN: usize = 2048;
+/// Longest key version.
+pub const MAX_KEY_VERSION_LEN: usize = 256;
+/// Longest wrapped-key blob.
+pub const MAX_BLOB_LEN: usize = 8192;
+/// Salt length.
+pub const SALT_LEN: usize = 32;
+/// Reserved KMS-context key binding a wrapped key to a container header.
+pub const CONTEXT_KEY: &str = "envseal:container";
+
+const FIXED_HEADER_LEN: usize = 8 + 1 + 2 + 4 + SALT_LEN;
+
+/// The immutable header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Algorithm suite.
+    pub suite: u16,
+    /// Plaintext bytes per chunk (all chunks but the final one are exactly this long).
+    pub chunk_size: u32,
+    /// Random per-file salt (also the file id).
+    pub salt: [u8; SALT_LEN],
+    /// The user's encryption context.
+    pub context: EncryptionContext,
+}
+
+impl Header {
+    /// The header's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FIXED_HEADER_LEN + 64);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&self.suite.to_be_bytes());
+        out.extend_from_slice(&self.chunk_size.to_be_bytes());
+        out.extend_from_slice(&self.salt);
+        self.context.encode_into(&mut out);
+        out
+    }
+
+    /// The KMS encryption context for this file's wrapped keys: the user context plus
+    /// `envseal:container` = lowercase hex SHA-256 of the header bytes.
+    pub fn kms_context(&self) -> EncryptionContext {
+        let hash = kdf::sha256(&self.encode());
+        // Invariant: the user context was validated when the header was built or parsed, and
+        // one reserved entry of 64 hex characters fits every bound.
+        self.context.with_reserved(&[(CONTEXT_KEY, hex_lower(&hash))]).expect("reserved entry fits the context bounds")
+    }
+}
+
+pub(crate) fn hex_lower(b: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(HEX[(x >> 4) as usize] as char);
+        s.push(HEX[(x & 15) as usize] as char);
+    }
+    s
+}
+
+/// Header, wrapped-key entries and key check: everything before the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preamble {
+    /// The immutable header.
+    pub header: Header,
+    /// Wrapped-key entries (at least one; any one opens the file).
+    pub entries: Vec<WrappedKey>,
+    /// Key commitment: HKDF-Expand(prk, "envseal/v1/container/commitment", 32).
+    pub commitment: [u8; 32],
+    /// HMAC-SHA-256 of the header bytes under the header-MAC key.
+    pub header_mac: [u8; 32],
+}
+
+/// Source of bytes for the preamble parser: a slice or a reader.
+trait Take {
+    fn take(&mut self, n: usize) -> Result<&[u8], Error>;
+}
+
+struct SliceTake<'a>(wire::Reader<'a>);
+
+impl Take for SliceTake<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], Error> {
+        Ok(self.0.take(n)?)
+    }
+}
+
+struct IoTake<'r, R: Read> {
+    r: &'r mut R,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Take for IoTake<'_, R> {
+    fn take(&mut self, n: usize) -> Result<&[u8], Error> {
+        self.buf.resize(n, 0);
+        self.r.read_exact(&mut self.buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => Error::Format(FormatError::Truncated),
+            _ => Error::Io(e),
+        })?;
+        Ok(&self.buf)
+    }
+}
+
+fn take_u8(t: &mut impl Take) -> Result<u8, Error> {
+    Ok(t.take(1)?[0])
+}
+
+fn take_u16(t: &mut impl Take) -> Result<u16, Error> {
+    let b = t.take(2)?;
+    Ok(u16::from_be_bytes([b[0], b[1]]))
+}
+
+fn take_bytes16(t: &mut impl Take, max: usize, what: &'static str) -> Result<Vec<u8>, Error> {
+    let len = take_u16(t)? as usize;
+    if len > max {
+        return Err(FormatError::LimitExceeded { what, value: len as u64, max: max as u64 }.into());
+    }
+    Ok(t.take(len)?.to_vec())
+}
+
+fn take_string16(t: &mut impl Take, max: usize, what: &'static str) -> Result<String, Error> {
+    String::from_utf8(take_bytes16(t, max, what)?).map_err(|_| FormatError::Malformed("string is not UTF-8").into())
+}
+
+fn take_array32(t: &mut impl Take) -> Result<[u8; 32], Error> {
+    let mut a = [0u8; 32];
+    a.copy_from_slice(t.take(32)?);
+    Ok(a)
+}
+
+/// Checks magic, version and suite of the first bytes (used to detect sealed files).
+fn check_fixed(fixed: &[u8]) -> Result<(u16, u32, [u8; SALT_LEN]), FormatError> {
+    let mut r = wire::Reader::new(fixed);
+    if r.take(8)? != MAGIC {
+        return Err(FormatError::NotSealed);
+    }
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(FormatError::UnsupportedVersion(version));
+    }
+    let suite = r.u16()?;
+    if suite != SUITE_AES256GCM_HKDF_SHA512 {
+        return Err(FormatError::UnsupportedSuite(suite));
+    }
+    let chunk_size = r.u32()?;
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+        return Err(FormatError::LimitExceeded {
+            what: "chunk size",
+            value: chunk_size as u64,
+            max: MAX_CHUNK_SIZE as u64,
+        });
+    }
+    let salt = r.array::<SALT_LEN>()?;
+    Ok((suite, chunk_size, salt))
+}
+
+/// True when `prefix` starts with the container magic.
+pub fn is_container(prefix: &[u8]) -> bool {
+    prefix.starts_with(&MAGIC)
+}
+
+fn parse_preamble(t: &mut impl Take) -> Result<Preamble, Error> {
+    // Magic first, alone, so that a short non-envseal input says "not sealed", not "truncated".
+    let magic = t.take(8).map_err(|e| match e {
+        Error::Format(FormatError::Truncated) => Error::Format(FormatError::NotSealed),
+        e => e,
+    })?;
+    if magic != MAGIC {
+        return Err(FormatError::NotSealed.into());
+    }
+    let mut fixed = MAGIC.to_vec();
+    fixed.extend_from_slice(t.take(FIXED_HEADER_LEN - 8)?);
+    let (suite, chunk_size, salt) = check_fixed(&fixed)?;
+
+    // Context: read it piecewise with bounds, then decode canonically.
+    let mut ctx_bytes = Vec::new();
+    let count = take_u16(t)?;
+    if count as usize > crate::context::MAX_ENTRIES {
+        return Err(FormatError::LimitExceeded {
+            what: "context entries",
+            value: count as u64,
+            max: crate::context::MAX_ENTRIES as u64,
+        }
+        .into());
+    }
+    ctx_bytes.extend_from_slice(&count.to_be_bytes());
+    for _ in 0..count * 2 {
+        let s = take_bytes16(t, crate::context::MAX_STRING_LEN, "context string length")?;
+        wire::put_bytes16(&mut ctx_bytes, &s);
+    }
+    let (context, _) = EncryptionContext::decode_prefix(&ctx_bytes)?;
+    let header = Header { suite, chunk_size, salt, context };
+
+    let n = take_u8(t)? as usize;
+    if n == 0 {
+        return Err(FormatError::Malformed("no wrapped-key entry").into());
+    }
+    if n > MAX_ENTRIES {
+        return Err(FormatError::LimitExceeded {
+            what: "wrapped-key entries",
+            value: n as u64,
+            max: MAX_ENTRIES as u64,
+        }
+        .into());
+    }
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        entries.push(take_entry(t)?);
+    }
+    let commitment = take_array32(t)?;
+    let header_mac = take_array32(t)?;
+    Ok(Preamble { header, entries, commitment, header_mac })
+}
+
+fn take_entry(t: &mut impl Take) -> Result<WrappedKey, Error> {
+    let blen = take_u8(t)? as usize;
+    if blen == 0 || blen > MAX_BACKEND_LEN {
+        return Err(FormatError::LimitExceeded {
+            what: "backend name length",
+            value: blen as u64,
+            max: MAX_BACKEND_LEN as u64,
+        }
+        .into());
+    }
+    let backend = t.take(blen)?;
+    if !backend.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-') {
+        return Err(FormatError::Malformed("backend name must be [a-z0-9-]").into());
+    }
+    let backend = String::from_utf8(backend.to_vec()).map_err(|_| FormatError::Malformed("backend name"))?;
+    let key_id = take_string16(t, MAX_KEY_ID_LEN, "key id length")?;
+    let key_version = take_string16(t, MAX_KEY_VERSION_LEN, "key version length")?;
+    let blob = take_bytes16(t, MAX_BLOB_LEN, "wrapped key length")?;
+    if blob.is_empty() {
+        return Err(FormatError::Malformed("empty wrapped key").into());
+    }
+    Ok(WrappedKey { backend, key_id, key_version, blob })
+}
+
+pub(crate) fn encode_entry(out: &mut Vec<u8>, e: &WrappedKey) -> Result<(), FormatError> {
+    let ok = !e.backend.is_empty()
+        && e.backend.len() <= MAX_BACKEND_LEN
+        && e.backend.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+    if !ok {
+        return Err(FormatError::Malformed("backend name must be 1-32 of [a-z0-9-]"));
+    }
+    for (len, max, what) in [
+        (e.key_id.len(), MAX_KEY_ID_LEN, "key id length"),
+        (e.key_version.len(), MAX_KEY_VERSION_LEN, "key version length"),
+        (e.blob.len(), MAX_BLOB_LEN, "wrapped key length"),
+    ] {
+        if len > max {
+            return Err(FormatError::LimitExceeded { what, value: len as u64, max: max as u64 });
+        }
+    }
+    if e.blob.is_empty() {
+        return Err(FormatError::Malformed("empty wrapped key"));
+    }
+    out.push(e.backend.len() as u8);
+    out.extend_from_slice(e.backend.as_bytes());
+    wire::put_bytes16(out, e.key_id.as_bytes());
+    wire::put_bytes16(out, e.key_version.as_bytes());
+    wire::put_bytes16(out, &e.blob);
+    Ok(())
+}
+
+impl Preamble {
+    /// Parses a preamble from the front of `bytes`; returns it and its length (the body starts
+    /// there).
+    ///
+    /// # Errors
+    /// [`FormatError`]s: not sealed, unsupported version/suite, truncated, limits, malformed.
+    pub fn parse(bytes: &[u8]) -> Result<(Self, usize), Error> {
+        let mut t = SliceTake(wire::Reader::new(bytes));
+        let p = parse_preamble(&mut t)?;
+        Ok((p, t.0.position()))
+    }
+
+    /// Reads a preamble from `r`, consuming exactly its bytes (the body follows in `r`). Every
+    /// length is bounded before anything is allocated.
+    ///
+    /// # Errors
+    /// As [`Preamble::parse`], plus I/O errors.
+    pub fn read_from<R: Read>(r: &mut R) -> Result<Self, Error> {
+        parse_preamble(&mut IoTake { r, buf: Vec::new() })
+    }
+
+    /// The preamble's bytes.
+    ///
+    /// # Errors
+    /// [`FormatError`] if an entry violates a bound (possible only for entries set by hand).
+    pub fn encode(&self) -> Result<Vec<u8>, FormatError> {
+        if self.entries.is_empty() || self.entries.len() > MAX_ENTRIES {
+            return Err(FormatError::LimitExceeded {
+                what: "wrapped-key entries",
+                value: self.entries.len() as u64,
+                max: MAX_ENTRIES as u64,
+            });
+        }
+        let mut out = self.header.encode();
+        out.push(self.entries.len() as u8);
+        for e in &self.entries {
+            encode_entry(&mut out, e)?;
+        }
+        out.extend_from_slice(&self.commitment);
+        out.extend_from_slice(&self.header_mac);
+        Ok(out)
+    }
+
+    /// The KMS context of this file's wrapped keys (see [`Header::kms_context`]).
+    pub fn kms_context(&self) -> EncryptionContext {
+        self.header.kms_context()
+    }
+
+    /// Verifies the key commitment and the header MAC under `data_key`, and returns a body
+    /// decryptor.
+    ///
+    /// # Errors
+    /// [`FormatError::CommitmentMismatch`] if `data_key` is not the file's data key;
+    /// [`FormatError::HeaderTampered`] if the header was altered.
+    pub fn open(&self, engine: Engine, data_key: &DataKey) -> Result<Decryptor, FormatError> {
+        let keys = FileKeys::derive(engine, data_key, &self.header);
+        // Commitment first (FORMAT.md §4.5): never use a payload key that the file did not
+        // commit to. Constant time.
+        if !kdf::ct_eq(&keys.commitment, &self.commitment) {
+            return Err(FormatError::CommitmentMismatch);
+        }
+        if !kdf::ct_eq(&keys.header_mac, &self.header_mac) {
+            return Err(FormatError::HeaderTampered);
+        }
+        Ok(Decryptor { key: keys.payload, chunk_size: self.header.chunk_size as usize })
+    }
+}
+
+struct FileKeys {
+    payload: AeadKey,
+    commitment: [u8; 32],
+    header_mac: [u8; 32],
+}
+
+impl FileKeys {
+    fn derive(engine: Engine, data_key: &DataKey, header: &Header) -> Self {
+        let kdf = Kdf::new(data_key, &header.salt);
+        let payload = AeadKey::new(engine, &kdf.expand32(kdf::LABEL_CONTAINER_PAYLOAD));
+        let commitment = *kdf.expand32(kdf::LABEL_CONTAINER_COMMIT);
+        let mac_key = kdf.expand32(kdf::LABEL_CONTAINER_HEADER_MAC);
+        let header_mac = kdf::hmac_sha256(&mac_key[..], &[&header.encode()]);
+        Self { payload, commitment, header_mac }
+    }
+}
+
+/// A container being created: its header is fixed (and so its KMS context) before any KMS call.
+#[derive(Debug)]
+pub struct PendingContainer {
+    header: Header,
+}
+
+impl PendingContainer {
+    /// A new container header with a random salt.
+    ///
+    /// # Errors
+    /// [`FormatError::LimitExceeded`] for a chunk size outside
+    /// [`MIN_CHUNK_SIZE`]..=[`MAX_CHUNK_SIZE`].
+    pub fn new(context: EncryptionContext, chunk_size: u32) -> Result<Self, FormatError> {
+        Self::with_salt(context, chunk_size, crate::random::array())
+    }
+
+    /// As [`PendingContainer::new`] with a caller-chosen salt. For test vectors only: a salt
+    /// must be unique per file.
+    ///
+    /// # Errors
+    /// As [`PendingContainer::new`].
+    pub fn with_salt(context: EncryptionContext, chunk_size: u32, salt: [u8; SALT_LEN]) -> Result<Self, FormatError> {
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            return Err(FormatError::LimitExceeded {
+                what: "chunk size",
+                value: chunk_size as u64,
+                max: MAX_CHUNK_SIZE as u64,
+            });
+        }
+        Ok(Self { header: Header { suite: SUITE_AES256GCM_HKDF_SHA512, chunk_size, salt, context } })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The KMS context to generate and wrap this file's data key under.
+    pub fn kms_context(&self) -> EncryptionContext {
+        self.header.kms_context()
+    }
+
+    /// Derives the keys from `data_key` and returns the preamble (with `entries`) and a body
+    /// encryptor.
+    ///
+    /// # Errors
+    /// [`FormatError`] if `entries` is empty, too many, or an entry is out of bounds.
+    pub fn finish(
+        self,
+        engine: Engine,
+        data_key: &DataKey,
+        entries: Vec<WrappedKey>,
+    ) -> Result<(Preamble, Encryptor), FormatError> {
+        let keys = FileKeys::derive(engine, data_key, &self.header);
+        let preamble =
+            Preamble { header: self.header, entries, commitment: keys.commitment, header_mac: keys.header_mac };
+        preamble.encode()?; // validates entries
+        let chunk_size = preamble.header.chunk_size as usize;
+        Ok((preamble, Encryptor { key: keys.payload, chunk_size }))
+    }
+}
+
+/// Chunk nonce (FORMAT.md §4.6): 11-byte big-endian counter || final flag.
+fn chunk_nonce(index: u64, last: bool) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[3..11].copy_from_slice(&index.to_be_bytes());
+    n[11] = last as u8;
+    n
+}
+
+/// Reads until `buf` is full or EOF; returns the count.
+fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Encrypts a body in chunks. Memory: one chunk buffer, whatever the input size.
+pub struct Encryptor {
+    key: AeadKey,
+    chunk_size: usize,
+}
+
+impl std::fmt::Debug for Encryptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encryptor").field("chunk_size", &self.chunk_size).finish_non_exhaustive()
+    }
+}
+
+impl Encryptor {
+    /// Encrypts chunk `index` in place: `buf` holds the plaintext (at most the chunk size;
+    /// exactly the chunk size unless `last`) followed by [`TAG_LEN`] spare bytes, which receive
+    /// the tag.
+    pub fn seal_chunk(&self, index: u64, last: bool, buf: &mut [u8]) {
+        let n = buf.len() - TAG_LEN;
+        debug_assert!(n <= self.chunk_size && (last || n == self.chunk_size));
+        let (pt, tag_out) = buf.split_at_mut(n);
+        let tag = self.key.seal_in_place(&chunk_nonce(index, last), &[], pt);
+        tag_out.copy_from_slice(&tag);
+    }
+
+    /// Encrypts all of `input` to `output` as the body; returns the plaintext length.
+    ///
+    /// # Errors
+    /// I/O errors of either side.
+    pub fn encrypt_stream<R: Read, W: Write>(&self, mut input: R, mut output: W) -> Result<u64, Error> {
+        let cs = self.chunk_size;
+        let mut buf = vec![0u8; cs + TAG_LEN];
+        let mut carry: Option<u8> = None;
+        let mut total = 0u64;
+        for index in 0u64.. {
+            let mut n = 0;
+            if let Some(b) = carry.take() {
+                buf[0] = b;
+                n = 1;
+            }
+            n += read_full(&mut input, &mut buf[n..cs])?;
+            let last = if n < cs {
+                true
+            } else {
+                let mut one = [0u8; 1];
+                if read_full(&mut input, &mut one)? == 1 {
+                    carry = Some(one[0]);
+                    false
+                } else {
+                    true
+                }
+            };
+            self.seal_chunk(index, last, &mut buf[..n + TAG_LEN]);
+            output.write_all(&buf[..n + TAG_LEN])?;
+            total += n as u64;
+            if last {
+                break;
+            }
+        }
+        // The buffer held plaintext before it was sealed in place; it now holds ciphertext
+        // only, but wipe it anyway so no partial state lingers.
+        zeroize::Zeroize::zeroize(&mut buf[..]);
+        Ok(total)
+    }
+}
+
+/// Decrypts a body chunk by chunk; no plaintext of a chunk is released before its tag
+/// verifies. Memory: one chunk buffer.
+pub struct Decryptor {
+    key: AeadKey,
+    chunk_size: usize,
+}
+
+impl std::fmt::Debug for Decryptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decryptor").field("chunk_size", &self.chunk_size).finish_non_exhaustive()
+    }
+}
+
+impl Decryptor {
+    /// Opens chunk `index` in place: `buf` is ciphertext || tag; on success the first
+    /// `buf.len() - 16` bytes are plaintext.
+    ///
+    /// # Errors
+    /// [`FormatError::ChunkTampered`].
+    pub fn open_chunk(&self, index: u64, last: bool, buf: &mut [u8]) -> Result<(), FormatError> {
+        let (ct, tag) = crate::aead::split_tag(buf)?;
+        self.key
+            .open_in_place(&chunk_nonce(index, last), &[], ct, &tag)
+            .map_err(|_| FormatError::ChunkTampered { index })
+    }
+
+    /// Opens chunk `index` from `ct_tag` (ciphertext || tag) into `out` (same length minus
+    /// the tag), leaving `ct_tag` intact.
+    ///
+    /// # Errors
+    /// [`FormatError::ChunkTampered`].
+    pub fn open_chunk_to(&self, index: u64, last: bool, ct_tag: &[u8], out: &mut [u8]) -> Result<(), FormatError> {
+        if ct_tag.len() < TAG_LEN {
+            return Err(FormatError::ChunkTampered { index });
+        }
+        let (ct, tag) = ct_tag.split_at(ct_tag.len() - TAG_LEN);
+        let mut t = [0u8; TAG_LEN];
+        t.copy_from_slice(tag);
+        self.key
+            .open_to(&chunk_nonce(index, last), &[], ct, &t, &mut out[..ct.len()])
+            .map_err(|_| FormatError::ChunkTampered { index })
+    }
+
+    /// Decrypts the body from `input` to `output`; returns the plaintext length.
+    ///
+    /// Plaintext of earlier chunks has been written when a later chunk fails: write to a
+    /// temporary file and keep it only on success.
+    ///
+    /// # Errors
+    /// [`FormatError::ChunkTampered`], [`FormatError::TruncatedBody`],
+    /// [`FormatError::TrailingData`], I/O errors.
+    pub fn decrypt_stream<R: Read, W: Write>(&self, mut input: R, mut output: W) -> Result<u64, Error> {
+        let ct_chunk = self.chunk_size + TAG_LEN;
+        // One extra byte of look-ahead tells a full non-final chunk from a full final one.
+        let mut buf = vec![0u8; ct_chunk + 1];
+        // Plaintext goes to its own buffer so the ciphertext stays intact for a second attempt
+        // with the other final flag (which tells truncation and extension from tampering).
+        let mut pt = zeroize::Zeroizing::new(vec![0u8; self.chunk_size]);
+        let mut carry: Option<u8> = None;
+        let mut total = 0u64;
+        for index in 0u64.. {
+            let mut n = 0;
+            if let Some(b) = carry.take() {
+                buf[0] = b;
+                n = 1;
+            }
+            n += read_full(&mut input, &mut buf[n..])?;
+            let full_and_more = n == ct_chunk + 1;
+            let chunk = &buf[..n.min(ct_chunk)];
+            if !full_and_more && n < TAG_LEN {
+                return Err(if n == 0 {
+                    FormatError::TruncatedBody { chunks: index }
+                } else {
+                    FormatError::ChunkTampered { index }
+                }
+                .into());
+            }
+            let last = !full_and_more;
+            if self.open_chunk_to(index, last, chunk, &mut pt).is_err() {
+                let other = self.open_chunk_to(index, !last, chunk, &mut pt).is_ok();
+                return Err(match (last, other) {
+                    // A final chunk followed by more bytes.
+                    (false, true) => FormatError::TrailingData,
+                    // A full-size non-final chunk at the end: the real final chunk was cut.
+                    (true, true) if n == ct_chunk => FormatError::TruncatedBody { chunks: index + 1 },
+                    _ => FormatError::ChunkTampered { index },
+                }
+                .into());
+            }
+            let len = chunk.len() - TAG_LEN;
+            output.write_all(&pt[..len])?;
+            total += len as u64;
+            if last {
+                break;
+            }
+            carry = Some(buf[ct_chunk]);
+        }
+        Ok(total)
+    }
+}
+
+/// A KMS key to wrap a new file's data key under.
+#[derive(Clone, Copy, Debug)]
+pub struct Recipient<'a> {
+    /// The backend.
+    pub kms: &'a dyn Kms,
+    /// Key id or alias.
+    pub key: &'a str,
+}
+
+/// Options for [`seal`].
+#[derive(Clone, Copy, Debug)]
+pub struct SealOptions {
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// AEAD engine.
+    pub engine: Engine,
+}
+
+impl Default for SealOptions {
+    fn default() -> Self {
+        Self { chunk_size: DEFAULT_CHUNK_SIZE, engine: Engine::default() }
+    }
+}
+
+/// Creates the preamble and encryptor of a new container: a data key is generated under the
+/// first recipient and encrypted under each other one (any entry opens the file).
+///
+/// # Errors
+/// [`KmsError`]s from the KMS calls; [`FormatError`] for bad options or oversize entries.
+pub async fn begin_seal(
+    recipients: &[Recipient<'_>],
+    context: &EncryptionContext,
+    options: &SealOptions,
+) -> Result<(Preamble, Encryptor), Error> {
+    if recipients.is_empty() || recipients.len() > MAX_ENTRIES {
+        return Err(FormatError::LimitExceeded {
+            what: "recipients",
+            value: recipients.len() as u64,
+            max: MAX_ENTRIES as u64,
+        }
+        .into());
+    }
+    let pending = PendingContainer::new(context.clone(), options.chunk_size)?;
+    let kctx = pending.kms_context();
+    let first = recipients[0].kms.generate_data_key(recipients[0].key, &kctx).await?;
+    let mut entries = vec![first.wrapped];
+    for r in &recipients[1..] {
+        entries.push(r.kms.encrypt(r.key, first.data_key.expose_secret(), &kctx).await?);
+    }
+    Ok(pending.finish(options.engine, &first.data_key, entries)?)
+}
+
+/// Seals `input` into `output` as a container; returns the plaintext length.
+///
+/// # Errors
+/// As [`begin_seal`], plus I/O errors.
+pub async fn seal<R: Read, W: Write>(
+    recipients: &[Recipient<'_>],
+    context: &EncryptionContext,
+    options: &SealOptions,
+    input: R,
+    mut output: W,
+) -> Result<u64, Error> {
+    let (preamble, enc) = begin_seal(recipients, context, options).await?;
+    output.write_all(&preamble.encode()?)?;
+    enc.encrypt_stream(input, output)
+}
+
+/// Finds an entry that one of `kmses` can open and returns the data key and the entry index.
+///
+/// `expected` must be contained in the file's context (each pair present with the same
+/// value), else [`FormatError::WrongContext`] before any KMS call.
+///
+/// # Errors
+/// [`FormatError::WrongContext`]; [`FormatError::HeaderTampered`] when the KMS reports the
+/// context (which includes the header hash) does not match; [`FormatError::KeyEntryTampered`]
+/// for an invalid blob; the [`KmsError`] of a single failed entry, or
+/// [`Error::NoKeyOpened`] listing each failure when there were several.
+pub async fn unwrap_data_key(
+    kmses: &[&dyn Kms],
+    preamble: &Preamble,
+    expected: &EncryptionContext,
+) -> Result<(DataKey, usize), Error> {
+    if !preamble.header.context.contains_all(expected) {
+        return Err(FormatError::WrongContext.into());
+    }
+    let kctx = preamble.kms_context();
+    let mut attempts = Vec::new();
+    for (index, entry) in preamble.entries.iter().enumerate() {
+        let Some(kms) = kmses.iter().find(|k| k.backend() == entry.backend) else {
+            attempts.push(KeyAttempt {
+                index,
+                backend: entry.backend.clone(),
+                key_id: entry.key_id.clone(),
+                error: Error::Kms(KmsError::Unsupported { operation: "decrypt", backend: entry.backend.clone() }),
+            });
+            continue;
+        };
+        match kms::decrypt_data_key(*kms, entry, &kctx).await {
+            Ok(k) => return Ok((k.data_key, index)),
+            Err(e) => attempts.push(KeyAttempt {
+                index,
+                backend: entry.backend.clone(),
+                key_id: entry.key_id.clone(),
+                error: map_entry_error(e, index),
+            }),
+        }
+    }
+    if attempts.len() == 1 {
+        return Err(attempts.pop().map(|a| a.error).unwrap_or(Error::NoKeyOpened(Vec::new())));
+    }
+    Err(Error::NoKeyOpened(attempts))
+}
+
+pub(crate) fn map_entry_error(e: KmsError, index: usize) -> Error {
+    match e {
+        KmsError::WrongContext => FormatError::HeaderTampered.into(),
+        KmsError::InvalidCiphertext => FormatError::KeyEntryTampered { index }.into(),
+        e => e.into(),
+    }
+}
+
+/// Opens a container from `input`, writing the plaintext to `output`; returns the plaintext
+/// length. See [`Decryptor::decrypt_stream`] about partial output on failure.
+///
+/// # Errors
+/// As [`Preamble::read_from`], [`unwrap_data_key`], [`Preamble::open`] and
+/// [`Decryptor::decrypt_stream`].
+pub async fn open<R: Read, W: Write>(
+    kmses: &[&dyn Kms],
+    expected: &EncryptionContext,
+    engine: Engine,
+    mut input: R,
+    output: W,
+) -> Result<u64, Error> {
+    let preamble = Preamble::read_from(&mut input)?;
+    let (dk, _) = unwrap_data_key(kmses, &preamble, expected).await?;
+    let dec = preamble.open(engine, &dk)?;
+    drop(dk);
+    dec.decrypt_stream(input, output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed(engine: Engine, cs: u32, pt: &[u8]) -> (DataKey, Vec<u8>) {
+        let dk = DataKey::from_bytes([7; 32]);
+        let entry =
+            WrappedKey { backend: "test".into(), key_id: "k".into(), key_version: "1".into(), blob: vec![1, 2, 3] };
+        let p = PendingContainer::with_salt(EncryptionContext::new(), cs, [9; 32]).unwrap();
+        let (pre, enc) = p.finish(engine, &dk, vec![entry]).unwrap();
+        let mut out = pre.encode().unwrap();
+        enc.encrypt_stream(pt, &mut out).unwrap();
+        (dk, out)
+    }
+
+    fn opened(engine: Engine, dk: &DataKey, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+        let (pre, n) = Preamble::parse(bytes)?;
+        let dec = pre.open(engine, dk)?;
+        let mut out = Vec::new();
+        dec.decrypt_stream(&bytes[n..], &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn round_trip_boundaries() {
+        for &engine in Engine::ALL {
+            for len in [0usize, 1, 63, 64, 65, 128, 129, 1000] {
+                let pt: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let (dk, ct) = sealed(engine, 64, &pt);
+                assert_eq!(opened(engine, &dk, &ct).unwrap(), pt, "len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn stream_preamble_reader_consumes_exactly() {
+        let (_, ct) = sealed(Engine::default(), 64, b"hello");
+        let mut r = &ct[..];
+        let p = Preamble::read_from(&mut r).unwrap();
+        let (q, n) = Preamble::parse(&ct).unwrap();
+        assert_eq!(p, q);
+        assert_eq!(r.len(), ct.len() - n);
+        assert_eq!(p.encode().unwrap(), ct[..n]);
+    }
+
+    #[test]
+    fn truncation_and_extension() {
+        let e = Engine::default();
+        let pt = vec![1u8; 64 * 3];
+        let (dk, ct) = sealed(e, 64, &pt);
+        let (_, n) = Preamble::parse(&ct).unwrap();
+        let c = 64 + 16;
+        // Cut at each chunk boundary.
+        for k in 0..3 {
+            let err = opened(e, &dk, &ct[..n + k * c]).unwrap_err();
+            assert!(
+                matches!(err, Error::Format(FormatError::TruncatedBody { chunks }) if chunks == k as u64),
+                "{err:?}"
+            );
+        }
+        // Extra chunk appended.
+        let mut ext = ct.clone();
+        ext.extend_from_slice(&ct[n..n + c]);
+        assert!(matches!(opened(e, &dk, &ext), Err(Error::Format(FormatError::TrailingData))));
+        // Chunks swapped.
+        let mut sw = ct.clone();
+        let (a, b) = (n, n + c);
+        let tmp = sw[a..a + c].to_vec();
+        sw.copy_within(b..b + c, a);
+        sw[b..b + c].copy_from_slice(&tmp);
+        assert!(matches!(opened(e, &dk, &sw), Err(Error::Format(FormatError::ChunkTampered { index: 0 }))));
+    }
+
+    #[test]
+    fn commitment_and_header_checks() {
+        let e = Engine::default();
+        let (dk, ct) = sealed(e, 64, b"x");
+        let wrong = DataKey::from_bytes([8; 32]);
+        assert!(matches!(opened(e, &wrong, &ct), Err(Error::Format(FormatError::CommitmentMismatch))));
+        // Flip a salt bit: the derived keys change, so the commitment no longer matches.
+        let mut h = ct.clone();
+        h[20] ^= 1;
+        assert!(matches!(opened(e, &dk, &h), Err(Error::Format(FormatError::CommitmentMismatch))));
+        // Flip the chunk size: header MAC fails.
+        let mut h = ct.clone();
+        h[14] ^= 1;
+        assert!(matches!(opened(e, &dk, &h), Err(Error::Format(FormatError::HeaderTampered))));
+    }
+
+    #[test]
+    fn bounds_before_allocation() {
+        let (_, ct) = sealed(Engine::default(), 64, b"x");
+        let mut v = ct.clone();
+        v[8] = 2;
+        assert!(matches!(Preamble::parse(&v), Err(Error::Format(FormatError::UnsupportedVersion(2)))));
+        let mut v = ct.clone();
+        v[11..15].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(Preamble::parse(&v), Err(Error::Format(FormatError::LimitExceeded { .. }))));
+        assert!(matches!(Preamble::parse(b"plain text"), Err(Error::Format(FormatError::NotSealed))));
+        assert!(matches!(Preamble::parse(&MAGIC[..4]), Err(Error::Format(FormatError::NotSealed))));
+        assert!(matches!(Preamble::parse(&ct[..20]), Err(Error::Format(FormatError::Truncated))));
+    }
+}

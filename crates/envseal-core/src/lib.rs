@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod aead;
+pub mod container;
+pub mod context;
+pub mod datakey;
+pub mod envelope;
+pub mod error;
+mod kdf;
+pub mod kms;
+pub mod random;
+mod sealer;
+mod wire;
+
+pub use aead::Engine;
+pub use context::EncryptionContext;
+pub use datakey::{DataKey, SecretBytes};
+pub use error::{Error, FormatError, KeyAttempt, KmsError};
+pub use kms::{KeyManager, Kms, WrappedKey};
+pub use sealer::{CachePolicy, CacheStats, Sealer};

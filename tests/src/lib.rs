@@ -1,0 +1,1 @@
+//! Cross-crate test helpers (tests live in `tests/tests/`).
