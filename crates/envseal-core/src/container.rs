@@ -739,6 +739,14 @@ pub async fn unwrap_data_key(
             continue;
         };
         match kms::decrypt_data_key(*kms, entry, &kctx).await {
+            // The entry's key id and version are outside every MAC; the KMS read them from the
+            // authenticated blob, so they must agree (FORMAT.md §4.5).
+            Ok(k) if k.key_id != entry.key_id || k.key_version != entry.key_version => attempts.push(KeyAttempt {
+                index,
+                backend: entry.backend.clone(),
+                key_id: entry.key_id.clone(),
+                error: FormatError::KeyEntryTampered { index }.into(),
+            }),
             Ok(k) => return Ok((k.data_key, index)),
             Err(e) => attempts.push(KeyAttempt {
                 index,

@@ -12,6 +12,7 @@ mod kdf;
 pub mod kms;
 pub mod random;
 mod sealer;
+pub mod values;
 mod wire;
 
 pub use aead::Engine;

@@ -262,6 +262,9 @@ impl Sealer {
             KmsError::InvalidCiphertext => Error::Format(FormatError::KeyEntryTampered { index: 0 }),
             e => Error::Kms(e),
         })?;
+        if k.key_id != entry.key_id || k.key_version != entry.key_version {
+            return Err(FormatError::KeyEntryTampered { index: 0 }.into());
+        }
         Ok(FieldKey::for_opening(self.engine, &k.data_key, *env.salt))
     }
 
