@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 use crate::aead::{AeadKey, Engine, TAG_LEN};
 use crate::context::EncryptionContext;
 use crate::datakey::DataKey;
-use crate::error::{Error, FormatError, KeyAttempt, KmsError};
+use crate::error::{Error, FormatError};
 use crate::kdf::{self, Kdf};
 use crate::kms::{self, Kms, WrappedKey};
 use crate::wire;
@@ -726,48 +726,7 @@ pub async fn unwrap_data_key(
     if !preamble.header.context.contains_all(expected) {
         return Err(FormatError::WrongContext.into());
     }
-    let kctx = preamble.kms_context();
-    let mut attempts = Vec::new();
-    for (index, entry) in preamble.entries.iter().enumerate() {
-        let Some(kms) = kmses.iter().find(|k| k.backend() == entry.backend) else {
-            attempts.push(KeyAttempt {
-                index,
-                backend: entry.backend.clone(),
-                key_id: entry.key_id.clone(),
-                error: Error::Kms(KmsError::Unsupported { operation: "decrypt", backend: entry.backend.clone() }),
-            });
-            continue;
-        };
-        match kms::decrypt_data_key(*kms, entry, &kctx).await {
-            // The entry's key id and version are outside every MAC; the KMS read them from the
-            // authenticated blob, so they must agree (FORMAT.md §4.5).
-            Ok(k) if k.key_id != entry.key_id || k.key_version != entry.key_version => attempts.push(KeyAttempt {
-                index,
-                backend: entry.backend.clone(),
-                key_id: entry.key_id.clone(),
-                error: FormatError::KeyEntryTampered { index }.into(),
-            }),
-            Ok(k) => return Ok((k.data_key, index)),
-            Err(e) => attempts.push(KeyAttempt {
-                index,
-                backend: entry.backend.clone(),
-                key_id: entry.key_id.clone(),
-                error: map_entry_error(e, index),
-            }),
-        }
-    }
-    if attempts.len() == 1 {
-        return Err(attempts.pop().map(|a| a.error).unwrap_or(Error::NoKeyOpened(Vec::new())));
-    }
-    Err(Error::NoKeyOpened(attempts))
-}
-
-pub(crate) fn map_entry_error(e: KmsError, index: usize) -> Error {
-    match e {
-        KmsError::WrongContext => FormatError::HeaderTampered.into(),
-        KmsError::InvalidCiphertext => FormatError::KeyEntryTampered { index }.into(),
-        e => e.into(),
-    }
+    kms::unwrap_any(kmses, &preamble.entries, &preamble.kms_context()).await
 }
 
 /// Opens a container from `input`, writing the plaintext to `output`; returns the plaintext

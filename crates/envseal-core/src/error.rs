@@ -177,6 +177,10 @@ pub enum FormatError {
     /// Data follows the final chunk.
     #[error("extra data after the final chunk")]
     TrailingData,
+    /// The whole-file MAC of a value-level sealed file does not match: an entry was added,
+    /// removed, reordered, swapped or altered.
+    #[error("file MAC mismatch: entries were added, removed, reordered or altered")]
+    MacMismatch,
     /// A field envelope's value failed authentication (altered, or wrong context).
     #[error("sealed value tampered or opened with the wrong context")]
     ValueTampered,

@@ -1,0 +1,487 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::path::Path;
+
+use envseal_core::container::Recipient;
+use envseal_core::values::{self, KeyPath, ValueKeys, ValueType};
+use envseal_core::{EncryptionContext, Engine, FormatError, Kms, SecretBytes, WrappedKey};
+
+pub mod json;
+mod meta;
+
+pub use meta::Metadata;
+
+/// File formats envseal understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `.env` (KEY=value lines).
+    Dotenv,
+    /// JSON (an object at the top level).
+    Json,
+    /// YAML (a mapping at the top level).
+    Yaml,
+    /// Anything else: the streaming binary container.
+    Binary,
+}
+
+impl Format {
+    /// `dotenv`, `json`, `yaml`, `binary`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Dotenv => "dotenv",
+            Format::Json => "json",
+            Format::Yaml => "yaml",
+            Format::Binary => "binary",
+        }
+    }
+
+    /// The format a file name suggests, if any: `*.json`, `*.yaml`/`*.yml`, `.env`, `*.env`,
+    /// `.env.*`.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("json") => return Some(Format::Json),
+            Some("yaml" | "yml") => return Some(Format::Yaml),
+            Some("env") => return Some(Format::Dotenv),
+            _ => {}
+        }
+        if name == ".env" || name.starts_with(".env.") {
+            return Some(Format::Dotenv);
+        }
+        None
+    }
+
+    /// Detects the format from the name, else from the content: a binary container, a JSON
+    /// object, or else binary.
+    pub fn detect(path: Option<&Path>, content: &[u8]) -> Format {
+        if envseal_core::container::is_container(content) {
+            return Format::Binary;
+        }
+        if let Some(f) = path.and_then(Format::from_path) {
+            return f;
+        }
+        let trimmed = content.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &content[i..]).unwrap_or(&[]);
+        if trimmed.starts_with(b"{") && serde_json::from_slice::<serde_json::Value>(content).is_ok() {
+            return Format::Json;
+        }
+        Format::Binary
+    }
+}
+
+/// Errors of the value-level stores.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The input could not be parsed in its format (the message never quotes values).
+    #[error("cannot parse {format} input: {message}")]
+    Parse {
+        /// Format name.
+        format: &'static str,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// The file already carries envseal metadata.
+    #[error("the file is already sealed")]
+    AlreadySealed,
+    /// The file carries no envseal metadata.
+    #[error("the file is not sealed (no envseal metadata)")]
+    NotSealed,
+    /// The envseal metadata is present but invalid.
+    #[error("invalid envseal metadata: {0}")]
+    Metadata(String),
+    /// No value at this key path.
+    #[error("no value at {0}")]
+    NoSuchKey(String),
+    /// The key path cannot be used here (e.g. the reserved `envseal` key).
+    #[error("invalid key path: {0}")]
+    InvalidPath(String),
+    /// A value that should be sealed is in clear in a sealed file.
+    #[error("value at {0} is not sealed, but the file's rules say it must be")]
+    UnsealedValue(String),
+    /// The plain-keys rule is not a valid regular expression.
+    #[error("invalid plain-keys regular expression: {0}")]
+    BadRegex(String),
+    /// Sealing or opening failed.
+    #[error(transparent)]
+    Core(#[from] envseal_core::Error),
+}
+
+impl From<FormatError> for StoreError {
+    fn from(e: FormatError) -> Self {
+        StoreError::Core(e.into())
+    }
+}
+
+/// One value of a document, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Where it is.
+    pub path: KeyPath,
+    /// Its type as stored (a sealed value is stored as a string).
+    pub ty: ValueType,
+    /// Its text as stored (for strings: the decoded string, without quotes or escapes).
+    pub text: String,
+}
+
+/// A parsed secrets file whose values can be read and replaced without disturbing the rest.
+pub trait Document: Send {
+    /// The format.
+    fn format(&self) -> Format;
+    /// Every value, in document order, excluding envseal's metadata.
+    fn entries(&self) -> Vec<Entry>;
+    /// Sets the value at `path` (adding it if missing). A sealed value is stored as a string
+    /// (`text` is the `ENC[...]` form); a plain value is stored with its type `ty`.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidPath`] if the path cannot hold a value.
+    fn set_value(&mut self, path: &KeyPath, ty: ValueType, text: &str, sealed: bool) -> Result<(), StoreError>;
+    /// Removes the value at `path`; returns whether it existed.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidPath`].
+    fn remove_value(&mut self, path: &KeyPath) -> Result<bool, StoreError>;
+    /// envseal's metadata, if present.
+    ///
+    /// # Errors
+    /// [`StoreError::Metadata`] when present but invalid (or present twice).
+    fn metadata(&self) -> Result<Option<Metadata>, StoreError>;
+    /// Writes (`Some`) or removes (`None`) the metadata.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidPath`] if the document cannot hold it.
+    fn set_metadata(&mut self, meta: Option<&Metadata>) -> Result<(), StoreError>;
+    /// The document's bytes.
+    fn render(&self) -> Vec<u8>;
+}
+
+/// Parses `content` as `format`.
+///
+/// # Errors
+/// [`StoreError::Parse`]; binary is not a document.
+pub fn parse(format: Format, content: &[u8]) -> Result<Box<dyn Document>, StoreError> {
+    match format {
+        Format::Json => Ok(Box::new(json::JsonDocument::parse(content)?)),
+        f => Err(StoreError::Parse { format: f.name(), message: "not a value-level format".into() }),
+    }
+}
+
+/// What to seal with.
+#[derive(Debug)]
+pub struct SealSpec<'a> {
+    /// KMS keys; the first generates the data key, the others get a copy (any one opens).
+    pub recipients: &'a [Recipient<'a>],
+    /// The encryption context.
+    pub context: EncryptionContext,
+    /// Values whose dotted path matches this regular expression stay in clear.
+    pub plain_keys: Option<String>,
+    /// AEAD engine.
+    pub engine: Engine,
+}
+
+/// An opened sealed file: its keys and metadata.
+#[derive(Debug)]
+pub struct Unlocked {
+    keys: ValueKeys,
+    /// The file's metadata.
+    pub meta: Metadata,
+    plain: Option<regex::Regex>,
+}
+
+fn compile(rule: &Option<String>) -> Result<Option<regex::Regex>, StoreError> {
+    rule.as_deref().map(|r| regex::Regex::new(r).map_err(|e| StoreError::BadRegex(e.to_string()))).transpose()
+}
+
+impl Unlocked {
+    fn is_plain(&self, path: &KeyPath) -> bool {
+        self.plain.as_ref().is_some_and(|r| r.is_match(&path.display()))
+    }
+
+    /// The MAC over the document's stored entries.
+    fn mac(&self, doc: &dyn Document) -> Result<String, StoreError> {
+        let mut m = self.keys.mac(&self.meta.mac_header());
+        for e in doc.entries() {
+            let sealed = !self.is_plain(&e.path);
+            if sealed && !(e.ty == ValueType::Str && values::is_sealed(&e.text)) {
+                return Err(StoreError::UnsealedValue(e.path.display()));
+            }
+            m.entry(&e.path, sealed, e.ty, &e.text);
+        }
+        Ok(m.finish())
+    }
+
+    fn seal_entry(
+        &self,
+        doc: &mut dyn Document,
+        path: &KeyPath,
+        ty: ValueType,
+        plaintext: &[u8],
+    ) -> Result<(), StoreError> {
+        if self.is_plain(path) {
+            let text = std::str::from_utf8(plaintext)
+                .map_err(|_| StoreError::Parse { format: doc.format().name(), message: "value is not UTF-8".into() })?;
+            doc.set_value(path, ty, text, false)
+        } else {
+            let sealed = self.keys.seal(path, ty, plaintext)?;
+            doc.set_value(path, ValueType::Str, &sealed, true)
+        }
+    }
+
+    fn finish(&mut self, doc: &mut dyn Document) -> Result<(), StoreError> {
+        self.meta.mac = self.mac(doc)?;
+        self.meta.modified = Some(now());
+        doc.set_metadata(Some(&self.meta))
+    }
+
+    /// Every value in clear, in document order.
+    ///
+    /// # Errors
+    /// [`FormatError::ValueTampered`] (through [`StoreError::Core`]) for a value that fails
+    /// authentication.
+    pub fn values(&self, doc: &dyn Document) -> Result<Vec<(KeyPath, ValueType, SecretBytes)>, StoreError> {
+        doc.entries()
+            .into_iter()
+            .map(|e| {
+                if self.is_plain(&e.path) {
+                    Ok((e.path, e.ty, SecretBytes::new(e.text.into_bytes())))
+                } else {
+                    let (ty, v) = self.keys.open(&e.path, &e.text)?;
+                    Ok((e.path, ty, v))
+                }
+            })
+            .collect()
+    }
+
+    /// Replaces every sealed value by its plaintext and removes the metadata.
+    ///
+    /// # Errors
+    /// As [`Unlocked::values`].
+    pub fn decrypt(&self, doc: &mut dyn Document) -> Result<(), StoreError> {
+        for (path, ty, v) in self.values(doc)? {
+            if !self.is_plain(&path) {
+                let text = std::str::from_utf8(v.expose_secret()).map_err(|_| StoreError::Parse {
+                    format: doc.format().name(),
+                    message: "sealed value is not UTF-8".into(),
+                })?;
+                doc.set_value(&path, ty, text, false)?;
+            }
+        }
+        doc.set_metadata(None)
+    }
+
+    /// Sets one value (sealing it unless a plain-keys rule matches) and updates the MAC; no
+    /// other value's ciphertext changes.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidPath`]; sealing errors.
+    pub fn set(
+        &mut self,
+        doc: &mut dyn Document,
+        path: &KeyPath,
+        ty: ValueType,
+        plaintext: &[u8],
+    ) -> Result<(), StoreError> {
+        self.seal_entry(doc, path, ty, plaintext)?;
+        self.finish(doc)
+    }
+
+    /// Removes one value and updates the MAC.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchKey`] if absent.
+    pub fn unset(&mut self, doc: &mut dyn Document, path: &KeyPath) -> Result<(), StoreError> {
+        if !doc.remove_value(path)? {
+            return Err(StoreError::NoSuchKey(path.display()));
+        }
+        self.finish(doc)
+    }
+
+    /// Seals every value of a plaintext document (an edited copy of this file) with this
+    /// file's keys: unchanged values get exactly their previous ciphertext.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadySealed`] if `doc` carries metadata; sealing errors.
+    pub fn reseal(&mut self, doc: &mut dyn Document) -> Result<(), StoreError> {
+        if doc.metadata()?.is_some() {
+            return Err(StoreError::AlreadySealed);
+        }
+        for e in doc.entries() {
+            self.seal_entry(doc, &e.path, e.ty, e.text.as_bytes())?;
+        }
+        self.finish(doc)
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Seals every value of `doc` (except those matching the plain-keys rule) under a fresh data
+/// key, and adds the metadata.
+///
+/// # Errors
+/// [`StoreError::AlreadySealed`]; KMS errors; [`StoreError::BadRegex`].
+pub async fn seal(doc: &mut dyn Document, spec: &SealSpec<'_>) -> Result<Unlocked, StoreError> {
+    if doc.metadata()?.is_some() {
+        return Err(StoreError::AlreadySealed);
+    }
+    if spec.recipients.is_empty() || spec.recipients.len() > envseal_core::container::MAX_ENTRIES {
+        return Err(FormatError::LimitExceeded {
+            what: "recipients",
+            value: spec.recipients.len() as u64,
+            max: envseal_core::container::MAX_ENTRIES as u64,
+        }
+        .into());
+    }
+    let plain = compile(&spec.plain_keys)?;
+    let file_id: [u8; values::FILE_ID_LEN] = envseal_core::random::array();
+    let kctx = values::kms_context(&spec.context, &file_id)?;
+    let first = spec.recipients[0]
+        .kms
+        .generate_data_key(spec.recipients[0].key, &kctx)
+        .await
+        .map_err(envseal_core::Error::from)?;
+    let mut keys: Vec<WrappedKey> = vec![first.wrapped];
+    for r in &spec.recipients[1..] {
+        keys.push(
+            r.kms.encrypt(r.key, first.data_key.expose_secret(), &kctx).await.map_err(envseal_core::Error::from)?,
+        );
+    }
+    let vk = ValueKeys::derive(spec.engine, &first.data_key, file_id);
+    let created = now();
+    let meta = Metadata {
+        version: 1,
+        file_id,
+        context: spec.context.clone(),
+        keys,
+        plain_keys: spec.plain_keys.clone(),
+        commitment: vk.commitment_hex(),
+        mac: String::new(),
+        created: Some(created),
+        modified: None,
+    };
+    let mut u = Unlocked { keys: vk, meta, plain };
+    for e in doc.entries() {
+        u.seal_entry(doc, &e.path, e.ty, e.text.as_bytes())?;
+    }
+    u.finish(doc)?;
+    Ok(u)
+}
+
+/// Opens a sealed document: unwraps the data key with any of `kmses`, checks the key
+/// commitment and the whole-file MAC. `expected` must be contained in the file's context.
+///
+/// # Errors
+/// [`StoreError::NotSealed`]; [`FormatError::WrongContext`]; KMS errors;
+/// [`FormatError::CommitmentMismatch`]; [`FormatError::MacMismatch`].
+pub async fn unlock(
+    doc: &dyn Document,
+    kmses: &[&dyn Kms],
+    expected: &EncryptionContext,
+    engine: Engine,
+) -> Result<Unlocked, StoreError> {
+    let meta = doc.metadata()?.ok_or(StoreError::NotSealed)?;
+    if !meta.context.contains_all(expected) {
+        return Err(FormatError::WrongContext.into());
+    }
+    let kctx = values::kms_context(&meta.context, &meta.file_id)?;
+    let (dk, _) = envseal_core::kms::unwrap_any(kmses, &meta.keys, &kctx).await?;
+    let keys = ValueKeys::derive(engine, &dk, meta.file_id);
+    drop(dk);
+    keys.check_commitment(&meta.commitment)?;
+    let plain = compile(&meta.plain_keys)?;
+    let u = Unlocked { keys, meta, plain };
+    let mac = u.mac(doc)?;
+    if !ValueKeys::mac_matches(&mac, &u.meta.mac) {
+        return Err(FormatError::MacMismatch.into());
+    }
+    Ok(u)
+}
+
+/// Parses a user's key argument: `a.b[0].c`, or a JSON pointer `/a/b/0/c`.
+///
+/// # Errors
+/// [`StoreError::InvalidPath`] for an empty path or segment.
+pub fn parse_key_path(s: &str) -> Result<KeyPath, StoreError> {
+    use envseal_core::values::PathSegment;
+    let bad = || StoreError::InvalidPath(s.to_string());
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Some(ptr) = s.strip_prefix('/') {
+        // RFC 6901: "~1" is "/", "~0" is "~"; numeric segments address sequence items.
+        let segs = ptr
+            .split('/')
+            .map(|seg| {
+                let k = seg.replace("~1", "/").replace("~0", "~");
+                match k.parse::<u64>() {
+                    Ok(i) if !k.starts_with('+') && (k == "0" || !k.starts_with('0')) => PathSegment::Index(i),
+                    _ => PathSegment::Key(k),
+                }
+            })
+            .collect();
+        return Ok(KeyPath(segs));
+    }
+    let mut segs = Vec::new();
+    for part in s.split('.') {
+        let (name, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if name.is_empty() && rest.is_empty() {
+            return Err(bad());
+        }
+        if !name.is_empty() {
+            segs.push(PathSegment::Key(name.to_string()));
+        }
+        while let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').ok_or_else(bad)?;
+            segs.push(PathSegment::Index(r[..end].parse().map_err(|_| bad())?));
+            rest = &r[end + 1..];
+        }
+        if !rest.is_empty() {
+            return Err(bad());
+        }
+    }
+    Ok(KeyPath(segs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envseal_core::values::PathSegment;
+
+    #[test]
+    fn key_paths() {
+        assert_eq!(
+            parse_key_path("db.hosts[1].name").unwrap(),
+            KeyPath(vec![
+                PathSegment::Key("db".into()),
+                PathSegment::Key("hosts".into()),
+                PathSegment::Index(1),
+                PathSegment::Key("name".into())
+            ])
+        );
+        assert_eq!(
+            parse_key_path("/a~1b/0/c").unwrap(),
+            KeyPath(vec![PathSegment::Key("a/b".into()), PathSegment::Index(0), PathSegment::Key("c".into())])
+        );
+        assert!(parse_key_path("").is_err());
+        assert!(parse_key_path("a..b").is_err());
+        assert!(parse_key_path("a[x]").is_err());
+    }
+
+    #[test]
+    fn detection() {
+        assert_eq!(Format::from_path(Path::new("x/.env")), Some(Format::Dotenv));
+        assert_eq!(Format::from_path(Path::new(".env.production")), Some(Format::Dotenv));
+        assert_eq!(Format::from_path(Path::new("prod.env")), Some(Format::Dotenv));
+        assert_eq!(Format::from_path(Path::new("a.JSON")), Some(Format::Json));
+        assert_eq!(Format::from_path(Path::new("a.yml")), Some(Format::Yaml));
+        assert_eq!(Format::detect(None, b" {\"a\": 1}"), Format::Json);
+        assert_eq!(Format::detect(None, b"\x00\x01"), Format::Binary);
+        assert_eq!(Format::detect(Some(Path::new("a.json")), &envseal_core::container::MAGIC), Format::Binary);
+    }
+}
