@@ -498,6 +498,30 @@ impl Encryptor {
         tag_out.copy_from_slice(&tag);
     }
 
+    /// Length of the body for `plaintext_len` bytes of plaintext.
+    pub fn body_len(&self, plaintext_len: u64) -> u64 {
+        let cs = self.chunk_size as u64;
+        let chunks = if plaintext_len == 0 { 1 } else { plaintext_len.div_ceil(cs) };
+        plaintext_len + chunks * TAG_LEN as u64
+    }
+
+    /// Encrypts an in-memory `input` into `out` (exactly [`Encryptor::body_len`] bytes) in one
+    /// pass, without intermediate buffers.
+    ///
+    /// # Panics
+    /// If `out` has the wrong length (a caller bug).
+    pub fn encrypt_slice(&self, input: &[u8], out: &mut [u8]) {
+        assert_eq!(out.len() as u64, self.body_len(input.len() as u64), "encrypt_slice output length");
+        let cs = self.chunk_size;
+        let n_chunks = if input.is_empty() { 1 } else { input.len().div_ceil(cs) };
+        for i in 0..n_chunks {
+            let pt = &input[(i * cs).min(input.len())..((i + 1) * cs).min(input.len())];
+            let at = i * (cs + TAG_LEN);
+            let last = i + 1 == n_chunks;
+            self.key.seal_to(&chunk_nonce(i as u64, last), &[], pt, &mut out[at..at + pt.len() + TAG_LEN]);
+        }
+    }
+
     /// Encrypts all of `input` to `output` as the body; returns the plaintext length.
     ///
     /// # Errors
@@ -580,6 +604,39 @@ impl Decryptor {
         self.key
             .open_to(&chunk_nonce(index, last), &[], ct, &t, &mut out[..ct.len()])
             .map_err(|_| FormatError::ChunkTampered { index })
+    }
+
+    /// Decrypts an in-memory body into `out` in one pass; returns the plaintext length
+    /// (`out` must hold at least the body length minus 16 bytes per chunk).
+    ///
+    /// # Errors
+    /// As [`Decryptor::decrypt_stream`]; `out` must then be discarded.
+    pub fn decrypt_slice(&self, body: &[u8], out: &mut [u8]) -> Result<usize, FormatError> {
+        let ct_chunk = self.chunk_size + TAG_LEN;
+        if body.is_empty() {
+            return Err(FormatError::TruncatedBody { chunks: 0 });
+        }
+        let n_chunks = body.len().div_ceil(ct_chunk);
+        let mut written = 0;
+        for i in 0..n_chunks {
+            let c = &body[i * ct_chunk..((i + 1) * ct_chunk).min(body.len())];
+            let last = i + 1 == n_chunks;
+            if c.len() < TAG_LEN {
+                return Err(FormatError::ChunkTampered { index: i as u64 });
+            }
+            let n = c.len() - TAG_LEN;
+            let dst = out.get_mut(written..written + n).ok_or(FormatError::Malformed("output buffer too small"))?;
+            if self.open_chunk_to(i as u64, last, c, dst).is_err() {
+                let mut scratch = zeroize::Zeroizing::new(vec![0u8; n]);
+                let other = self.open_chunk_to(i as u64, !last, c, &mut scratch).is_ok();
+                return Err(match (last, other) {
+                    (true, true) if c.len() == ct_chunk => FormatError::TruncatedBody { chunks: i as u64 + 1 },
+                    _ => FormatError::ChunkTampered { index: i as u64 },
+                });
+            }
+            written += n;
+        }
+        Ok(written)
     }
 
     /// Decrypts the body from `input` to `output`; returns the plaintext length.
@@ -779,6 +836,32 @@ mod tests {
                 let pt: Vec<u8> = (0..len).map(|i| i as u8).collect();
                 let (dk, ct) = sealed(engine, 64, &pt);
                 assert_eq!(opened(engine, &dk, &ct).unwrap(), pt, "len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn slice_codec_matches_stream_codec() {
+        for &engine in Engine::ALL {
+            for len in [0usize, 1, 63, 64, 65, 200] {
+                let pt: Vec<u8> = (0..len).map(|i| (i * 3) as u8).collect();
+                let (dk, ct) = sealed(engine, 64, &pt);
+                let (pre, n) = Preamble::parse(&ct).unwrap();
+                let p = PendingContainer::with_salt(EncryptionContext::new(), 64, [9; 32]).unwrap();
+                let (_, enc) = p.finish(engine, &dk, pre.entries.clone()).unwrap();
+                let mut body = vec![0u8; enc.body_len(len as u64) as usize];
+                enc.encrypt_slice(&pt, &mut body);
+                assert_eq!(body, ct[n..], "len {len}");
+                let dec = pre.open(engine, &dk).unwrap();
+                let mut out = vec![0u8; len];
+                assert_eq!(dec.decrypt_slice(&body, &mut out).unwrap(), len);
+                assert_eq!(out, pt);
+                if len > 64 {
+                    assert!(matches!(
+                        dec.decrypt_slice(&body[..80], &mut out),
+                        Err(FormatError::TruncatedBody { chunks: 1 })
+                    ));
+                }
             }
         }
     }
