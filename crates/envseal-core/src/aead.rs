@@ -192,14 +192,10 @@ impl AeadKey {
         out: &mut [u8],
     ) -> Result<(), AuthError> {
         debug_assert_eq!(ciphertext.len(), out.len());
-        match &self.inner {
-            // Copy then open in place: measured faster here than AWS-LC's gather API
-            // (which takes a slower path), and the copy is cache-hot for the AES pass.
-            _ => {
-                out.copy_from_slice(ciphertext);
-                self.open_in_place(nonce, aad, out, tag)
-            }
-        }
+        // Copy then open in place: measured faster here than AWS-LC's gather API (which takes
+        // a slower path), and the copy is cache-hot for the AES pass.
+        out.copy_from_slice(ciphertext);
+        self.open_in_place(nonce, aad, out, tag)
     }
 }
 
