@@ -1,8 +1,8 @@
 //! JSON documents: key order kept, numbers kept as written, metadata under the reserved
 //! top-level key `envseal`.
 //!
-//! What is not kept: the original whitespace. Output is indented like the input's first
-//! indented line (two spaces when the input had none), with a final newline if the input had one.
+//! What is not kept: the original whitespace. A one-line input stays on one line; otherwise output
+//! is indented like the input's first indented line, with a final newline if the input had one.
 
 use envseal_core::values::{KeyPath, PathSegment, ValueType};
 use serde::Serialize;
@@ -18,6 +18,7 @@ pub const META_KEY: &str = "envseal";
 pub struct JsonDocument {
     root: Map<String, Value>,
     indent: Vec<u8>,
+    compact: bool,
     final_newline: bool,
 }
 
@@ -46,7 +47,8 @@ impl JsonDocument {
             })
             .unwrap_or_else(|| "  ".to_string())
             .into_bytes();
-        Ok(Self { root, indent, final_newline: text.ends_with('\n') })
+        let compact = !text.trim_end().contains('\n');
+        Ok(Self { root, indent, compact, final_newline: text.ends_with('\n') })
     }
 }
 
@@ -199,10 +201,14 @@ impl Document for JsonDocument {
 
     fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let fmt = serde_json::ser::PrettyFormatter::with_indent(&self.indent);
-        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
         // Invariant: serializing a Map of JSON values into a Vec cannot fail.
-        self.root.serialize(&mut ser).expect("JSON serializes");
+        if self.compact {
+            serde_json::to_writer(&mut out, &self.root).expect("JSON serializes");
+        } else {
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(&self.indent);
+            let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+            self.root.serialize(&mut ser).expect("JSON serializes");
+        }
         if self.final_newline {
             out.push(b'\n');
         }

@@ -8,6 +8,7 @@ use envseal_core::container::Recipient;
 use envseal_core::values::{self, KeyPath, ValueKeys, ValueType};
 use envseal_core::{EncryptionContext, Engine, FormatError, Kms, SecretBytes, WrappedKey};
 
+pub mod dotenv;
 pub mod json;
 mod meta;
 
@@ -138,6 +139,36 @@ pub trait Document: Send {
     /// # Errors
     /// [`StoreError::InvalidPath`] if the path cannot hold a value.
     fn set_value(&mut self, path: &KeyPath, ty: ValueType, text: &str, sealed: bool) -> Result<(), StoreError>;
+    /// Sets the `index`-th value of [`Document::entries`] (formats with duplicate keys
+    /// override this; the default goes through the entry's path).
+    ///
+    /// # Errors
+    /// As [`Document::set_value`].
+    fn set_at(&mut self, index: usize, ty: ValueType, text: &str, sealed: bool) -> Result<(), StoreError> {
+        let path = self
+            .entries()
+            .into_iter()
+            .nth(index)
+            .map(|e| e.path)
+            .ok_or_else(|| StoreError::NoSuchKey(format!("#{index}")))?;
+        self.set_value(&path, ty, text, sealed)
+    }
+    /// The value a program sees for a stored plain text (formats that seal a value's source
+    /// form, like .env with its quotes and escapes, decode it here). Default: unchanged.
+    ///
+    /// # Errors
+    /// [`StoreError::Parse`] if the text does not decode.
+    fn decode_value(&self, stored: &str) -> Result<String, StoreError> {
+        Ok(stored.to_string())
+    }
+    /// The stored form of a value given by a user (inverse of [`Document::decode_value`]).
+    /// Default: unchanged.
+    ///
+    /// # Errors
+    /// [`StoreError::Parse`] if the value cannot be represented.
+    fn encode_value(&self, value: &str) -> Result<String, StoreError> {
+        Ok(value.to_string())
+    }
     /// Removes the value at `path`; returns whether it existed.
     ///
     /// # Errors
@@ -164,6 +195,7 @@ pub trait Document: Send {
 pub fn parse(format: Format, content: &[u8]) -> Result<Box<dyn Document>, StoreError> {
     match format {
         Format::Json => Ok(Box::new(json::JsonDocument::parse(content)?)),
+        Format::Dotenv => Ok(Box::new(dotenv::DotenvDocument::parse(content)?)),
         f => Err(StoreError::Parse { format: f.name(), message: "not a value-level format".into() }),
     }
 }
@@ -212,20 +244,26 @@ impl Unlocked {
         Ok(m.finish())
     }
 
+    /// Seals (or, for plain keys, stores) `plaintext` at `path`: at entry `index` when given,
+    /// else at the path (added if missing).
     fn seal_entry(
         &self,
         doc: &mut dyn Document,
+        index: Option<usize>,
         path: &KeyPath,
         ty: ValueType,
         plaintext: &[u8],
     ) -> Result<(), StoreError> {
-        if self.is_plain(path) {
+        let (ty, text, sealed) = if self.is_plain(path) {
             let text = std::str::from_utf8(plaintext)
                 .map_err(|_| StoreError::Parse { format: doc.format().name(), message: "value is not UTF-8".into() })?;
-            doc.set_value(path, ty, text, false)
+            (ty, text.to_string(), false)
         } else {
-            let sealed = self.keys.seal(path, ty, plaintext)?;
-            doc.set_value(path, ValueType::Str, &sealed, true)
+            (ValueType::Str, self.keys.seal(path, ty, plaintext)?, true)
+        };
+        match index {
+            Some(i) => doc.set_at(i, ty, &text, sealed),
+            None => doc.set_value(path, ty, &text, sealed),
         }
     }
 
@@ -235,7 +273,25 @@ impl Unlocked {
         doc.set_metadata(Some(&self.meta))
     }
 
-    /// Every value in clear, in document order.
+    /// Every value as a program sees it (decoded from its stored form), in document order;
+    /// for duplicate keys the last one is what a shell would keep.
+    ///
+    /// # Errors
+    /// As [`Unlocked::values`], plus decoding errors.
+    pub fn decoded_values(&self, doc: &dyn Document) -> Result<Vec<(KeyPath, ValueType, SecretBytes)>, StoreError> {
+        self.values(doc)?
+            .into_iter()
+            .map(|(p, ty, v)| {
+                let text = std::str::from_utf8(v.expose_secret()).map_err(|_| StoreError::Parse {
+                    format: doc.format().name(),
+                    message: "value is not UTF-8".into(),
+                })?;
+                Ok((p, ty, SecretBytes::new(doc.decode_value(text)?.into_bytes())))
+            })
+            .collect()
+    }
+
+    /// Every value in its stored plaintext form, in document order.
     ///
     /// # Errors
     /// [`FormatError::ValueTampered`] (through [`StoreError::Core`]) for a value that fails
@@ -259,13 +315,13 @@ impl Unlocked {
     /// # Errors
     /// As [`Unlocked::values`].
     pub fn decrypt(&self, doc: &mut dyn Document) -> Result<(), StoreError> {
-        for (path, ty, v) in self.values(doc)? {
+        for (i, (path, ty, v)) in self.values(doc)?.into_iter().enumerate() {
             if !self.is_plain(&path) {
                 let text = std::str::from_utf8(v.expose_secret()).map_err(|_| StoreError::Parse {
                     format: doc.format().name(),
                     message: "sealed value is not UTF-8".into(),
                 })?;
-                doc.set_value(&path, ty, text, false)?;
+                doc.set_at(i, ty, text, false)?;
             }
         }
         doc.set_metadata(None)
@@ -283,7 +339,10 @@ impl Unlocked {
         ty: ValueType,
         plaintext: &[u8],
     ) -> Result<(), StoreError> {
-        self.seal_entry(doc, path, ty, plaintext)?;
+        let text = std::str::from_utf8(plaintext)
+            .map_err(|_| StoreError::Parse { format: doc.format().name(), message: "value is not UTF-8".into() })?;
+        let stored = doc.encode_value(text)?;
+        self.seal_entry(doc, None, path, ty, stored.as_bytes())?;
         self.finish(doc)
     }
 
@@ -307,8 +366,8 @@ impl Unlocked {
         if doc.metadata()?.is_some() {
             return Err(StoreError::AlreadySealed);
         }
-        for e in doc.entries() {
-            self.seal_entry(doc, &e.path, e.ty, e.text.as_bytes())?;
+        for (i, e) in doc.entries().into_iter().enumerate() {
+            self.seal_entry(doc, Some(i), &e.path, e.ty, e.text.as_bytes())?;
         }
         self.finish(doc)
     }
@@ -363,8 +422,8 @@ pub async fn seal(doc: &mut dyn Document, spec: &SealSpec<'_>) -> Result<Unlocke
         modified: None,
     };
     let mut u = Unlocked { keys: vk, meta, plain };
-    for e in doc.entries() {
-        u.seal_entry(doc, &e.path, e.ty, e.text.as_bytes())?;
+    for (i, e) in doc.entries().into_iter().enumerate() {
+        u.seal_entry(doc, Some(i), &e.path, e.ty, e.text.as_bytes())?;
     }
     u.finish(doc)?;
     Ok(u)

@@ -1,0 +1,98 @@
+//! `envseal decrypt`.
+
+use std::io::{Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use envseal_core::container::{self, Preamble};
+use envseal_core::{EncryptionContext, Engine};
+use envseal_stores::Format;
+
+use crate::fsio::{self, AtomicFile, Interruptible};
+use crate::{FormatArg, KmsOpts};
+
+/// A sealed value-level document, opened.
+pub struct Opened {
+    pub doc: Box<dyn envseal_stores::Document>,
+    pub unlocked: envseal_stores::Unlocked,
+}
+
+/// Reads, parses and unlocks a value-level sealed file (MAC and commitment verified).
+pub async fn open_document(path: &Path, kms: &KmsOpts, expected: &EncryptionContext) -> Result<Opened> {
+    let content = fsio::read_document(path)?;
+    open_bytes(path, &content, kms, expected).await
+}
+
+/// As [`open_document`], for content already read.
+pub async fn open_bytes(path: &Path, content: &[u8], kms: &KmsOpts, expected: &EncryptionContext) -> Result<Opened> {
+    if container::is_container(content) {
+        return Err(crate::exit::fail(
+            3,
+            format!("{} is a sealed binary file, not a .env/JSON/YAML file", path.display()),
+            Some("`envseal decrypt` opens it"),
+        ));
+    }
+    let format = super::detect(path, FormatArg::Auto, content);
+    let format = if format == Format::Binary { Format::Dotenv } else { format };
+    let doc = super::parse_doc(format, content)?;
+    let meta = doc.metadata()?.ok_or(envseal_stores::StoreError::NotSealed)?;
+    let backends = super::backends_for(&meta.keys, kms)?;
+    let refs: Vec<&dyn envseal_core::Kms> = backends.iter().map(|b| b.as_ref()).collect();
+    let unlocked = envseal_stores::unlock(doc.as_ref(), &refs, expected, Engine::default()).await?;
+    Ok(Opened { doc, unlocked })
+}
+
+pub async fn run(
+    path: PathBuf,
+    output: Option<PathBuf>,
+    in_place: bool,
+    context: Vec<(String, String)>,
+    kms: KmsOpts,
+) -> Result<ExitCode> {
+    let expected = super::context(&context.into_iter().collect())?;
+    if in_place && fsio::is_std(&path) {
+        return Err(crate::exit::fail(2, "--in-place needs a file, not `-`", None));
+    }
+    let out_path = match (output, in_place) {
+        (Some(p), _) => p,
+        (None, true) => path.clone(),
+        (None, false) => PathBuf::from("-"),
+    };
+    let mut input = fsio::open_input(&path)?;
+    let mut head = Vec::with_capacity(8);
+    input.by_ref().take(8).read_to_end(&mut head).with_context(|| format!("cannot read {}", path.display()))?;
+    if container::is_container(&head) {
+        let mut input = Cursor::new(head).chain(input);
+        let preamble = Preamble::read_from(&mut input)?;
+        let backends = super::backends_for(&preamble.entries, &kms)?;
+        let refs: Vec<&dyn envseal_core::Kms> = backends.iter().map(|b| b.as_ref()).collect();
+        let (dk, _) = container::unwrap_data_key(&refs, &preamble, &expected).await?;
+        let dec = preamble.open(Engine::default(), &dk)?;
+        drop(dk);
+        if fsio::is_std(&out_path) {
+            let mut out = std::io::stdout().lock();
+            dec.decrypt_stream(input, Interruptible(&mut out))?;
+            out.flush()?;
+        } else {
+            // Plaintext on disk only because the user asked; 0600 for a new file.
+            let mut f = AtomicFile::create(&out_path, 0o600)?;
+            dec.decrypt_stream(input, Interruptible(f.file()))?;
+            f.commit()?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut content = head;
+    input
+        .take(fsio::MAX_DOCUMENT + 1)
+        .read_to_end(&mut content)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if content.len() as u64 > fsio::MAX_DOCUMENT {
+        return Err(crate::exit::fail(3, "input larger than 64 MiB and not a sealed binary file", None));
+    }
+    let mut o = open_bytes(&path, &content, &kms, &expected).await?;
+    o.unlocked.decrypt(o.doc.as_mut())?;
+    let bytes = zeroize::Zeroizing::new(o.doc.render());
+    fsio::write_output(&out_path, &bytes, 0o600)?;
+    Ok(ExitCode::SUCCESS)
+}

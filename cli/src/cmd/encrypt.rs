@@ -1,0 +1,135 @@
+//! `envseal encrypt`.
+
+use std::io::{Cursor, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use envseal_core::container::{self, Recipient, SealOptions};
+use envseal_core::{Engine, Kms};
+use envseal_stores::{Format, SealSpec};
+
+use crate::fsio::{self, AtomicFile, Interruptible};
+use crate::{FormatArg, KmsOpts, exit};
+
+/// Options of `encrypt`.
+pub struct Opts {
+    pub path: PathBuf,
+    pub output: Option<PathBuf>,
+    pub format: FormatArg,
+    pub context: Vec<(String, String)>,
+    pub plain_keys: Option<String>,
+    pub kms: KmsOpts,
+    pub json: bool,
+}
+
+/// Splits `URI#KEY` (a per-backend key) from a backend URI.
+pub fn split_key(uri: &str) -> (&str, Option<&str>) {
+    match uri.rsplit_once('#') {
+        Some((u, k)) if !k.is_empty() => (u, Some(k)),
+        _ => (uri, None),
+    }
+}
+
+pub async fn run(o: Opts) -> Result<ExitCode> {
+    let s = super::settings(&o.path, &o.kms, &o.context, o.plain_keys.clone())?;
+    let ctx = super::context(&s.context)?;
+    let mut kmses: Vec<(Arc<dyn Kms>, String)> = Vec::new();
+    for u in &s.kms.0 {
+        let (uri, key) = split_key(u);
+        let k = crate::backend::open(&crate::backend::Uri::parse(uri)?)?;
+        kmses.push((k, key.unwrap_or(&s.key.0).to_string()));
+    }
+    let recipients: Vec<Recipient<'_>> = kmses.iter().map(|(k, key)| Recipient { kms: k.as_ref(), key }).collect();
+
+    // Peek at the start of the input to detect the format and refuse sealed input.
+    let mut input = fsio::open_input(&o.path)?;
+    let mut head = Vec::with_capacity(8192);
+    input.by_ref().take(8192).read_to_end(&mut head).with_context(|| format!("cannot read {}", o.path.display()))?;
+    let format = super::detect(&o.path, o.format, &head);
+    if container::is_container(&head) {
+        return Err(exit::fail(
+            3,
+            format!("{} is already sealed", o.path.display()),
+            Some("it is sealed already; `envseal decrypt` opens it"),
+        ));
+    }
+    let out_path = match (&o.output, fsio::is_std(&o.path)) {
+        (Some(p), _) => p.clone(),
+        (None, true) => PathBuf::from("-"),
+        (None, false) => o.path.clone(),
+    };
+    let in_place = out_path == o.path && !fsio::is_std(&o.path);
+    let input = Cursor::new(head).chain(input);
+
+    let summary = if format == Format::Binary {
+        let opts = SealOptions { engine: Engine::default(), ..SealOptions::default() };
+        let (preamble, enc) = container::begin_seal(&recipients, &ctx, &opts).await?;
+        let pre = preamble.encode()?;
+        let n = if fsio::is_std(&out_path) {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&pre)?;
+            let n = enc.encrypt_stream(input, Interruptible(&mut out))?;
+            out.flush()?;
+            n
+        } else {
+            let mut f = AtomicFile::create(&out_path, 0o644)?;
+            f.file().write_all(&pre)?;
+            let n = enc.encrypt_stream(input, Interruptible(f.file()))?;
+            f.commit()?;
+            n
+        };
+        serde_json::json!({
+            "path": out_path, "format": "binary", "plaintext_bytes": n,
+            "keys": preamble.entries.iter().map(entry_json).collect::<Vec<_>>(),
+        })
+    } else {
+        let mut content = Vec::new();
+        input.take(fsio::MAX_DOCUMENT + 1).read_to_end(&mut content)?;
+        if content.len() as u64 > fsio::MAX_DOCUMENT {
+            return Err(exit::fail(3, "input larger than 64 MiB", Some("seal it with --format binary")));
+        }
+        let mut doc = super::parse_doc(format, &content)?;
+        if doc.metadata()?.is_some() {
+            return Err(exit::fail(
+                3,
+                format!("{} is already sealed", o.path.display()),
+                Some("`envseal set`/`edit` change a sealed file"),
+            ));
+        }
+        let spec = SealSpec {
+            recipients: &recipients,
+            context: ctx.clone(),
+            plain_keys: s.plain_keys.clone(),
+            engine: Engine::default(),
+        };
+        let u = envseal_stores::seal(doc.as_mut(), &spec).await?;
+        let bytes = doc.render();
+        fsio::write_output(&out_path, &bytes, 0o644)?;
+        let total = doc.entries().len();
+        let plain = doc.entries().iter().filter(|e| !envseal_core::values::is_sealed(&e.text)).count();
+        serde_json::json!({
+            "path": out_path, "format": format.name(), "values_sealed": total - plain, "values_plain": plain,
+            "keys": u.meta.keys.iter().map(entry_json).collect::<Vec<_>>(),
+        })
+    };
+    if !fsio::is_std(&out_path) {
+        if o.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            eprintln!(
+                "envseal: sealed {} ({}){}",
+                out_path.display(),
+                summary["format"].as_str().unwrap_or(""),
+                if in_place { " in place" } else { "" }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A wrapped-key entry as JSON (no blob bytes: they are long and useless to a reader).
+pub fn entry_json(e: &envseal_core::WrappedKey) -> serde_json::Value {
+    serde_json::json!({ "backend": e.backend, "key_id": e.key_id, "key_version": e.key_version, "wrapped_bytes": e.blob.len() })
+}

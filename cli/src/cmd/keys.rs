@@ -1,0 +1,235 @@
+//! `envseal keys`: key administration on backends that have it.
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Result;
+use clap::Subcommand;
+use envseal_core::kms::{KeyMetadata, KeySpec, ProtectionLevel};
+
+use crate::backend::{self, Uri};
+use crate::exit;
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Create a key.
+    #[command(after_help = "Examples:\n  envseal keys create --alias alias/app --description 'app secrets'")]
+    Create {
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Alias to point at the new key (e.g. alias/app).
+        #[arg(long)]
+        alias: Option<String>,
+        /// Ask for an HSM-protected key (backends that have HSMs).
+        #[arg(long)]
+        hsm: bool,
+        /// Tag (repeatable).
+        #[arg(long = "tag", value_name = "K=V", value_parser = crate::parse_kv)]
+        tags: Vec<(String, String)>,
+    },
+    /// List keys.
+    List,
+    /// Describe a key (id or alias).
+    Describe {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Add a new version with new key material; new data uses it, old data still opens.
+    Rotate {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Enable a disabled key.
+    Enable {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Disable a key (every cryptographic use fails until enabled).
+    Disable {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Schedule deletion after a waiting period (7-30 days).
+    ScheduleDeletion {
+        /// Key id or alias.
+        key: String,
+        /// Waiting period in days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Cancel a scheduled deletion (the key comes back disabled).
+    CancelDeletion {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Set the oldest key version allowed to decrypt.
+    SetMinVersion {
+        /// Key id or alias.
+        key: String,
+        /// Version.
+        version: String,
+    },
+    /// Manage aliases.
+    Alias {
+        #[command(subcommand)]
+        action: AliasCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AliasCmd {
+    /// Point an alias at a key.
+    Create {
+        /// Alias, e.g. alias/app.
+        alias: String,
+        /// Key id or alias.
+        key: String,
+    },
+    /// Remove an alias.
+    Delete {
+        /// Alias.
+        alias: String,
+    },
+    /// List aliases.
+    List,
+}
+
+fn time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn meta_json(m: &KeyMetadata) -> serde_json::Value {
+    serde_json::json!({
+        "key_id": m.key_id,
+        "description": m.description,
+        "state": m.state.as_str(),
+        "protection_level": m.protection_level.as_str(),
+        "created": time(m.created_at),
+        "current_version": m.current_version,
+        "versions": m.versions.iter().map(|v| serde_json::json!({"id": v.id, "created": time(v.created_at)})).collect::<Vec<_>>(),
+        "min_decryption_version": m.min_decryption_version,
+        "deletion_date": m.deletion_date.map(time),
+        "aliases": m.aliases,
+        "tags": m.tags,
+    })
+}
+
+fn print_meta(m: &KeyMetadata, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&meta_json(m))?);
+    } else {
+        println!("key:         {}", m.key_id);
+        if !m.aliases.is_empty() {
+            println!("aliases:     {}", m.aliases.join(", "));
+        }
+        if !m.description.is_empty() {
+            println!("description: {}", m.description);
+        }
+        println!("state:       {}", m.state.as_str());
+        if let Some(d) = m.deletion_date {
+            println!("deletion:    {}", time(d));
+        }
+        println!("protection:  {}", m.protection_level.as_str());
+        println!("created:     {}", time(m.created_at));
+        println!("version:     {} (of {})", m.current_version, m.versions.len());
+        if let Some(v) = &m.min_decryption_version {
+            println!("min decrypt: {v}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: KeysCmd, kms: Option<String>, json: bool) -> Result<ExitCode> {
+    let uri = Uri::parse(kms.as_deref().unwrap_or(backend::DEFAULT_URI))?;
+    let backend = backend::open(&uri)?;
+    let km = backend
+        .key_manager()
+        .ok_or_else(|| exit::fail(2, format!("the {} backend has no key management", backend.backend()), None))?;
+    match cmd {
+        KeysCmd::Create { description, alias, hsm, tags } => {
+            let spec = KeySpec {
+                description,
+                protection_level: if hsm { ProtectionLevel::Hsm } else { ProtectionLevel::Software },
+                tags: tags.into_iter().collect(),
+            };
+            let m = km.create_key(&spec).await?;
+            if let Some(a) = &alias {
+                km.create_alias(a, &m.key_id).await?;
+            }
+            let m = km.describe_key(&m.key_id).await?;
+            print_meta(&m, json)?;
+        }
+        KeysCmd::List => {
+            let keys = km.list_keys().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys.iter().map(meta_json).collect::<Vec<_>>())?);
+            } else {
+                println!("{:<38} {:<16} {:>7}  ALIASES", "KEY", "STATE", "VERSION");
+                for m in &keys {
+                    println!(
+                        "{:<38} {:<16} {:>7}  {}",
+                        m.key_id,
+                        m.state.as_str(),
+                        m.current_version,
+                        m.aliases.join(",")
+                    );
+                }
+            }
+        }
+        KeysCmd::Describe { key } => print_meta(&km.describe_key(&key).await?, json)?,
+        KeysCmd::Rotate { key } => {
+            let m = km.rotate_key(&key).await?;
+            if json {
+                print_meta(&m, true)?;
+            } else {
+                eprintln!("envseal: {} rotated to version {}", m.key_id, m.current_version);
+            }
+        }
+        KeysCmd::Enable { key } => {
+            km.enable_key(&key).await?;
+            eprintln!("envseal: {key} enabled");
+        }
+        KeysCmd::Disable { key } => {
+            km.disable_key(&key).await?;
+            eprintln!("envseal: {key} disabled");
+        }
+        KeysCmd::ScheduleDeletion { key, days } => {
+            let m = km.schedule_key_deletion(&key, days).await?;
+            if json {
+                print_meta(&m, true)?;
+            } else {
+                eprintln!(
+                    "envseal: {} will be deleted on {}; `envseal keys cancel-deletion {key}` stops it",
+                    m.key_id,
+                    m.deletion_date.map(time).unwrap_or_default()
+                );
+            }
+        }
+        KeysCmd::CancelDeletion { key } => {
+            km.cancel_key_deletion(&key).await?;
+            eprintln!("envseal: deletion of {key} cancelled; the key is disabled until `envseal keys enable {key}`");
+        }
+        KeysCmd::SetMinVersion { key, version } => {
+            km.set_min_decryption_version(&key, &version).await?;
+            eprintln!("envseal: {key}: data wrapped under versions below {version} can no longer be opened");
+        }
+        KeysCmd::Alias { action } => match action {
+            AliasCmd::Create { alias, key } => km.create_alias(&alias, &key).await?,
+            AliasCmd::Delete { alias } => km.delete_alias(&alias).await?,
+            AliasCmd::List => {
+                let aliases = km.list_aliases().await?;
+                if json {
+                    let v: Vec<_> =
+                        aliases.iter().map(|a| serde_json::json!({"alias": a.name, "key_id": a.key_id})).collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    for a in aliases {
+                        println!("{:<32} {}", a.name, a.key_id);
+                    }
+                }
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,307 @@
+//! `envseal`: seal secrets files and data with envelope encryption.
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod cmd;
+mod config;
+mod exit;
+mod fsio;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Examples:
+  envseal encrypt secrets.env            seal every value in place (local keystore, created on first use)
+  envseal decrypt secrets.env            print the plaintext to stdout
+  envseal run -f secrets.env -- ./app    start ./app with the secrets in its environment
+  envseal get secrets.env DB_PASSWORD    print one value
+  envseal set secrets.env API_KEY -      set one value from stdin
+  envseal edit secrets.env               edit in $EDITOR, re-seal on save
+  envseal encrypt backup.tar -o backup.tar.sealed
+  tar c dir | envseal encrypt - > dir.tar.sealed
+
+Environment:
+  ENVSEAL_HOME             keystore directory (default: $XDG_DATA_HOME/envseal or ~/.local/share/envseal)
+  ENVSEAL_KMS              backend URI (default: local:)
+  ENVSEAL_KEY              key id or alias (default: alias/default)
+  ENVSEAL_MASTER_KEY_FILE  master key file of the local keystore
+  ENVSEAL_PASSPHRASE       passphrase of a passphrase-protected local keystore
+
+Exit codes: see `envseal help-exit-codes` or docs/CLI.md.";
+
+/// Envelope encryption for secrets files, apps and operators.
+#[derive(Parser, Debug)]
+#[command(name = "envseal", version, about, after_help = AFTER_HELP, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by commands that talk to a KMS.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KmsOpts {
+    /// Backend URI (repeat to add wrapped-key entries when sealing). Default: `local:`.
+    #[arg(long = "kms", env = "ENVSEAL_KMS", value_name = "URI", value_delimiter = ',')]
+    pub kms: Vec<String>,
+    /// Key id or alias (default `alias/default`).
+    #[arg(long, env = "ENVSEAL_KEY", value_name = "KEY")]
+    pub key: Option<String>,
+}
+
+/// How to parse a file.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    /// From the file name, else the content.
+    Auto,
+    /// KEY=value lines.
+    Dotenv,
+    /// A JSON object.
+    Json,
+    /// A YAML mapping.
+    Yaml,
+    /// Any bytes, as a streaming container.
+    Binary,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the local keystore (it is also created on first use).
+    #[command(
+        after_help = "Examples:\n  envseal init\n  envseal init --passphrase   # protect key material with a passphrase (Argon2id)"
+    )]
+    Init {
+        /// Protect the keystore with a passphrase (from ENVSEAL_PASSPHRASE or a prompt) instead
+        /// of a master key file.
+        #[arg(long)]
+        passphrase: bool,
+    },
+    /// Seal a file: values one by one for .env/JSON/YAML, the whole file otherwise.
+    #[command(
+        after_help = "Examples:\n  envseal encrypt .env\n  envseal encrypt config.json --context app=billing --plain-keys '^PUBLIC_'\n  envseal encrypt big.tar -o big.tar.sealed\n  cat data | envseal encrypt - > data.sealed"
+    )]
+    Encrypt {
+        /// File to seal (`-` for stdin; output then goes to stdout unless -o).
+        path: PathBuf,
+        /// Write here instead of replacing the file (`-` for stdout).
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// Input format.
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
+        /// Encryption context entry (repeatable).
+        #[arg(long = "context", value_name = "K=V", value_parser = parse_kv)]
+        context: Vec<(String, String)>,
+        /// Leave values whose dotted key path matches this regular expression in clear.
+        #[arg(long, value_name = "REGEX")]
+        plain_keys: Option<String>,
+        #[command(flatten)]
+        kms: KmsOpts,
+        /// Print a JSON summary on stdout (when the output is a file).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a sealed file; the plaintext goes to stdout unless -o or --in-place.
+    #[command(
+        after_help = "Examples:\n  envseal decrypt .env\n  envseal decrypt big.tar.sealed -o big.tar\n  envseal decrypt .env --in-place"
+    )]
+    Decrypt {
+        /// Sealed file (`-` for stdin).
+        path: PathBuf,
+        /// Write the plaintext to this file (`-` for stdout).
+        #[arg(short, long, value_name = "OUT", conflicts_with = "in_place")]
+        output: Option<PathBuf>,
+        /// Replace the sealed file with its plaintext.
+        #[arg(long)]
+        in_place: bool,
+        /// Required encryption context entry (repeatable): fail unless the file has it.
+        #[arg(long = "context", value_name = "K=V", value_parser = parse_kv)]
+        context: Vec<(String, String)>,
+        #[command(flatten)]
+        kms: KmsOpts,
+    },
+    /// Run a command with the secrets of sealed files in its environment (never on disk).
+    #[command(
+        after_help = "Examples:\n  envseal run -- ./server --port 8080\n  envseal run -f .env -f .env.prod --pristine -- env"
+    )]
+    Run {
+        /// Sealed file(s); later files override earlier ones (default: .env).
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        files: Vec<PathBuf>,
+        /// Start the command with only the secrets (plus PATH), not the current environment.
+        #[arg(long)]
+        pristine: bool,
+        #[command(flatten)]
+        kms: KmsOpts,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Print one value (dotted path `a.b[0]` or JSON pointer `/a/b/0` for JSON/YAML).
+    #[command(after_help = "Examples:\n  envseal get .env DB_PASSWORD\n  envseal get config.json db.password")]
+    Get {
+        /// Sealed file.
+        path: PathBuf,
+        /// Key or key path.
+        #[arg(value_name = "KEY")]
+        name: String,
+        #[command(flatten)]
+        kms: KmsOpts,
+    },
+    /// Add or change one value in a sealed file; the other values keep their ciphertext.
+    #[command(
+        after_help = "Examples:\n  envseal set .env API_KEY sk-123\n  printf %s \"$TOKEN\" | envseal set .env TOKEN -"
+    )]
+    Set {
+        /// Sealed file.
+        path: PathBuf,
+        /// Key or key path.
+        #[arg(value_name = "KEY")]
+        name: String,
+        /// The value (`-` reads it from stdin; omitted: prompt without echo).
+        value: Option<String>,
+        /// JSON/YAML type of the value.
+        #[arg(long = "type", value_enum, default_value_t = TypeArg::String)]
+        ty: TypeArg,
+        #[command(flatten)]
+        kms: KmsOpts,
+    },
+    /// Remove one value from a sealed file.
+    Unset {
+        /// Sealed file.
+        path: PathBuf,
+        /// Key or key path.
+        #[arg(value_name = "KEY")]
+        name: String,
+        #[command(flatten)]
+        kms: KmsOpts,
+    },
+    /// Edit a sealed file in $EDITOR (plaintext in a private temp file, removed afterwards).
+    #[command(after_help = "Examples:\n  EDITOR=nano envseal edit .env")]
+    Edit {
+        /// Sealed file.
+        path: PathBuf,
+        #[command(flatten)]
+        kms: KmsOpts,
+    },
+    /// Describe a sealed file without decrypting it (no KMS call).
+    #[command(after_help = "Examples:\n  envseal inspect .env\n  envseal inspect big.tar.sealed --json")]
+    Inspect {
+        /// Sealed file (`-` for stdin).
+        path: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage KMS keys (create, list, rotate, ...).
+    Keys {
+        #[command(subcommand)]
+        action: cmd::keys::KeysCmd,
+        /// Backend URI (default `local:`).
+        #[arg(long = "kms", env = "ENVSEAL_KMS", value_name = "URI", global = true)]
+        kms: Option<String>,
+        /// JSON output.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Configuration (.envseal.toml) tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
+    /// Print shell completions.
+    #[command(
+        after_help = "Examples:\n  envseal completions bash > /etc/bash_completion.d/envseal\n  envseal completions zsh > \"${fpath[1]}/_envseal\""
+    )]
+    Completions {
+        /// Shell.
+        shell: clap_complete::Shell,
+    },
+    /// List the exit codes and what each means.
+    HelpExitCodes,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Show which .envseal.toml rule applies to a file, and the settings that result.
+    Explain {
+        /// The file.
+        path: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Type of a value given to `set`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum TypeArg {
+    /// A string.
+    String,
+    /// A number.
+    Number,
+    /// true/false.
+    Bool,
+    /// null.
+    Null,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| "expected KEY=VALUE".to_string())
+}
+
+fn main() -> ExitCode {
+    exit::install_interrupt_handler();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return exit::report(&anyhow::anyhow!(e).context("cannot start the async runtime")),
+    };
+    let result = rt.block_on(run(cli));
+    match result {
+        Ok(code) => code,
+        Err(e) => exit::report(&e),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Init { passphrase } => cmd::init::run(passphrase).await,
+        Command::Encrypt { path, output, format, context, plain_keys, kms, json } => {
+            cmd::encrypt::run(cmd::encrypt::Opts { path, output, format, context, plain_keys, kms, json }).await
+        }
+        Command::Decrypt { path, output, in_place, context, kms } => {
+            cmd::decrypt::run(path, output, in_place, context, kms).await
+        }
+        Command::Run { files, pristine, kms, command } => cmd::run::run(files, pristine, kms, command).await,
+        Command::Get { path, name, kms } => cmd::values::get(path, name, kms).await,
+        Command::Set { path, name, value, ty, kms } => cmd::values::set(path, name, value, ty, kms).await,
+        Command::Unset { path, name, kms } => cmd::values::unset(path, name, kms).await,
+        Command::Edit { path, kms } => cmd::edit::run(path, kms).await,
+        Command::Inspect { path, json } => cmd::inspect::run(path, json),
+        Command::Keys { action, kms, json } => cmd::keys::run(action, kms, json).await,
+        Command::Config { action: ConfigCmd::Explain { path, json } } => cmd::config_explain(path, json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "envseal", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HelpExitCodes => {
+            print!("{}", exit::TABLE);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
