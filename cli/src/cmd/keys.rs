@@ -68,7 +68,8 @@ pub enum KeysCmd {
         /// Key id or alias.
         key: String,
         /// Version.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        min_version: String,
     },
     /// Manage aliases.
     Alias {
@@ -210,9 +211,9 @@ pub async fn run(cmd: KeysCmd, kms: Option<String>, json: bool) -> Result<ExitCo
             km.cancel_key_deletion(&key).await?;
             eprintln!("envseal: deletion of {key} cancelled; the key is disabled until `envseal keys enable {key}`");
         }
-        KeysCmd::SetMinVersion { key, version } => {
-            km.set_min_decryption_version(&key, &version).await?;
-            eprintln!("envseal: {key}: data wrapped under versions below {version} can no longer be opened");
+        KeysCmd::SetMinVersion { key, min_version } => {
+            km.set_min_decryption_version(&key, &min_version).await?;
+            eprintln!("envseal: {key}: data wrapped under versions below {min_version} can no longer be opened");
         }
         KeysCmd::Alias { action } => match action {
             AliasCmd::Create { alias, key } => km.create_alias(&alias, &key).await?,
