@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod error;
 mod kdf;
 pub mod kms;
+mod pipeline;
 pub mod random;
 mod sealer;
 pub mod values;
