@@ -85,8 +85,9 @@ impl Header {
     /// `envseal:container` = lowercase hex SHA-256 of the header bytes.
     pub fn kms_context(&self) -> EncryptionContext {
         let hash = kdf::sha256(&self.encode());
-        // Invariant: the user context was validated when the header was built or parsed, and
-        // one reserved entry of 64 hex characters fits every bound.
+        // Invariant: a header's user context has at most 63 entries and no reserved key (checked
+        // by PendingContainer and by the parser), so one reserved entry of 64 hex characters
+        // fits every bound.
         self.context.with_reserved(&[(CONTEXT_KEY, hex_lower(&hash))]).expect("reserved entry fits the context bounds")
     }
 }
@@ -185,15 +186,20 @@ fn check_fixed(fixed: &[u8]) -> Result<(u16, u32, [u8; SALT_LEN]), FormatError> 
         return Err(FormatError::UnsupportedSuite(suite));
     }
     let chunk_size = r.u32()?;
+    check_chunk_size(chunk_size)?;
+    let salt = r.array::<SALT_LEN>()?;
+    Ok((suite, chunk_size, salt))
+}
+
+fn check_chunk_size(chunk_size: u32) -> Result<(), FormatError> {
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
         return Err(FormatError::LimitExceeded {
-            what: "chunk size",
+            what: "chunk size (16 B to 16 MiB)",
             value: chunk_size as u64,
             max: MAX_CHUNK_SIZE as u64,
         });
     }
-    let salt = r.array::<SALT_LEN>()?;
-    Ok((suite, chunk_size, salt))
+    Ok(())
 }
 
 /// True when `prefix` starts with the container magic.
@@ -217,11 +223,11 @@ fn parse_preamble(t: &mut impl Take) -> Result<Preamble, Error> {
     // Context: read it piecewise with bounds, then decode canonically.
     let mut ctx_bytes = Vec::new();
     let count = take_u16(t)?;
-    if count as usize > crate::context::MAX_ENTRIES {
+    if count as usize > crate::context::MAX_USER_ENTRIES {
         return Err(FormatError::LimitExceeded {
             what: "context entries",
             value: count as u64,
-            max: crate::context::MAX_ENTRIES as u64,
+            max: crate::context::MAX_USER_ENTRIES as u64,
         }
         .into());
     }
@@ -256,7 +262,10 @@ fn parse_preamble(t: &mut impl Take) -> Result<Preamble, Error> {
 
 fn take_entry(t: &mut impl Take) -> Result<WrappedKey, Error> {
     let blen = take_u8(t)? as usize;
-    if blen == 0 || blen > MAX_BACKEND_LEN {
+    if blen == 0 {
+        return Err(FormatError::Malformed("empty backend name").into());
+    }
+    if blen > MAX_BACKEND_LEN {
         return Err(FormatError::LimitExceeded {
             what: "backend name length",
             value: blen as u64,
@@ -412,12 +421,13 @@ impl PendingContainer {
     /// # Errors
     /// As [`PendingContainer::new`].
     pub fn with_salt(context: EncryptionContext, chunk_size: u32, salt: [u8; SALT_LEN]) -> Result<Self, FormatError> {
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
-            return Err(FormatError::LimitExceeded {
-                what: "chunk size",
-                value: chunk_size as u64,
-                max: MAX_CHUNK_SIZE as u64,
-            });
+        check_chunk_size(chunk_size)?;
+        if context.len() > crate::context::MAX_USER_ENTRIES
+            || context.iter().any(|(k, _)| k.starts_with(crate::context::RESERVED_PREFIX))
+        {
+            return Err(FormatError::InvalidContext(
+                "a user context has at most 63 entries and no reserved keys".into(),
+            ));
         }
         Ok(Self { header: Header { suite: SUITE_AES256GCM_HKDF_SHA512, chunk_size, salt, context } })
     }
@@ -595,9 +605,9 @@ impl Decryptor {
     /// `buf.len() - 16` bytes are plaintext.
     ///
     /// # Errors
-    /// [`FormatError::ChunkTampered`].
+    /// [`FormatError::ChunkTampered`] (also for a buffer shorter than a tag).
     pub fn open_chunk(&self, index: u64, last: bool, buf: &mut [u8]) -> Result<(), FormatError> {
-        let (ct, tag) = crate::aead::split_tag(buf)?;
+        let (ct, tag) = crate::aead::split_tag(buf).map_err(|_| FormatError::ChunkTampered { index })?;
         self.key
             .open_in_place(&chunk_nonce(index, last), &[], ct, &tag)
             .map_err(|_| FormatError::ChunkTampered { index })
@@ -644,9 +654,13 @@ impl Decryptor {
                 let mut scratch = zeroize::Zeroizing::new(vec![0u8; n]);
                 let other = self.open_chunk_to(i as u64, !last, c, &mut scratch).is_ok();
                 return Err(match (last, other) {
+                    (false, true) => FormatError::TrailingData,
                     (true, true) if c.len() == ct_chunk => FormatError::TruncatedBody { chunks: i as u64 + 1 },
                     _ => FormatError::ChunkTampered { index: i as u64 },
                 });
+            }
+            if last && n == 0 && i > 0 {
+                return Err(FormatError::ChunkTampered { index: i as u64 });
             }
             written += n;
         }
@@ -679,6 +693,9 @@ impl Decryptor {
                     _ => FormatError::ChunkTampered { index },
                 }
                 .into());
+            }
+            if last && out.is_empty() && index > 0 {
+                return Err(FormatError::ChunkTampered { index }.into());
             }
             Ok(out.len() as u64)
         })
@@ -731,6 +748,10 @@ impl Decryptor {
                 .into());
             }
             let len = chunk.len() - TAG_LEN;
+            if last && len == 0 && index > 0 {
+                // FORMAT.md §4.6: no empty final chunk after a full chunk.
+                return Err(FormatError::ChunkTampered { index }.into());
+            }
             output.write_all(&pt[..len])?;
             total += len as u64;
             if last {

@@ -12,8 +12,10 @@ use crate::error::FormatError;
 /// Keys starting with this prefix are reserved for envseal's own entries (file id, header hash).
 pub const RESERVED_PREFIX: &str = "envseal:";
 
-/// Most entries a context may hold.
+/// Most entries a KMS context may hold (a user context plus envseal's reserved entry).
 pub const MAX_ENTRIES: usize = 64;
+/// Most entries a user context may hold: one slot stays free for envseal's reserved entry.
+pub const MAX_USER_ENTRIES: usize = MAX_ENTRIES - 1;
 /// Longest key or value, in bytes.
 pub const MAX_STRING_LEN: usize = 1024;
 
@@ -65,6 +67,9 @@ impl EncryptionContext {
             return Err(FormatError::InvalidContext(format!(
                 "key {key:?} uses the reserved prefix {RESERVED_PREFIX:?}"
             )));
+        }
+        if !self.entries.contains_key(&key) && self.entries.len() >= MAX_USER_ENTRIES {
+            return Err(FormatError::InvalidContext(format!("more than {MAX_USER_ENTRIES} entries")));
         }
         self.insert_any(key, value.into())
     }
@@ -148,20 +153,22 @@ impl EncryptionContext {
         }
     }
 
-    /// Parses the canonical encoding from the front of `input`, returning the context and the
-    /// number of bytes consumed. Non-canonical encodings (unsorted or duplicate keys, bad
-    /// UTF-8, oversized entries) are rejected.
+    /// Parses a user context in the canonical encoding from the front of `input`, returning
+    /// the context and the number of bytes consumed. Non-canonical encodings (unsorted or
+    /// duplicate keys, bad UTF-8, oversized entries) and reserved keys are rejected.
     ///
     /// # Errors
-    /// [`FormatError::Truncated`] if `input` ends early, [`FormatError::Malformed`] otherwise.
+    /// [`FormatError::Truncated`] if `input` ends early; [`FormatError::LimitExceeded`] above
+    /// [`MAX_USER_ENTRIES`] entries or [`MAX_STRING_LEN`] bytes; [`FormatError::Malformed`]
+    /// otherwise.
     pub fn decode_prefix(input: &[u8]) -> Result<(Self, usize), FormatError> {
         let mut r = crate::wire::Reader::new(input);
         let count = r.u16()? as usize;
-        if count > MAX_ENTRIES {
+        if count > MAX_USER_ENTRIES {
             return Err(FormatError::LimitExceeded {
                 what: "context entries",
                 value: count as u64,
-                max: MAX_ENTRIES as u64,
+                max: MAX_USER_ENTRIES as u64,
             });
         }
         let mut entries = BTreeMap::new();
@@ -171,6 +178,9 @@ impl EncryptionContext {
             let v = r.string16(MAX_STRING_LEN, "context value")?;
             if k.is_empty() {
                 return Err(FormatError::Malformed("empty context key"));
+            }
+            if k.starts_with(RESERVED_PREFIX) {
+                return Err(FormatError::Malformed("reserved key in a stored context"));
             }
             if prev.as_ref().is_some_and(|p| p.as_bytes() >= k.as_bytes()) {
                 return Err(FormatError::Malformed("context keys not strictly sorted"));
@@ -257,6 +267,22 @@ mod tests {
         assert!(matches!(EncryptionContext::decode_prefix(&bytes[..bytes.len() - 1]), Err(FormatError::Truncated)));
         // Too many entries.
         assert!(matches!(EncryptionContext::decode_prefix(&[0xff, 0xff]), Err(FormatError::LimitExceeded { .. })));
+    }
+
+    #[test]
+    fn user_contexts_leave_room_for_the_reserved_entry() {
+        let mut c = EncryptionContext::new();
+        for i in 0..MAX_USER_ENTRIES {
+            c.insert(format!("k{i:02}"), "v").unwrap();
+        }
+        assert!(c.insert("one-more", "v").is_err());
+        assert!(c.with_reserved(&[("envseal:x", "y".into())]).is_ok());
+        let mut bytes = c.canonical_bytes();
+        bytes[1] = 64; // claim 64 entries
+        assert!(matches!(EncryptionContext::decode_prefix(&bytes), Err(FormatError::LimitExceeded { .. })));
+        // A stored context may not carry reserved keys.
+        let r = [0, 1, 0, 9, b'e', b'n', b'v', b's', b'e', b'a', b'l', b':', b'x', 0, 0];
+        assert!(matches!(EncryptionContext::decode_prefix(&r), Err(FormatError::Malformed(_))));
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub const SALT_LEN: usize = 16;
 pub const CONTEXT_KEY: &str = "envseal:field";
 /// Largest plaintext a field envelope accepts (16 MiB): use the container for more.
 pub const MAX_PLAINTEXT: usize = 16 * 1024 * 1024;
-/// Most messages one data key may seal (bounded far below the 2^32 GCM guidance).
+/// Most messages one data key may seal: 2^32, NIST SP 800-38D's bound for one key (the
+/// nonces here are counters, so this bounds usage, not collisions).
 pub const MAX_MESSAGES_PER_KEY: u64 = 1 << 32;
 
 const FIXED_LEN: usize = 3 + SALT_LEN;
@@ -89,7 +90,7 @@ impl FieldKey {
         }
     }
 
-    /// The KMS context for a data key with this salt (see [`kms_context`]).
+    /// The data-key instance salt (the KMS context binds it, see [`kms_context`]).
     pub fn salt(&self) -> &[u8; SALT_LEN] {
         &self.salt
     }
@@ -263,7 +264,10 @@ impl<'a> Envelope<'a> {
 fn parse_entry(r: &mut wire::Reader<'_>) -> Result<WrappedKey, FormatError> {
     use crate::container::{MAX_BACKEND_LEN, MAX_BLOB_LEN, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN};
     let blen = r.u8()? as usize;
-    if blen == 0 || blen > MAX_BACKEND_LEN {
+    if blen == 0 {
+        return Err(FormatError::Malformed("empty backend name"));
+    }
+    if blen > MAX_BACKEND_LEN {
         return Err(FormatError::LimitExceeded {
             what: "backend name length",
             value: blen as u64,
@@ -298,11 +302,14 @@ pub fn to_text(envelope: &[u8]) -> String {
 /// [`FormatError::NotSealed`] without the prefix; [`FormatError::Malformed`] for bad base64.
 pub fn from_text(text: &str) -> Result<Vec<u8>, Error> {
     let b64 = text.strip_prefix(TEXT_PREFIX).ok_or(FormatError::NotSealed)?;
-    if b64.len() > (MAX_PLAINTEXT + 16 * 1024) / 3 * 4 {
+    // FORMAT.md §5.6: at most (16 MiB + 16 KiB) / 3 × 4 characters after the prefix, which
+    // covers the largest plaintext with every entry bound.
+    const MAX_TEXT: usize = (MAX_PLAINTEXT + 16 * 1024) / 3 * 4;
+    if b64.len() > MAX_TEXT {
         return Err(FormatError::LimitExceeded {
             what: "field text length",
             value: b64.len() as u64,
-            max: MAX_PLAINTEXT as u64,
+            max: MAX_TEXT as u64,
         }
         .into());
     }

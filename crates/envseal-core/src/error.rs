@@ -134,7 +134,7 @@ pub enum FormatError {
     #[error("malformed input: {0}")]
     Malformed(&'static str),
     /// A length or count field exceeds its bound.
-    #[error("{what} is {value}, above the limit of {max}")]
+    #[error("{what} is {value}, out of bounds (limit {max})")]
     LimitExceeded {
         /// Which field.
         what: &'static str,

@@ -1,4 +1,4 @@
-//! Value-level sealing for structured secrets files (FORMAT.md §6): .env, JSON and YAML files
+//! Value-level sealing for structured secrets files (FORMAT.md §10): .env, JSON and YAML files
 //! keep their keys and layout readable, and each value is sealed on its own.
 //!
 //! One data key per file. From it and the file id, HKDF-SHA-512 derives a value key, a nonce

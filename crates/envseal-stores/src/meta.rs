@@ -1,4 +1,4 @@
-//! envseal's metadata in a value-level sealed file (FORMAT.md §6.4).
+//! envseal's metadata in a value-level sealed file (FORMAT.md §10.4).
 
 use std::collections::BTreeMap;
 
