@@ -37,9 +37,9 @@ pub fn check_target(path: &Path) -> Result<()> {
 }
 
 /// Opens an input file (regular files and `-` only; FIFOs and devices are read through `-`).
-pub fn open_input(path: &Path) -> Result<Box<dyn Read>> {
+pub fn open_input(path: &Path) -> Result<Box<dyn Read + Send>> {
     if is_std(path) {
-        return Ok(Box::new(io::stdin().lock()));
+        return Ok(Box::new(io::stdin()));
     }
     let m = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if m.is_dir() {

@@ -71,13 +71,13 @@ pub async fn run(
         let dec = preamble.open(Engine::default(), &dk)?;
         drop(dk);
         if fsio::is_std(&out_path) {
-            let mut out = std::io::stdout().lock();
-            dec.decrypt_stream(input, Interruptible(&mut out))?;
+            let mut out = std::io::stdout();
+            dec.decrypt_parallel(input, Interruptible(&mut out))?;
             out.flush()?;
         } else {
             // Plaintext on disk only because the user asked; 0600 for a new file.
             let mut f = AtomicFile::create(&out_path, 0o600)?;
-            dec.decrypt_stream(input, Interruptible(f.file()))?;
+            dec.decrypt_parallel(input, Interruptible(f.file()))?;
             f.commit()?;
         }
         return Ok(ExitCode::SUCCESS);

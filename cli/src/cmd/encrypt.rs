@@ -68,15 +68,15 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
         let (preamble, enc) = container::begin_seal(&recipients, &ctx, &opts).await?;
         let pre = preamble.encode()?;
         let n = if fsio::is_std(&out_path) {
-            let mut out = std::io::stdout().lock();
+            let mut out = std::io::stdout();
             out.write_all(&pre)?;
-            let n = enc.encrypt_stream(input, Interruptible(&mut out))?;
+            let n = enc.encrypt_parallel(input, Interruptible(&mut out))?;
             out.flush()?;
             n
         } else {
             let mut f = AtomicFile::create(&out_path, 0o644)?;
             f.file().write_all(&pre)?;
-            let n = enc.encrypt_stream(input, Interruptible(f.file()))?;
+            let n = enc.encrypt_parallel(input, Interruptible(f.file()))?;
             f.commit()?;
             n
         };
