@@ -10,6 +10,7 @@ use envseal_core::{EncryptionContext, Engine, FormatError, Kms, SecretBytes, Wra
 
 pub mod dotenv;
 pub mod json;
+pub mod yaml;
 mod meta;
 
 pub use meta::Metadata;
@@ -195,6 +196,7 @@ pub trait Document: Send {
 pub fn parse(format: Format, content: &[u8]) -> Result<Box<dyn Document>, StoreError> {
     match format {
         Format::Json => Ok(Box::new(json::JsonDocument::parse(content)?)),
+        Format::Yaml => Ok(Box::new(yaml::YamlDocument::parse(content)?)),
         Format::Dotenv => Ok(Box::new(dotenv::DotenvDocument::parse(content)?)),
         f => Err(StoreError::Parse { format: f.name(), message: "not a value-level format".into() }),
     }
