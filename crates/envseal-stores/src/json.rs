@@ -239,7 +239,7 @@ mod tests {
         assert!(d.set_value(&parse_key_path("envseal").unwrap(), ValueType::Str, "x", false).is_err());
         assert!(d.set_value(&parse_key_path("b").unwrap(), ValueType::Str, "x", false).is_err());
         let out = String::from_utf8(d.render()).unwrap();
-        assert!(out.contains("\"a\": 1.50"), "{out}");
+        assert!(out.contains("\"a\":1.50"), "one-line input stays compact: {out}");
         assert!(out.find("\"b\"").unwrap() < out.find("\"a\"").unwrap());
         assert!(d.remove_value(&parse_key_path("b.x[1]").unwrap()).unwrap());
         assert!(!d.remove_value(&parse_key_path("zz").unwrap()).unwrap());

@@ -10,8 +10,8 @@ use envseal_core::{EncryptionContext, Engine, FormatError, Kms, SecretBytes, Wra
 
 pub mod dotenv;
 pub mod json;
-pub mod yaml;
 mod meta;
+pub mod yaml;
 
 pub use meta::Metadata;
 
@@ -353,8 +353,32 @@ impl Unlocked {
     /// # Errors
     /// [`StoreError::NoSuchKey`] if absent.
     pub fn unset(&mut self, doc: &mut dyn Document, path: &KeyPath) -> Result<(), StoreError> {
+        use envseal_core::values::PathSegment;
+        // Removing a sequence item shifts the items after it; their ciphertexts are bound to
+        // their index, so they are re-sealed at their new index (the others are untouched).
+        let before: std::collections::HashMap<KeyPath, (ValueType, SecretBytes)> = match path.0.last() {
+            Some(PathSegment::Index(_)) => self.values(doc)?.into_iter().map(|(p, t, v)| (p, (t, v))).collect(),
+            _ => Default::default(),
+        };
         if !doc.remove_value(path)? {
             return Err(StoreError::NoSuchKey(path.display()));
+        }
+        if let Some(PathSegment::Index(removed)) = path.0.last() {
+            let depth = path.0.len() - 1;
+            for (i, e) in doc.entries().into_iter().enumerate() {
+                let shifted = e.path.0.len() > depth
+                    && e.path.0[..depth] == path.0[..depth]
+                    && matches!(e.path.0[depth], PathSegment::Index(j) if j >= *removed);
+                if !shifted || self.is_plain(&e.path) {
+                    continue;
+                }
+                let mut old = e.path.clone();
+                if let PathSegment::Index(j) = old.0[depth] {
+                    old.0[depth] = PathSegment::Index(j + 1);
+                }
+                let (ty, v) = before.get(&old).ok_or_else(|| StoreError::NoSuchKey(old.display()))?;
+                self.seal_entry(doc, Some(i), &e.path, *ty, v.expose_secret())?;
+            }
         }
         self.finish(doc)
     }

@@ -167,3 +167,21 @@ async fn tampering_is_detected() {
         SealSpec { recipients: &rs, context: EncryptionContext::new(), plain_keys: None, engine: Engine::default() };
     assert!(matches!(envseal_stores::seal(d.as_mut(), &spec).await, Err(StoreError::AlreadySealed)));
 }
+
+#[tokio::test]
+async fn unset_of_a_sequence_item_reseals_the_items_after_it() {
+    let kms = MockKms::new();
+    let key = kms.create_default_key();
+    let (doc, _) = sealed(&kms, &key, None).await;
+    let bytes = doc.render();
+    let (mut d, mut u) = reopen(&kms, &bytes).await.unwrap();
+    let host_before = d.entries().into_iter().find(|e| e.path.display() == "db.host").unwrap();
+    u.unset(d.as_mut(), &parse_key_path("db.replicas[0]").unwrap()).unwrap();
+    // Unrelated values keep their exact ciphertext.
+    assert_eq!(d.entries().into_iter().find(|e| e.path.display() == "db.host").unwrap(), host_before);
+    let (d2, u2) = reopen(&kms, &d.render()).await.unwrap();
+    let vals = u2.values(d2.as_ref()).unwrap();
+    let r0 = vals.iter().find(|(p, _, _)| p.display() == "db.replicas[0]").unwrap();
+    assert_eq!(r0.2.expose_secret(), b"r2");
+    assert!(!vals.iter().any(|(p, _, _)| p.display() == "db.replicas[1]"));
+}
