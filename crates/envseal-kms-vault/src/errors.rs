@@ -1,0 +1,231 @@
+//! Transit's error answers, mapped onto [`KmsError`].
+//!
+//! Transit answers `{"errors": ["..."]}` with a status; most user errors are 400 with a
+//! message, so the message decides. The strings matched are OpenBao 2.x's (and Vault's,
+//! which they come from); an unknown 400 stays `InvalidRequest`, never a silent success.
+
+use envseal_core::KmsError;
+use serde::Deserialize;
+
+/// Longest server message kept in an error.
+const MAX_MESSAGE: usize = 300;
+
+/// What a failed call means, before the key name and versions are added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// 401 / 403.
+    Denied(String),
+    /// The key does not exist.
+    KeyNotFound,
+    /// No secrets engine at the mount (404 "no handler for route").
+    NoMount(String),
+    /// Ciphertext version below the key's minimum decryption version.
+    BelowMinimum,
+    /// The version does not exist (newer than the latest, or an unknown minimum).
+    VersionNotFound,
+    /// Malformed, tampered, wrong context or wrong key.
+    BadCiphertext,
+    /// 429.
+    Throttled(String),
+    /// 5xx, 412, or no answer at all. `processed` is false when the server certainly did
+    /// not act on the request (connection refused, 429, 503), so even a non-idempotent call
+    /// may be retried.
+    Unavailable { message: String, retryable: bool, processed: bool },
+    /// Any other 4xx.
+    Invalid(String),
+}
+
+impl Failure {
+    /// Whether a retry may succeed.
+    pub(crate) fn retryable(&self) -> bool {
+        matches!(self, Failure::Throttled(_) | Failure::Unavailable { retryable: true, .. })
+    }
+
+    /// Whether a retry is safe for a call that must not run twice (e.g. rotate).
+    pub(crate) fn certainly_not_processed(&self) -> bool {
+        matches!(self, Failure::Throttled(_) | Failure::Unavailable { processed: false, .. })
+    }
+
+    /// The [`KmsError`] for a call on `key` (version numbers are added by the caller where
+    /// it knows them: see `VaultKms::decrypt`).
+    pub(crate) fn into_kms_error(self, key: &str, mount: &str) -> KmsError {
+        match self {
+            Failure::Denied(message) => KmsError::AccessDenied { message },
+            Failure::KeyNotFound => KmsError::KeyNotFound { key: key.to_owned() },
+            Failure::NoMount(message) => KmsError::InvalidRequest {
+                message: format!("no Transit secrets engine is mounted at {mount}/ ({message})"),
+            },
+            Failure::BelowMinimum => KmsError::KeyVersionBelowMinimum {
+                key: key.to_owned(),
+                version: "unknown".into(),
+                min: "unknown".into(),
+            },
+            Failure::VersionNotFound => KmsError::KeyVersionNotFound { key: key.to_owned(), version: "unknown".into() },
+            Failure::BadCiphertext => KmsError::InvalidCiphertext,
+            Failure::Throttled(message) => KmsError::Throttled { message },
+            Failure::Unavailable { message, retryable, .. } => KmsError::Unavailable { message, retryable },
+            Failure::Invalid(message) => KmsError::InvalidRequest { message },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+/// The server's messages, joined, cut to a bounded length, with `secret` (the token) removed
+/// should a proxy or server ever echo it.
+pub(crate) fn server_message(body: &[u8], secret: &str) -> String {
+    let messages = serde_json::from_slice::<ErrorBody>(body).map(|b| b.errors).unwrap_or_default();
+    let mut joined = messages.iter().map(|m| m.trim()).filter(|m| !m.is_empty()).collect::<Vec<_>>().join("; ");
+    if !secret.is_empty() && joined.contains(secret) {
+        joined = joined.replace(secret, "[REDACTED]");
+    }
+    if joined.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !joined.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        joined.truncate(cut);
+        joined.push('…');
+    }
+    joined
+}
+
+/// Classifies a non-2xx answer. `message` is [`server_message`] of the body.
+pub(crate) fn classify(status: u16, message: String) -> Failure {
+    let m = message.to_ascii_lowercase();
+    let with_status = |what: &str| {
+        if message.is_empty() { format!("{what} (HTTP {status})") } else { format!("{message} (HTTP {status})") }
+    };
+    match status {
+        401 | 403 => Failure::Denied(with_status("permission denied")),
+        404 if m.contains("no handler for route") => Failure::NoMount(with_status("route not found")),
+        404 => Failure::KeyNotFound,
+        429 => Failure::Throttled(with_status("rate limited")),
+        // 412: a performance standby has not caught up yet; 503: sealed or standby. Neither
+        // acted on the request.
+        412 | 503 => Failure::Unavailable { message: with_status("unavailable"), retryable: true, processed: false },
+        500..=599 => Failure::Unavailable { message: with_status("server error"), retryable: true, processed: true },
+        300..=399 => Failure::Unavailable {
+            message: format!(
+                "the server answered with a redirect (HTTP {status}); envseal does not follow redirects with a \
+                 token: point VAULT_ADDR at the active node"
+            ),
+            retryable: false,
+            processed: false,
+        },
+        400..=499 => classify_user_error(&m).unwrap_or_else(|| Failure::Invalid(with_status("bad request"))),
+        _ => Failure::Unavailable { message: with_status("unexpected status"), retryable: false, processed: true },
+    }
+}
+
+/// Transit's user errors (400), by message. Order matters: the version messages mention
+/// "min decryption version" and "not found" too.
+fn classify_user_error(m: &str) -> Option<Failure> {
+    if m.contains("cannot set min decryption version") || m.contains("version is too new") {
+        return Some(Failure::VersionNotFound);
+    }
+    if m.contains("disallowed by policy") || m.contains("min decryption version") || m.contains("too old") {
+        return Some(Failure::BelowMinimum);
+    }
+    // "unknown key type envseal-no-upsert": encrypt refused to create a missing key
+    // (see `NO_UPSERT_TYPE`).
+    if m.contains(crate::kms::NO_UPSERT_TYPE)
+        || m.contains("key not found")
+        || m.contains("no existing key named")
+        || m.contains("not found")
+    {
+        return Some(Failure::KeyNotFound);
+    }
+    if m.contains("ciphertext") || m.contains("message authentication failed") || m.contains("base64") {
+        return Some(Failure::BadCiphertext);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(messages: &[&str]) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "errors": messages })).unwrap()
+    }
+
+    fn map(status: u16, messages: &[&str]) -> KmsError {
+        classify(status, server_message(&body(messages), "hvs.tok-secret")).into_kms_error("k1", "transit")
+    }
+
+    #[test]
+    fn mapping() {
+        // Messages as OpenBao 2.7 sends them.
+        assert!(matches!(map(403, &["permission denied"]), KmsError::AccessDenied { .. }));
+        assert!(matches!(map(401, &[]), KmsError::AccessDenied { .. }));
+        assert!(matches!(map(404, &[]), KmsError::KeyNotFound { key } if key == "k1"));
+        assert!(matches!(map(400, &["encryption key not found"]), KmsError::KeyNotFound { .. }));
+        assert!(matches!(map(400, &["key not found"]), KmsError::KeyNotFound { .. }));
+        assert!(matches!(map(400, &["no existing key named k1 could be found"]), KmsError::KeyNotFound { .. }));
+        assert!(matches!(map(400, &["unknown key type envseal-no-upsert"]), KmsError::KeyNotFound { .. }));
+        assert!(matches!(
+            map(404, &["no handler for route \"nomount/encrypt/k1\". route entry not found."]),
+            KmsError::InvalidRequest { message } if message.contains("transit/")
+        ));
+        for m in [
+            "cipher: message authentication failed",
+            "invalid ciphertext: no prefix",
+            "invalid ciphertext: could not decode base64",
+            "invalid ciphertext length",
+            "illegal base64 data at input byte 4",
+        ] {
+            assert!(matches!(map(400, &[m]), KmsError::InvalidCiphertext), "{m}");
+        }
+        assert!(matches!(
+            map(400, &["ciphertext or signature version is disallowed by policy (too old)"]),
+            KmsError::KeyVersionBelowMinimum { .. }
+        ));
+        assert!(matches!(map(400, &["invalid ciphertext: version is too new"]), KmsError::KeyVersionNotFound { .. }));
+        assert!(matches!(
+            map(400, &["cannot set min decryption version of 5, latest key version is 2"]),
+            KmsError::KeyVersionNotFound { .. }
+        ));
+        assert!(matches!(
+            map(400, &["missing 'context' for key derivation; the key was created using a derived key"]),
+            KmsError::InvalidRequest { .. }
+        ));
+        let e = map(429, &["request rate limited"]);
+        assert!(matches!(e, KmsError::Throttled { .. }) && e.is_retryable());
+        for status in [500, 502, 503, 504, 412] {
+            let e = map(status, &["Vault is sealed"]);
+            assert!(matches!(e, KmsError::Unavailable { retryable: true, .. }), "{status}");
+        }
+        assert!(matches!(map(307, &[]), KmsError::Unavailable { retryable: false, .. }));
+        // Client errors are final.
+        for e in [map(400, &["cipher: message authentication failed"]), map(403, &[]), map(404, &[])] {
+            assert!(!e.is_retryable(), "{e}");
+        }
+    }
+
+    #[test]
+    fn processed_or_not() {
+        assert!(classify(429, String::new()).certainly_not_processed());
+        assert!(classify(503, String::new()).certainly_not_processed());
+        assert!(!classify(500, String::new()).certainly_not_processed());
+        assert!(classify(500, String::new()).retryable());
+        assert!(!classify(400, String::new()).retryable());
+    }
+
+    #[test]
+    fn messages_are_bounded_and_never_hold_the_token() {
+        let e = map(403, &["permission denied for token hvs.tok-secret"]);
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains("tok-secret"), "{text}");
+        assert!(text.contains("[REDACTED]"), "{text}");
+        let long = "é".repeat(1000);
+        let m = server_message(&body(&[&long]), "");
+        assert!(m.len() <= MAX_MESSAGE + '…'.len_utf8());
+        assert_eq!(server_message(b"not json", "x"), "");
+        assert_eq!(server_message(&body(&["a", " ", "b"]), ""), "a; b");
+    }
+}

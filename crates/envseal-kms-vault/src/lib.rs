@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod errors;
+mod keys;
+mod kms;
+mod names;
+mod transport;
+
+#[cfg(test)]
+mod tests;
+
+pub use crate::config::{
+    DEFAULT_MOUNT, DEFAULT_TIMEOUT, RetryPolicy, TransitUri, URI_SCHEME, URI_SCHEME_HTTP, VaultConfig, VaultToken,
+};
+pub use crate::keys::TransitKeyInfo;
+pub use crate::kms::{BACKEND, GENERATED_NAME_PREFIX, KEY_TYPE, VaultKms, associated_data};
+pub use crate::names::{ciphertext_version, is_valid_key_name};
