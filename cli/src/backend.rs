@@ -1,9 +1,9 @@
-//! Backend URIs → KMS instances.
+//! Backend URIs → KMS instances. One place maps a URI scheme to a backend crate.
 //!
 //! | URI | backend |
 //! | --- | --- |
-//! | `local:` | the local keystore in `$ENVSEAL_HOME` or the XDG data dir (created on first use) |
-//! | `local:/path/to/dir` | a local keystore in that directory |
+//! | `local:` / `local:/path/to/dir` | the local keystore (default dir, or that dir) |
+//! | `vault-transit://HOST[:PORT]/MOUNT/KEY` (`vault-transit+http://` for plain HTTP) | Vault / OpenBao Transit |
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +24,8 @@ pub const DEFAULT_KEY: &str = "alias/default";
 pub enum Uri {
     /// The local keystore, in the default or a given directory.
     Local(Option<PathBuf>),
+    /// Vault / OpenBao Transit (the whole URI, parsed by the backend).
+    Vault(String),
 }
 
 impl Uri {
@@ -33,11 +35,14 @@ impl Uri {
             let rest = rest.strip_prefix("//").unwrap_or(rest);
             return Ok(Uri::Local((!rest.is_empty()).then(|| PathBuf::from(rest))));
         }
+        if s.starts_with("vault-transit://") || s.starts_with("vault-transit+http://") {
+            return Ok(Uri::Vault(s.to_string()));
+        }
         let scheme = s.split(':').next().unwrap_or(s);
         Err(exit::fail(
             2,
             format!("unknown or unsupported backend {scheme:?} in {s:?}"),
-            Some("this build supports `local:` and `local:/path/to/keystore`"),
+            Some("supported: local:[DIR], vault-transit://HOST/MOUNT/KEY (see docs/CLI.md)"),
         ))
     }
 
@@ -45,6 +50,7 @@ impl Uri {
     pub fn backend_name(&self) -> &'static str {
         match self {
             Uri::Local(_) => "local",
+            Uri::Vault(_) => "vault-transit",
         }
     }
 }
@@ -73,19 +79,46 @@ pub fn passphrase(prompt: &str) -> Result<Unlock> {
 pub fn local_dir(uri: &Uri) -> Result<PathBuf> {
     match uri {
         Uri::Local(Some(d)) => Ok(d.clone()),
-        Uri::Local(None) => Ok(LocalKms::default_dir()?),
+        _ => Ok(LocalKms::default_dir()?),
     }
+}
+
+/// An opened backend, and the key its URI names (if it names one).
+pub struct Opened {
+    /// The backend.
+    pub kms: Arc<dyn Kms>,
+    /// The key named in the URI.
+    pub key: Option<String>,
 }
 
 /// Opens a backend (the local keystore is created on first use).
 pub fn open(uri: &Uri) -> Result<Arc<dyn Kms>> {
+    Ok(open_with_key(uri)?.kms)
+}
+
+/// Opens a backend, also returning the key its URI names.
+pub fn open_with_key(uri: &Uri) -> Result<Opened> {
     match uri {
         Uri::Local(_) => {
             let dir = local_dir(uri)?;
             let unlock = local_unlock(&dir)?;
-            Ok(Arc::new(LocalKms::open_or_create(&dir, unlock)?))
+            Ok(Opened { kms: Arc::new(LocalKms::open_or_create(&dir, unlock)?), key: None })
+        }
+        Uri::Vault(u) => {
+            let (kms, key) = envseal_kms_vault::VaultKms::from_uri(u)?;
+            Ok(Opened { kms: Arc::new(kms), key: Some(key) })
         }
     }
+}
+
+/// Opens the backend named `backend` from its usual environment (for opening files whose
+/// entries name it when no URI was given).
+pub fn open_by_name(backend: &str) -> Result<Option<Arc<dyn Kms>>> {
+    Ok(match backend {
+        "local" => Some(open(&Uri::Local(None))?),
+        "vault-transit" => Some(Arc::new(envseal_kms_vault::VaultKms::from_env()?)),
+        _ => None,
+    })
 }
 
 /// Exit code and hint for backend-specific errors.

@@ -38,8 +38,11 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
     let mut kmses: Vec<(Arc<dyn Kms>, String)> = Vec::new();
     for u in &s.kms.0 {
         let (uri, key) = split_key(u);
-        let k = crate::backend::open(&crate::backend::Uri::parse(uri)?)?;
-        kmses.push((k, key.unwrap_or(&s.key.0).to_string()));
+        let o = crate::backend::open_with_key(&crate::backend::Uri::parse(uri)?)?;
+        // Key: `URI#KEY`, else one named by the URI itself, else --key / config / default.
+        let key =
+            key.map(str::to_string).or(o.key.filter(|_| s.key.1 != super::Source::Flag)).unwrap_or(s.key.0.clone());
+        kmses.push((o.kms, key));
     }
     let recipients: Vec<Recipient<'_>> = kmses.iter().map(|(k, key)| Recipient { kms: k.as_ref(), key }).collect();
 

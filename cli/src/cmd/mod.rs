@@ -7,6 +7,7 @@ pub mod encrypt;
 pub mod init;
 pub mod inspect;
 pub mod keys;
+pub mod rewrap;
 pub mod run;
 pub mod values;
 
@@ -97,20 +98,47 @@ pub fn context(pairs: &BTreeMap<String, String>) -> Result<EncryptionContext> {
         .map_err(|e| exit::fail(2, e.to_string(), Some("context keys must be non-empty and not start with `envseal:`")))
 }
 
-/// The backends needed to open a file with these entries: those given with --kms, plus the
-/// default local keystore when an entry is `local` and no local backend was given.
+/// The backends needed to open a file with these entries: those given with --kms, plus, for
+/// each other backend an entry names, that backend from its usual environment (the default
+/// local keystore, `VAULT_ADDR`/`VAULT_TOKEN`, ...).
 pub fn backends_for(entries: &[WrappedKey], opts: &KmsOpts) -> Result<Vec<Arc<dyn Kms>>> {
-    let uris: Vec<Uri> = opts.kms.iter().map(|u| Uri::parse(u)).collect::<Result<_>>()?;
+    let uris: Vec<Uri> = opts.kms.iter().map(|u| Uri::parse(encrypt::split_key(u).0)).collect::<Result<_>>()?;
     let mut out: Vec<Arc<dyn Kms>> = Vec::new();
+    let mut have: Vec<&str> = Vec::new();
     for u in &uris {
-        if entries.iter().any(|e| e.backend == u.backend_name()) {
+        if entries.iter().any(|e| e.backend == u.backend_name()) && !have.contains(&u.backend_name()) {
             out.push(backend::open(u)?);
+            have.push(u.backend_name());
         }
     }
-    if entries.iter().any(|e| e.backend == "local") && !uris.iter().any(|u| matches!(u, Uri::Local(_))) {
-        out.push(backend::open(&Uri::Local(None))?);
+    let mut last_err = None;
+    for e in entries {
+        if have.contains(&e.backend.as_str()) {
+            continue;
+        }
+        // A backend that cannot be set up from the environment is skipped: another entry may
+        // open the file; if none can, the error names each entry.
+        match backend::open_by_name(&e.backend) {
+            Ok(Some(k)) => {
+                have.push(backend_static(&e.backend));
+                out.push(k);
+            }
+            Ok(None) => {}
+            Err(err) => last_err = Some(err),
+        }
     }
-    Ok(out)
+    match (out.is_empty(), last_err) {
+        (true, Some(err)) => Err(err),
+        _ => Ok(out),
+    }
+}
+
+fn backend_static(name: &str) -> &'static str {
+    match name {
+        "local" => "local",
+        "vault-transit" => "vault-transit",
+        _ => "other",
+    }
 }
 
 /// Resolves `--format auto` for a sealed or plain text file: binary containers by magic,
