@@ -196,6 +196,12 @@ pub enum Error {
     /// A KMS error.
     #[error(transparent)]
     Kms(#[from] KmsError),
+    /// No KMS was given for the backend a wrapped-key entry names.
+    #[error("no KMS configured for the {backend} backend that holds this data's key")]
+    NoBackend {
+        /// Backend name recorded in the entry.
+        backend: String,
+    },
     /// None of several wrapped-key entries could be opened.
     #[error("no wrapped-key entry could be opened ({})", summarize(.0))]
     NoKeyOpened(Vec<KeyAttempt>),

@@ -171,10 +171,7 @@ pub async fn unwrap_any(
         let attempt =
             |error: Error| KeyAttempt { index, backend: entry.backend.clone(), key_id: entry.key_id.clone(), error };
         let Some(kms) = kmses.iter().find(|k| k.backend() == entry.backend) else {
-            attempts.push(attempt(Error::Kms(KmsError::Unsupported {
-                operation: "decrypt",
-                backend: entry.backend.clone(),
-            })));
+            attempts.push(attempt(Error::NoBackend { backend: entry.backend.clone() }));
             continue;
         };
         match decrypt_data_key(*kms, entry, kms_context).await {
