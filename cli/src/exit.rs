@@ -143,6 +143,12 @@ fn classify_core(e: &Error) -> (u8, Option<&'static str>) {
             }
         }
         Error::Io(_) => (4, None),
+        Error::NoBackend { .. } => (
+            6,
+            Some(
+                "pass --kms URI for that backend (for pkcs11, or set ENVSEAL_PKCS11_URI); `envseal inspect FILE` lists the file's keys",
+            ),
+        ),
         _ => (1, None),
     }
 }

@@ -2,6 +2,23 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` that returns an error instead of panicking when stdout is closed (a broken pipe
+/// then ends the program quietly, see `exit::report`).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?;
+    }};
+}
+
+/// `print!` counterpart of `outln!`.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($t)*)?;
+    }};
+}
+
 mod backend;
 mod cmd;
 mod config;
@@ -196,6 +213,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the wrapped keys of sealed files (after a key rotation, to another key, add or
+    /// remove one); the data is untouched. Concurrent, resumable, kill-safe.
+    #[command(
+        after_help = "Examples:\n  envseal keys rotate alias/default && envseal rewrap -r secrets/ --to-latest\n  envseal rewrap -r secrets/ --dry-run\n  envseal rewrap -r secrets/ --to alias/new --jobs 32 --json\n  envseal rewrap -r secrets/ --resume          # after an interrupted run\n  envseal rewrap app.env --add-key local:#alias/backup\n\nSee docs/ROTATION.md."
+    )]
+    Rewrap(cmd::rewrap::RewrapArgs),
     /// Manage KMS keys (create, list, rotate, ...).
     Keys {
         #[command(subcommand)]
@@ -282,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unset { path, name, kms } => cmd::values::unset(path, name, kms).await,
         Command::Edit { path, kms } => cmd::edit::run(path, kms).await,
         Command::Inspect { path, json } => cmd::inspect::run(path, json),
+        Command::Rewrap(args) => cmd::rewrap::run(args).await,
         Command::Keys { action, kms, json } => cmd::keys::run(action, kms, json).await,
         Command::Config { action: ConfigCmd::Explain { path, json } } => cmd::config_explain(path, json),
         Command::Completions { shell } => {
@@ -290,7 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::HelpExitCodes => {
-            print!("{}", exit::TABLE);
+            out!("{}", exit::TABLE);
             Ok(ExitCode::SUCCESS)
         }
     }

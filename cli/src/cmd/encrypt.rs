@@ -119,7 +119,7 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
     };
     if !fsio::is_std(&out_path) {
         if o.json {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            outln!("{}", serde_json::to_string_pretty(&summary)?);
         } else {
             eprintln!(
                 "envseal: sealed {} ({}){}",

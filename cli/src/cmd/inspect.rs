@@ -70,7 +70,7 @@ pub fn run(path: PathBuf, json: bool) -> Result<ExitCode> {
         })
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     let o = v.as_object().map(|o| o.to_owned()).unwrap_or_default();
@@ -78,7 +78,7 @@ pub fn run(path: PathBuf, json: bool) -> Result<ExitCode> {
         match (k.as_str(), &val) {
             ("keys", serde_json::Value::Array(keys)) => {
                 for (i, e) in keys.iter().enumerate() {
-                    println!(
+                    outln!(
                         "{:<16} {} {} version {} ({} wrapped bytes)",
                         format!("key[{i}]:"),
                         e["backend"].as_str().unwrap_or(""),
@@ -89,8 +89,8 @@ pub fn run(path: PathBuf, json: bool) -> Result<ExitCode> {
                 }
             }
             (_, serde_json::Value::Null) => {}
-            (_, serde_json::Value::String(s)) => println!("{:<16} {s}", format!("{k}:")),
-            _ => println!("{:<16} {val}", format!("{k}:")),
+            (_, serde_json::Value::String(s)) => outln!("{:<16} {s}", format!("{k}:")),
+            _ => outln!("{:<16} {val}", format!("{k}:")),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -118,24 +118,24 @@ fn meta_json(m: &KeyMetadata) -> serde_json::Value {
 
 fn print_meta(m: &KeyMetadata, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&meta_json(m))?);
+        outln!("{}", serde_json::to_string_pretty(&meta_json(m))?);
     } else {
-        println!("key:         {}", m.key_id);
+        outln!("key:         {}", m.key_id);
         if !m.aliases.is_empty() {
-            println!("aliases:     {}", m.aliases.join(", "));
+            outln!("aliases:     {}", m.aliases.join(", "));
         }
         if !m.description.is_empty() {
-            println!("description: {}", m.description);
+            outln!("description: {}", m.description);
         }
-        println!("state:       {}", m.state.as_str());
+        outln!("state:       {}", m.state.as_str());
         if let Some(d) = m.deletion_date {
-            println!("deletion:    {}", time(d));
+            outln!("deletion:    {}", time(d));
         }
-        println!("protection:  {}", m.protection_level.as_str());
-        println!("created:     {}", time(m.created_at));
-        println!("version:     {} (of {})", m.current_version, m.versions.len());
+        outln!("protection:  {}", m.protection_level.as_str());
+        outln!("created:     {}", time(m.created_at));
+        outln!("version:     {} (of {})", m.current_version, m.versions.len());
         if let Some(v) = &m.min_decryption_version {
-            println!("min decrypt: {v}");
+            outln!("min decrypt: {v}");
         }
     }
     Ok(())
@@ -164,11 +164,11 @@ pub async fn run(cmd: KeysCmd, kms: Option<String>, json: bool) -> Result<ExitCo
         KeysCmd::List => {
             let keys = km.list_keys().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&keys.iter().map(meta_json).collect::<Vec<_>>())?);
+                outln!("{}", serde_json::to_string_pretty(&keys.iter().map(meta_json).collect::<Vec<_>>())?);
             } else {
-                println!("{:<38} {:<16} {:>7}  ALIASES", "KEY", "STATE", "VERSION");
+                outln!("{:<38} {:<16} {:>7}  ALIASES", "KEY", "STATE", "VERSION");
                 for m in &keys {
-                    println!(
+                    outln!(
                         "{:<38} {:<16} {:>7}  {}",
                         m.key_id,
                         m.state.as_str(),
@@ -223,10 +223,10 @@ pub async fn run(cmd: KeysCmd, kms: Option<String>, json: bool) -> Result<ExitCo
                 if json {
                     let v: Vec<_> =
                         aliases.iter().map(|a| serde_json::json!({"alias": a.name, "key_id": a.key_id})).collect();
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    outln!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
                     for a in aliases {
-                        println!("{:<32} {}", a.name, a.key_id);
+                        outln!("{:<32} {}", a.name, a.key_id);
                     }
                 }
             }

@@ -137,6 +137,8 @@ fn backend_static(name: &str) -> &'static str {
     match name {
         "local" => "local",
         "vault-transit" => "vault-transit",
+        "aws-kms" => "aws-kms",
+        "pkcs11" => "pkcs11",
         _ => "other",
     }
 }
@@ -197,21 +199,21 @@ pub fn config_explain(path: PathBuf, json: bool) -> Result<ExitCode> {
             "context": s.context,
             "plain_keys": s.plain_keys,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     match (&s.config, &s.rule) {
-        (None, _) => println!("config:     none found above {}", path.display()),
-        (Some(c), None) => println!("config:     {} (no rule matches {})", c.display(), path.display()),
+        (None, _) => outln!("config:     none found above {}", path.display()),
+        (Some(c), None) => outln!("config:     {} (no rule matches {})", c.display(), path.display()),
         (Some(c), Some(m)) => {
-            println!("config:     {}", c.display());
-            println!("rule:       #{} path = {:?} (matched {})", m.index + 1, m.rule.path, m.relative.display());
+            outln!("config:     {}", c.display());
+            outln!("rule:       #{} path = {:?} (matched {})", m.index + 1, m.rule.path, m.relative.display());
         }
     }
-    println!("kms:        {} ({})", s.kms.0.join(", "), s.kms.1.name());
-    println!("key:        {} ({})", s.key.0, s.key.1.name());
+    outln!("kms:        {} ({})", s.kms.0.join(", "), s.kms.1.name());
+    outln!("key:        {} ({})", s.key.0, s.key.1.name());
     let ctx: Vec<String> = s.context.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("context:    {}", if ctx.is_empty() { "(none)".into() } else { ctx.join(", ") });
-    println!("plain keys: {}", s.plain_keys.as_deref().unwrap_or("(none)"));
+    outln!("context:    {}", if ctx.is_empty() { "(none)".into() } else { ctx.join(", ") });
+    outln!("plain keys: {}", s.plain_keys.as_deref().unwrap_or("(none)"));
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ mod kdf;
 pub mod kms;
 mod pipeline;
 pub mod random;
+pub mod rewrap;
 mod sealer;
 pub mod values;
 mod wire;
