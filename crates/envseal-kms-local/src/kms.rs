@@ -99,7 +99,11 @@ impl LocalKms {
         let canonical = context.canonical_bytes();
         self.read(|file, session| {
             if &parsed.keystore_id != session.keystore_id() {
-                return Err(KmsError::InvalidCiphertext);
+                // Sealed with another local keystore: the key is not here (the blob itself may
+                // be intact), so say which is which rather than "tampered".
+                return Err(KmsError::KeyNotFound {
+                    key: format!("{} (wrapped by another local keystore)", parsed.key_id),
+                });
             }
             let index = file
                 .keys

@@ -21,9 +21,16 @@ use common::softhsm::{LABEL, PIN, SO_PIN, block_on, enter};
 use envseal_core::kms::{KeySpec, KeyState, ProtectionLevel, WrappedKey, decrypt_data_key};
 use envseal_core::{EncryptionContext, KeyManager, Kms, KmsError};
 use envseal_kms_pkcs11::{APP_KEY, Pin, Pkcs11Kms, Pkcs11Options, Pkcs11Uri, blob};
+use envseal_testkit::{Capabilities, WrongContextReport};
 
 fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
     EncryptionContext::from_pairs(pairs.iter().copied()).unwrap()
+}
+
+/// The full contract, except that the context is only AES-GCM associated data inside the
+/// token, so a wrong context fails the tag check like a damaged blob (`InvalidCiphertext`).
+fn pkcs11_capabilities() -> Capabilities {
+    Capabilities::strict().wrong_context(WrongContextReport::InvalidCiphertext)
 }
 
 async fn named_key(kms: &Pkcs11Kms, name: &str) {
@@ -63,8 +70,8 @@ fn conformance() {
         let kms = t.kms();
         named_key(&kms, "conformance").await;
         let kms: Arc<dyn Kms> = Arc::new(kms);
-        envseal_testkit::run_conformance(kms.clone(), "conformance").await;
-        envseal_testkit::run_key_management_conformance(kms).await;
+        envseal_testkit::run_conformance_with(kms.clone(), "conformance", &pkcs11_capabilities()).await;
+        envseal_testkit::run_key_management_conformance_with(kms, &pkcs11_capabilities()).await;
     });
 }
 
@@ -76,7 +83,7 @@ fn conformance_through_an_alias() {
         named_key(&kms, "aliased").await;
         kms.create_alias("alias/default", "aliased").await.unwrap();
         let kms: Arc<dyn Kms> = Arc::new(kms);
-        envseal_testkit::run_conformance(kms, "alias/default").await;
+        envseal_testkit::run_conformance_with(kms, "alias/default", &pkcs11_capabilities()).await;
     });
 }
 

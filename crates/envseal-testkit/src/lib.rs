@@ -9,7 +9,14 @@
 //!   (create, describe, rotate, alias, disable/enable, deletion scheduling, minimum decryption
 //!   version).
 //!
-//! Both panic with a message naming the failed rule, for use inside `#[tokio::test]`:
+//! Both hold a backend to envseal's full contract. A backend whose KMS does less (AWS's
+//! Encrypt takes 1..=4096 bytes; Transit has no aliases), or whose test server deviates from
+//! the real service (moto), declares it in a [`Capabilities`] and runs the same suite with
+//! [`run_conformance_with`] / [`run_key_management_conformance_with`]: each relaxation swaps a
+//! strict check for a weaker one that is still asserted (an unsupported operation must answer
+//! `Unsupported`), and each tolerated deviation prints a `NOTE (server deviates) ...` line.
+//!
+//! They panic with a message naming the failed rule, for use inside `#[tokio::test]`:
 //!
 //! ```
 //! use std::sync::Arc;
@@ -21,7 +28,16 @@
 //! let kms = Arc::new(MockKms::new());
 //! let key = kms.create_default_key();
 //! envseal_testkit::run_conformance(kms.clone(), &key).await;
-//! envseal_testkit::run_key_management_conformance(kms).await;
+//! envseal_testkit::run_key_management_conformance(kms.clone()).await;
+//!
+//! // A backend without aliases, as Vault Transit declares itself.
+//! use envseal_testkit::{Capabilities, WrongContextReport};
+//! let transit = Capabilities::strict()
+//!     .wrong_context(WrongContextReport::InvalidCiphertext)
+//!     .aliases(false)
+//!     .enable_disable(false)
+//!     .scheduled_deletion(false);
+//! assert_ne!(transit, Capabilities::default());
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -29,4 +45,7 @@
 
 pub mod conformance;
 
-pub use conformance::{run_conformance, run_key_management_conformance};
+pub use conformance::{
+    Capabilities, WrongContextReport, run_conformance, run_conformance_with, run_key_management_conformance,
+    run_key_management_conformance_with,
+};
