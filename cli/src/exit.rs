@@ -23,6 +23,7 @@ pub const TABLE: &str = "\
 12  KMS throttled or unavailable (retry later)
 13  key disabled, pending deletion, or version below the minimum decryption version
 14  keystore problem: bad permissions, wrong passphrase or master key, corrupt keystore
+127 run: the command could not be started
 130 interrupted (Ctrl-C): files were left unchanged
 ";
 
@@ -111,6 +112,9 @@ fn classify_format(e: &FormatError) -> (u8, Option<&'static str>) {
 
 fn classify_kms(e: &KmsError) -> (u8, Option<&'static str>) {
     match e {
+        KmsError::KeyNotFound { key } if key.contains("another local keystore") => {
+            (6, Some("this data was sealed with another local keystore: point ENVSEAL_HOME (or --kms local:DIR) at it"))
+        }
         KmsError::KeyNotFound { .. } | KmsError::KeyVersionNotFound { .. } => {
             (6, Some("check --key / --kms (`envseal keys list` shows the keys)"))
         }
@@ -170,7 +174,7 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                 }
                 StoreError::NotSealed => (3, Some("this file is not sealed by envseal; `envseal encrypt` seals it")),
                 StoreError::Parse { .. } => {
-                    (3, Some("fix the syntax, or pass --format binary to seal the file as opaque bytes"))
+                    (3, Some("fix the syntax at the line given (values are never shown in messages)"))
                 }
                 StoreError::Metadata(_) | StoreError::UnsealedValue(_) => {
                     (7, Some("the file's envseal metadata was altered: restore it from version control"))
@@ -226,6 +230,17 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         }
     }
     eprintln!("envseal: error: {msg}");
+    let hint = hint.or_else(|| {
+        Some(
+            match code {
+                2 => "see `envseal COMMAND --help` for the arguments and examples",
+                3 => "check the file and the key path; `envseal inspect FILE` describes a sealed file",
+                4 => "check that the path exists, is a regular file, and is readable (and its directory writable)",
+                _ => "see `envseal help-exit-codes` and docs/CLI.md",
+            }
+            .to_string(),
+        )
+    });
     if let Some(h) = hint {
         eprintln!("envseal: hint: {h}");
     }

@@ -187,6 +187,7 @@ enum Command {
         kms: KmsOpts,
     },
     /// Remove one value from a sealed file.
+    #[command(after_help = "Examples:\n  envseal unset .env OLD_TOKEN\n  envseal unset config.json db.replicas[2]")]
     Unset {
         /// Sealed file.
         path: PathBuf,
@@ -220,6 +221,9 @@ enum Command {
     )]
     Rewrap(cmd::rewrap::RewrapArgs),
     /// Manage KMS keys (create, list, rotate, ...).
+    #[command(
+        after_help = "Examples:\n  envseal keys list\n  envseal keys create --alias alias/app\n  envseal keys rotate alias/app"
+    )]
     Keys {
         #[command(subcommand)]
         action: cmd::keys::KeysCmd,
@@ -230,7 +234,13 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Local KMS emulator (`envseal kms serve`): the Alibaba Cloud KMS and AWS KMS APIs on 127.0.0.1.
+    Kms {
+        #[command(subcommand)]
+        action: cmd::kms::KmsCmd,
+    },
     /// Configuration (.envseal.toml) tools.
+    #[command(after_help = "Examples:\n  envseal config explain prod/.env")]
     Config {
         #[command(subcommand)]
         action: ConfigCmd,
@@ -244,18 +254,24 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// List the exit codes and what each means.
+    #[command(after_help = "Examples:\n  envseal help-exit-codes")]
     HelpExitCodes,
 }
 
 #[derive(Subcommand, Debug)]
 enum ConfigCmd {
     /// Show which .envseal.toml rule applies to a file, and the settings that result.
+    #[command(
+        after_help = "Examples:\n  envseal config explain secrets/prod.env\n  ENVSEAL_KEY=alias/other envseal config explain app.json --json"
+    )]
     Explain {
         /// The file.
         path: PathBuf,
         /// JSON output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        kms: KmsOpts,
     },
 }
 
@@ -307,7 +323,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { path, json } => cmd::inspect::run(path, json),
         Command::Rewrap(args) => cmd::rewrap::run(args).await,
         Command::Keys { action, kms, json } => cmd::keys::run(action, kms, json).await,
-        Command::Config { action: ConfigCmd::Explain { path, json } } => cmd::config_explain(path, json),
+        Command::Kms { action } => cmd::kms::run(action).await,
+        Command::Config { action: ConfigCmd::Explain { path, json, kms } } => cmd::config_explain(path, json, &kms),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "envseal", &mut std::io::stdout());

@@ -47,7 +47,6 @@ fn help_has_examples() {
 
 /// docs/CLI.md: "`envseal COMMAND --help` show[s] every option with examples".
 #[test]
-#[ignore = "bug: `unset`, `keys` (and its subcommands but create), `config explain`, `help-exit-codes` --help have no Examples"]
 fn every_command_help_has_examples() {
     let s = Sandbox::new();
     let mut missing = Vec::new();

@@ -95,7 +95,6 @@ fn no_config_and_broken_config() {
 /// `config explain` shows "the settings that result" for a file; with ENVSEAL_KEY /
 /// ENVSEAL_KMS set, encrypt uses them over the rule, but explain still reports the rule's.
 #[test]
-#[ignore = "bug: config explain ignores ENVSEAL_KEY/ENVSEAL_KMS, so it misreports the key encrypt will use"]
 fn explain_reports_environment_overrides() {
     let s = Sandbox::new();
     s.write(".envseal.toml", CONFIG);

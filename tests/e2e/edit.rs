@@ -162,7 +162,6 @@ fn invalid_edit_without_a_terminal_leaves_file_unchanged() {
 
 /// The invalid-edit hint must not suggest `--format binary`, which `edit` does not have.
 #[test]
-#[ignore = "bug: parse errors in edit/decrypt/get get the encrypt hint `pass --format binary`"]
 fn invalid_edit_hint_fits_the_command() {
     let s = Sandbox::new();
     s.seal("s.env", "A=alpha-secret\n");
@@ -236,7 +235,6 @@ fn temp_file_is_wiped_after_an_in_place_save() {
 /// `backupcopy=no`, "safe write" editors): envseal overwrites the inode it created, not the one
 /// holding the saved plaintext, which is only unlinked.
 #[test]
-#[ignore = "bug: edit wipes the temp file it created, not the file an editor saved by rename"]
 fn temp_file_is_wiped_after_a_save_by_rename() {
     let s = Sandbox::new();
     let left = observe_wipe(&s, "sed -i 's/^A=.*/A=edited-secret/' \"$1\"");

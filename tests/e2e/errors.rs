@@ -43,7 +43,6 @@ fn decrypt_plain_file_is_3() {
 
 /// A plain binary file given to decrypt: "not sealed", and a hint that fits decrypt.
 #[test]
-#[ignore = "bug: decrypt of a plain binary file says `cannot parse dotenv input` and hints `--format binary`, which decrypt has not"]
 fn decrypt_plain_binary_file_says_not_sealed() {
     let s = Sandbox::new();
     s.write("b.bin", random_bytes(1000, 2));
@@ -121,7 +120,6 @@ fn wrong_keystore_is_refused_with_a_hint() {
 /// for KmsError::InvalidCiphertext, but the core reports KeyEntryTampered, whose hint says
 /// "the file was altered or corrupted: restore it from a good copy".
 #[test]
-#[ignore = "bug: a file of another keystore gets the hint `restore it from a good copy` instead of a keystore hint"]
 fn wrong_keystore_hint_names_the_keystore() {
     let s = Sandbox::new();
     s.seal("a.env", "A=secret-alpha\n");
@@ -296,7 +294,6 @@ fn unknown_key_alias_is_6() {
 
 /// docs/CLI.md lists exit code 127 for `run`; `envseal help-exit-codes` should too.
 #[test]
-#[ignore = "bug: `envseal help-exit-codes` omits 127 (run: the command could not be started)"]
 fn help_exit_codes_lists_127() {
     let s = Sandbox::new();
     let out = String::from_utf8(s.ok(&["help-exit-codes"]).stdout).unwrap();
@@ -316,7 +313,6 @@ fn help_exit_codes_matches_docs() {
 /// STYLE.md §4: "CLI: one documented exit code per error class; an error line plus a hint line".
 /// These errors print no hint line.
 #[test]
-#[ignore = "bug: no hint line for a missing file (4), a directory (3), an unknown key (3), a bad --days (2), a failing editor (1)"]
 fn every_error_has_a_hint_line() {
     let s = Sandbox::new();
     s.seal("a.env", "A=secret-alpha\n");

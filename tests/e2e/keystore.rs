@@ -68,7 +68,6 @@ fn several_keystores_any_entry_opens() {
 /// `keys create --alias A` with an alias that exists fails, but has already created the key:
 /// an orphan key without alias is left in the keystore.
 #[test]
-#[ignore = "bug: `keys create --alias EXISTING` fails (exit 2) after creating the key, leaving an orphan key"]
 fn failed_create_leaves_no_orphan_key() {
     let s = Sandbox::new();
     s.ok(&["keys", "create", "--alias", "alias/app"]);

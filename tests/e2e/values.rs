@@ -32,7 +32,6 @@ fn set_by_argument_changes_only_that_line() {
 /// README, "Writing values"); `envseal set` re-encodes the value as for a new line instead, so
 /// the decrypted file loses the quotes (`API_KEY="..."` becomes `API_KEY=...`).
 #[test]
-#[ignore = "bug: `set` drops the entry's quoting in the plaintext (API_KEY=\"x\" decrypts as API_KEY=y)"]
 fn set_keeps_the_entry_quoting() {
     let s = Sandbox::new();
     s.seal("s.env", testdata("dotenv/sample.env"));

@@ -115,7 +115,6 @@ fn unsupported_yaml_is_refused_not_sealed_partially() {
 /// cannot be opened: decrypt/get/run/inspect detect the format from the content, do not
 /// recognise sealed YAML, parse it as .env and fail with exit 3; decrypt has no --format.
 #[test]
-#[ignore = "bug: sealed YAML not named *.yaml/*.yml (pipes, -o x.sealed) cannot be decrypted: parsed as .env, exit 3"]
 fn sealed_yaml_opens_whatever_its_name() {
     let s = Sandbox::new();
     let original = testdata("yaml/app.yaml");

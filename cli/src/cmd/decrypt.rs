@@ -33,6 +33,10 @@ pub async fn open_bytes(path: &Path, content: &[u8], kms: &KmsOpts, expected: &E
             Some("`envseal decrypt` opens it"),
         ));
     }
+    if std::str::from_utf8(content).is_err() {
+        // Not text and not a container: nothing envseal sealed.
+        return Err(anyhow::Error::new(envseal_stores::StoreError::NotSealed));
+    }
     let format = super::detect(path, FormatArg::Auto, content);
     let format = if format == Format::Binary { Format::Dotenv } else { format };
     let doc = super::parse_doc(format, content)?;

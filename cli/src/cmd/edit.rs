@@ -65,6 +65,11 @@ pub async fn run(path: PathBuf, kms: KmsOpts) -> Result<ExitCode> {
     tmp.as_file_mut().write_all(&plaintext)?;
     tmp.as_file_mut().sync_all()?;
     let result = edit_loop(&path, &mut o, format, tmp.path(), &plaintext);
+    // An editor may have saved by renaming a new file over ours: wipe whatever file is at the
+    // path now, then the one we created.
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(tmp.path()) {
+        wipe(&mut f);
+    }
     wipe(tmp.as_file_mut());
     drop(tmp);
     result

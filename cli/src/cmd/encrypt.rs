@@ -93,7 +93,13 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
         if content.len() as u64 > fsio::MAX_DOCUMENT {
             return Err(exit::fail(3, "input larger than 64 MiB", Some("seal it with --format binary")));
         }
-        let mut doc = super::parse_doc(format, &content)?;
+        let mut doc = super::parse_doc(format, &content).map_err(|e| {
+            exit::fail(
+                3,
+                format!("{e:#}"),
+                Some("fix the syntax at the line given, or seal the file as opaque bytes with --format binary"),
+            )
+        })?;
         if doc.metadata()?.is_some() {
             return Err(exit::fail(
                 3,

@@ -29,28 +29,36 @@ pub enum KeysCmd {
         tags: Vec<(String, String)>,
     },
     /// List keys.
+    #[command(after_help = "Examples:\n  envseal keys list\n  envseal keys list --json --kms local:/srv/keystore")]
     List,
     /// Describe a key (id or alias).
+    #[command(after_help = "Examples:\n  envseal keys describe alias/default --json")]
     Describe {
         /// Key id or alias.
         key: String,
     },
     /// Add a new version with new key material; new data uses it, old data still opens.
+    #[command(
+        after_help = "Examples:\n  envseal keys rotate alias/default\n  envseal rewrap -r secrets/ --to-latest   # then move old files to the new version"
+    )]
     Rotate {
         /// Key id or alias.
         key: String,
     },
     /// Enable a disabled key.
+    #[command(after_help = "Examples:\n  envseal keys enable alias/app")]
     Enable {
         /// Key id or alias.
         key: String,
     },
     /// Disable a key (every cryptographic use fails until enabled).
+    #[command(after_help = "Examples:\n  envseal keys disable alias/app")]
     Disable {
         /// Key id or alias.
         key: String,
     },
     /// Schedule deletion after a waiting period (7-30 days).
+    #[command(after_help = "Examples:\n  envseal keys schedule-deletion alias/old --days 7")]
     ScheduleDeletion {
         /// Key id or alias.
         key: String,
@@ -59,11 +67,13 @@ pub enum KeysCmd {
         days: u32,
     },
     /// Cancel a scheduled deletion (the key comes back disabled).
+    #[command(after_help = "Examples:\n  envseal keys cancel-deletion alias/old && envseal keys enable alias/old")]
     CancelDeletion {
         /// Key id or alias.
         key: String,
     },
     /// Set the oldest key version allowed to decrypt.
+    #[command(after_help = "Examples:\n  envseal keys set-min-version alias/app 3")]
     SetMinVersion {
         /// Key id or alias.
         key: String,
@@ -72,6 +82,7 @@ pub enum KeysCmd {
         min_version: String,
     },
     /// Manage aliases.
+    #[command(after_help = "Examples:\n  envseal keys alias create alias/app 2f0c...\n  envseal keys alias list")]
     Alias {
         #[command(subcommand)]
         action: AliasCmd,
@@ -81,6 +92,7 @@ pub enum KeysCmd {
 #[derive(Subcommand, Debug)]
 pub enum AliasCmd {
     /// Point an alias at a key.
+    #[command(after_help = "Examples:\n  envseal keys alias create alias/app 2f0c...")]
     Create {
         /// Alias, e.g. alias/app.
         alias: String,
@@ -88,11 +100,13 @@ pub enum AliasCmd {
         key: String,
     },
     /// Remove an alias.
+    #[command(after_help = "Examples:\n  envseal keys alias delete alias/app")]
     Delete {
         /// Alias.
         alias: String,
     },
     /// List aliases.
+    #[command(after_help = "Examples:\n  envseal keys alias list --json")]
     List,
 }
 
@@ -154,6 +168,16 @@ pub async fn run(cmd: KeysCmd, kms: Option<String>, json: bool) -> Result<ExitCo
                 protection_level: if hsm { ProtectionLevel::Hsm } else { ProtectionLevel::Software },
                 tags: tags.into_iter().collect(),
             };
+            if let Some(a) = &alias {
+                // Refuse before creating anything, so a taken alias leaves no orphan key.
+                if km.describe_key(a).await.is_ok() {
+                    return Err(exit::fail(
+                        2,
+                        format!("alias {a} already exists"),
+                        Some("choose another alias, or move it later with `envseal keys alias create`"),
+                    ));
+                }
+            }
             let m = km.create_key(&spec).await?;
             if let Some(a) = &alias {
                 km.create_alias(a, &m.key_id).await?;

@@ -7,6 +7,7 @@ pub mod encrypt;
 pub mod init;
 pub mod inspect;
 pub mod keys;
+pub mod kms;
 pub mod rewrap;
 pub mod run;
 pub mod values;
@@ -153,14 +154,20 @@ pub fn detect(path: &Path, arg: FormatArg, content: &[u8]) -> Format {
         FormatArg::Binary => Format::Binary,
         FormatArg::Auto => {
             let p = (!crate::fsio::is_std(path)).then_some(path);
+            let unnamed = p.and_then(Format::from_path).is_none();
             match Format::detect(p, content) {
-                Format::Binary if p.and_then(Format::from_path).is_none() && looks_like_dotenv(content) => {
-                    Format::Dotenv
-                }
+                // A sealed YAML file, whatever its name: its metadata is a top-level `envseal:` map.
+                Format::Binary if unnamed && looks_like_sealed_yaml(content) => Format::Yaml,
+                Format::Binary if unnamed && looks_like_dotenv(content) => Format::Dotenv,
                 f => f,
             }
         }
     }
+}
+
+/// Text with a line `envseal:` at column 0 (the metadata map of a sealed YAML file).
+fn looks_like_sealed_yaml(content: &[u8]) -> bool {
+    std::str::from_utf8(content).is_ok_and(|t| t.lines().any(|l| l.trim_end() == "envseal:"))
 }
 
 /// Text whose non-comment lines all look like `KEY=...` (used only when the name says
@@ -183,8 +190,8 @@ pub fn parse_doc(format: Format, content: &[u8]) -> Result<Box<dyn Document>> {
 }
 
 /// `envseal config explain`.
-pub fn config_explain(path: PathBuf, json: bool) -> Result<ExitCode> {
-    let s = settings(&path, &KmsOpts::default(), &[], None)?;
+pub fn config_explain(path: PathBuf, json: bool, kms: &KmsOpts) -> Result<ExitCode> {
+    let s = settings(&path, kms, &[], None)?;
     if json {
         let v = serde_json::json!({
             "file": path,

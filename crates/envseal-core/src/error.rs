@@ -169,7 +169,7 @@ pub enum FormatError {
         index: u64,
     },
     /// The body ends at a chunk boundary before the final chunk.
-    #[error("truncated: the body ends after chunk {chunks} without its final chunk")]
+    #[error("truncated: the body ends after {chunks} complete chunk(s), without its final chunk")]
     TruncatedBody {
         /// Number of complete chunks read.
         chunks: u64,

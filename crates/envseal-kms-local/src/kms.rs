@@ -99,8 +99,12 @@ impl LocalKms {
         let canonical = context.canonical_bytes();
         self.read(|file, session| {
             if &parsed.keystore_id != session.keystore_id() {
-                // Sealed with another local keystore: the key is not here (the blob itself may
-                // be intact), so say which is which rather than "tampered".
+                // Key ids are random: a blob naming one of this keystore's keys but another
+                // keystore id was altered. Otherwise it was sealed with another local keystore:
+                // the key is not here and the blob may be intact, so say that, not "tampered".
+                if file.keys.iter().any(|k| k.id == parsed.key_id) {
+                    return Err(KmsError::InvalidCiphertext);
+                }
                 return Err(KmsError::KeyNotFound {
                     key: format!("{} (wrapped by another local keystore)", parsed.key_id),
                 });

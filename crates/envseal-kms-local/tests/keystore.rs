@@ -320,6 +320,10 @@ async fn blob_from_another_keystore_is_rejected() {
     let b_key = b.describe_key("alias/default").await.unwrap().key_id;
     forged.key_id = b_key;
     assert!(matches!(b.decrypt(&forged, &c).await, Err(KmsError::KeyNotFound { .. })));
+    // A blob of this keystore whose keystore id was altered is tampering, not "another keystore".
+    let mut altered = b.encrypt("alias/default", b"secret", &c).await.unwrap();
+    altered.blob[3] ^= 1;
+    assert!(matches!(b.decrypt(&altered, &c).await, Err(KmsError::InvalidCiphertext)));
 }
 
 #[tokio::test]

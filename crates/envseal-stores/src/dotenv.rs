@@ -144,7 +144,14 @@ impl Document for DotenvDocument {
         d.get("K").map(str::to_string).ok_or_else(|| perr("value does not decode"))
     }
 
-    fn encode_value(&self, value: &str) -> Result<String, StoreError> {
+    fn encode_value(&self, path: &KeyPath, value: &str) -> Result<String, StoreError> {
+        // An existing entry keeps its quoting style (its sealed text sits inside the quotes the
+        // plaintext had) when that style can hold the new value.
+        if let Some(e) = key_of(path).ok().and_then(|k| self.env.entry(k)) {
+            let mut e = e.clone();
+            e.set_value(value);
+            return Ok(e.raw_value().to_string());
+        }
         let mut d = Env::new();
         d.set("K", value).map_err(perr)?;
         d.entry("K").map(|e| e.raw_value().to_string()).ok_or_else(|| perr("value cannot be encoded"))

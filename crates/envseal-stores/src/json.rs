@@ -33,8 +33,12 @@ impl JsonDocument {
     /// [`StoreError::Parse`] with line and column (never the offending text).
     pub fn parse(content: &[u8]) -> Result<Self, StoreError> {
         let text = std::str::from_utf8(content).map_err(|e| perr(format!("not UTF-8 (byte {})", e.valid_up_to())))?;
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| perr(format!("{} at line {} column {}", classify(&e), e.line(), e.column())))?;
+        let located =
+            |e: serde_json::Error| perr(format!("{} at line {} column {}", classify(&e), e.line(), e.column()));
+        // serde_json keeps the last of duplicate keys; sealing would then silently drop the
+        // others. Refuse them, as the YAML store does.
+        serde_json::from_str::<NoDuplicates>(text).map_err(located)?;
+        let v: Value = serde_json::from_str(text).map_err(located)?;
         let Value::Object(root) = v else {
             return Err(perr("the top level must be an object"));
         };
@@ -49,6 +53,60 @@ impl JsonDocument {
             .into_bytes();
         let compact = !text.trim_end().contains('\n');
         Ok(Self { root, indent, compact, final_newline: text.ends_with('\n') })
+    }
+}
+
+/// Deserializes any JSON, failing on a duplicate key in any object.
+struct NoDuplicates;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicatesVisitor)
+    }
+}
+
+struct NoDuplicatesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicatesVisitor {
+    type Value = NoDuplicates;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoDuplicates, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom("duplicate key in an object"));
+            }
+            map.next_value::<NoDuplicates>()?;
+        }
+        Ok(NoDuplicates)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NoDuplicates, A::Error> {
+        while seq.next_element::<NoDuplicates>()?.is_some() {}
+        Ok(NoDuplicates)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_unit<E>(self) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
     }
 }
 
@@ -250,6 +308,8 @@ mod tests {
         let err = JsonDocument::parse(b"{\"k\": SECRETMARKER}").unwrap_err().to_string();
         assert!(!err.contains("SECRETMARKER"), "{err}");
         assert!(JsonDocument::parse(b"[1,2]").is_err());
+        assert!(JsonDocument::parse(br#"{"a":{"x":1,"x":2}}"#).is_err());
+        assert!(JsonDocument::parse(br#"{"a":[{"x":1},{"x":2}],"n":1e3}"#).is_ok());
         assert!(JsonDocument::parse(b"\xff").is_err());
     }
 }

@@ -167,7 +167,8 @@ pub trait Document: Send {
     ///
     /// # Errors
     /// [`StoreError::Parse`] if the value cannot be represented.
-    fn encode_value(&self, value: &str) -> Result<String, StoreError> {
+    fn encode_value(&self, path: &KeyPath, value: &str) -> Result<String, StoreError> {
+        let _ = path;
         Ok(value.to_string())
     }
     /// Removes the value at `path`; returns whether it existed.
@@ -343,7 +344,7 @@ impl Unlocked {
     ) -> Result<(), StoreError> {
         let text = std::str::from_utf8(plaintext)
             .map_err(|_| StoreError::Parse { format: doc.format().name(), message: "value is not UTF-8".into() })?;
-        let stored = doc.encode_value(text)?;
+        let stored = doc.encode_value(path, text)?;
         self.seal_entry(doc, None, path, ty, stored.as_bytes())?;
         self.finish(doc)
     }

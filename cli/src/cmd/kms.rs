@@ -1,0 +1,216 @@
+//! `envseal kms serve`: a local KMS emulator answering the Alibaba Cloud KMS RPC API and the AWS
+//! KMS JSON 1.1 API, over the in-memory HSM mock or a local keystore (docs/backends/emulator.md).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use envseal_core::Kms;
+use envseal_core::kms::KeyManager;
+use envseal_kms_mock::MockKms;
+use envseal_kms_server::{AccessKey, ApiSelect, Credentials, DEFAULT_MAX_BODY, Server, ServerConfig};
+
+use crate::backend::{self, Uri};
+use crate::exit;
+
+/// `envseal kms ...`.
+#[derive(Subcommand, Debug)]
+pub enum KmsCmd {
+    /// Run a local KMS emulator speaking the Alibaba Cloud KMS and AWS KMS APIs (for
+    /// development and tests; it listens on 127.0.0.1 only).
+    #[command(after_help = "\
+Examples:
+  envseal kms serve                              in-memory keys, a fresh dev principal, a free port
+  envseal kms serve --port 8300 --api aws        AWS KMS only, on a fixed port
+  envseal kms serve --backend local:./kms-data   keys persisted in a local keystore directory
+  envseal kms serve --access-key AK:SECRET       accept this access key instead of a generated one
+  envseal kms serve --iam iam.json               access keys (and STS tokens) from a file
+
+The endpoint and the environment a client needs are printed at startup. See docs/backends/emulator.md.")]
+    Serve(ServeArgs),
+}
+
+/// Which APIs to answer.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiArg {
+    /// Both, told apart by the request's shape.
+    Both,
+    /// Alibaba Cloud KMS RPC API (2016-01-20) only.
+    Alibaba,
+    /// AWS KMS JSON 1.1 API only.
+    Aws,
+}
+
+/// Options of `envseal kms serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TCP port on 127.0.0.1 (0 picks a free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Backend: `mem` (in-memory HSM mock; keys are lost on exit) or `local:DIR` (a local
+    /// keystore directory, created if missing; `local:` for the default one).
+    #[arg(long, default_value = "mem", value_name = "mem|local:DIR")]
+    backend: String,
+    /// Answer only this API.
+    #[arg(long, value_enum, default_value_t = ApiArg::Both)]
+    api: ApiArg,
+    /// Accept this access key (repeatable); the first is printed as the dev principal's.
+    #[arg(long = "access-key", value_name = "ID:SECRET", env = "ENVSEAL_KMS_SERVE_ACCESS_KEY", value_delimiter = ',')]
+    access_keys: Vec<String>,
+    /// JSON file of access keys (and STS tokens with expiry) to accept; no dev principal is
+    /// created.
+    #[arg(long, value_name = "FILE")]
+    iam: Option<PathBuf>,
+    /// Largest request body in bytes (larger gets 413 in the API's error shape).
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY, value_name = "BYTES")]
+    max_body: usize,
+    /// Time limit per request.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    request_timeout: humantime::Duration,
+    /// Do not log one line per request on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs `envseal kms ...`.
+pub async fn run(cmd: KmsCmd) -> Result<ExitCode> {
+    match cmd {
+        KmsCmd::Serve(args) => serve(args).await,
+    }
+}
+
+fn parse_access_key(s: &str) -> Result<AccessKey> {
+    match s.split_once(':') {
+        Some((id, secret)) if !id.is_empty() && !secret.is_empty() => Ok(AccessKey::new(id, secret, "dev")),
+        // Never echo the value: it holds a secret.
+        _ => Err(exit::fail(2, "--access-key must be ID:SECRET", Some("e.g. --access-key AKDEV:dev-secret"))),
+    }
+}
+
+/// The backend, its description for the banner, and the default key.
+async fn open_backend(spec: &str) -> Result<(Arc<dyn Kms>, String, Option<String>)> {
+    if spec == "mem" {
+        let mock = Arc::new(MockKms::new());
+        let key = mock.create_default_key();
+        mock.create_alias(backend::DEFAULT_KEY, &key).await?;
+        return Ok((mock, "mem (in-memory HSM mock; keys are lost on exit)".into(), Some(key)));
+    }
+    if spec.starts_with("local:") {
+        let uri = Uri::parse(spec)?;
+        let kms = backend::open(&uri)?;
+        let key = match kms.key_manager() {
+            Some(km) => km.describe_key(backend::DEFAULT_KEY).await.ok().map(|m| m.key_id),
+            None => None,
+        };
+        return Ok((kms, format!("{spec} (local keystore)"), key));
+    }
+    Err(exit::fail(2, format!("unknown backend {spec:?}"), Some("use --backend mem or --backend local:DIR")))
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let (kms, backend_desc, default_key) = open_backend(&args.backend).await?;
+    let mut credentials = match &args.iam {
+        Some(path) => Credentials::from_iam_file(path).with_context(|| format!("reading {}", path.display()))?,
+        None => Credentials::new(),
+    };
+    let explicit: Vec<AccessKey> = args.access_keys.iter().map(|s| parse_access_key(s)).collect::<Result<_>>()?;
+    // The dev principal: the first --access-key, else a generated one when no IAM file is given.
+    let dev = match (explicit.first(), &args.iam) {
+        (Some(k), _) => Some((k.id().to_owned(), k.dangerous_secret().to_owned())),
+        (None, None) => {
+            let k = AccessKey::generate("dev");
+            let pair = (k.id().to_owned(), k.dangerous_secret().to_owned());
+            credentials.insert(k);
+            Some(pair)
+        }
+        (None, Some(_)) => None,
+    };
+    for k in explicit {
+        credentials.insert(k);
+    }
+    if credentials.is_empty() {
+        return Err(exit::fail(
+            2,
+            "no access key to accept",
+            Some("add access_keys to the IAM file, or pass --access-key"),
+        ));
+    }
+    let mut config = ServerConfig::new(kms, credentials);
+    config.api = match args.api {
+        ApiArg::Both => ApiSelect::Both,
+        ApiArg::Alibaba => ApiSelect::Alibaba,
+        ApiArg::Aws => ApiSelect::Aws,
+    };
+    config.max_body = args.max_body;
+    config.request_timeout = args.request_timeout.into();
+    config.access_log = !args.quiet;
+    let server = Server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)), config)
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    let addr = server.local_addr()?;
+    let endpoint = format!("http://{addr}");
+
+    outln!("envseal kms serve: a local KMS emulator for development and tests (not for production data)");
+    outln!("  endpoint: {endpoint}");
+    let apis = match args.api {
+        ApiArg::Both => "Alibaba Cloud KMS RPC 2016-01-20 and AWS KMS JSON 1.1",
+        ApiArg::Alibaba => "Alibaba Cloud KMS RPC 2016-01-20",
+        ApiArg::Aws => "AWS KMS JSON 1.1",
+    };
+    outln!("  APIs:     {apis}");
+    outln!("  backend:  {backend_desc}");
+    if let Some(k) = &default_key {
+        outln!("  key:      {k} ({})", backend::DEFAULT_KEY);
+    }
+    match &dev {
+        Some((id, secret)) => {
+            outln!();
+            outln!("Dev principal \"dev\": set these in a client's environment:");
+            outln!("export ALIBABA_CLOUD_ACCESS_KEY_ID={id}");
+            outln!("export ALIBABA_CLOUD_ACCESS_KEY_SECRET={secret}");
+            outln!("export AWS_ACCESS_KEY_ID={id}");
+            outln!("export AWS_SECRET_ACCESS_KEY={secret}");
+            outln!("export AWS_ENDPOINT_URL={endpoint}");
+            // AWS_REGION for most SDKs, AWS_DEFAULT_REGION for botocore and the AWS CLI.
+            outln!("export AWS_REGION=us-east-1");
+            outln!("export AWS_DEFAULT_REGION=us-east-1");
+            outln!("Alibaba Cloud SDKs: endpoint {addr}, protocol http.");
+        }
+        None => {
+            outln!();
+            outln!(
+                "Access keys from the IAM file. Clients: AWS_ENDPOINT_URL={endpoint}; Alibaba Cloud endpoint {addr} (http)."
+            );
+        }
+    }
+    outln!();
+    outln!("Ready. Ctrl-C or SIGTERM stops the server.");
+
+    server
+        .run(async {
+            while !exit::interrupted() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await?;
+    eprintln!("envseal kms serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_key_flag_never_echoes_the_secret() {
+        assert!(parse_access_key("AK:secret:with:colons").is_ok());
+        for bad in ["AKONLY-SECRETVALUE", ":x", "AK:"] {
+            let e = parse_access_key(bad).err().unwrap().to_string();
+            assert!(!e.contains("SECRETVALUE"), "{e}");
+        }
+    }
+}
