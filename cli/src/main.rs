@@ -235,6 +235,9 @@ enum Command {
         json: bool,
     },
     /// Local KMS emulator (`envseal kms serve`): the Alibaba Cloud KMS and AWS KMS APIs on 127.0.0.1.
+    #[command(
+        after_help = "Examples:\n  envseal kms serve\n  envseal kms serve --port 8300 --api aws --backend local:./kms-data\n\nSee docs/backends/emulator.md."
+    )]
     Kms {
         #[command(subcommand)]
         action: cmd::kms::KmsCmd,
