@@ -101,10 +101,11 @@ async fn set_and_unset_touch_one_line() {
     assert_eq!(line(&after, "C="), line(&before, "C="));
     assert_ne!(line(&after, "B="), line(&before, "B="));
     let plain = decrypt(&kms, after.as_bytes()).await;
-    assert_eq!(plain, b"# config\nA=1\nB=\"two words\"\nC=3\nD=\"new\\nline\"\n");
+    // B keeps its (unquoted) style, which can hold inner spaces; D is new and gets quotes.
+    assert_eq!(plain, b"# config\nA=1\nB=two words\nC=3\nD=\"new\\nline\"\n");
     let (mut doc, mut u) = open(&kms, after.as_bytes()).await.unwrap();
     u.unset(doc.as_mut(), &KeyPath::key("A")).unwrap();
-    assert_eq!(decrypt(&kms, &doc.render()).await, b"# config\nB=\"two words\"\nC=3\nD=\"new\\nline\"\n");
+    assert_eq!(decrypt(&kms, &doc.render()).await, b"# config\nB=two words\nC=3\nD=\"new\\nline\"\n");
 }
 
 #[tokio::test]
