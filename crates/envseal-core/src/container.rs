@@ -471,7 +471,7 @@ fn chunk_nonce(index: u64, last: bool) -> [u8; 12] {
 }
 
 /// Reads until `buf` is full or EOF; returns the count.
-fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use zeroize::Zeroizing;
 
+use crate::container::read_full;
 use crate::error::Error;
 
 /// Chunk buffers hold plaintext on one side: wiped when dropped.
@@ -23,19 +24,6 @@ struct Piece {
     index: u64,
     last: bool,
     buf: Buf,
-}
-
-fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Reads `input` in pieces of `piece` bytes (the last may be shorter, or empty when the input
