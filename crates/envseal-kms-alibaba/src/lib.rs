@@ -1,0 +1,33 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod client;
+mod config;
+pub mod context;
+mod credentials;
+mod errors;
+mod kms;
+pub mod signer;
+mod time;
+mod transport;
+pub mod uri;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+#[path = "../tests/common/http.rs"]
+mod test_http;
+#[cfg(test)]
+mod tests;
+
+pub use crate::config::{
+    AlibabaConfig, DEFAULT_TIMEOUT, ENDPOINT_VAR, Endpoint, NETWORK_VAR, REGION_VAR, RetryPolicy, SIGNATURE_VAR,
+};
+pub use crate::credentials::{
+    AccessKeySecret, CredentialSource, Credentials, DEFAULT_METADATA_ENDPOINT, EcsRamRoleConfig,
+    METADATA_TOKEN_TTL_SECONDS, REFRESH_FRACTION, SecurityToken,
+};
+pub use crate::kms::{AlibabaKms, BACKEND, CREATE_KEY_SPEC, DATA_KEY_SPEC, KEY_USAGE, MAX_BLOB_LEN, RotationPolicy};
+pub use crate::signer::SignatureVersion;
+pub use crate::uri::AlibabaKeyUri;
