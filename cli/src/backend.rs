@@ -6,6 +6,7 @@
 //! | `vault-transit://HOST[:PORT]/MOUNT/KEY` (`vault-transit+http://` for plain HTTP) | Vault / OpenBao Transit |
 //! | `aws-kms:arn:aws:kms:...`, `aws-kms:alias/NAME`, `aws-kms:KEY_ID` | AWS KMS (cargo feature `aws`) |
 //! | `pkcs11:token=LABEL;object=KEY[?module-path=...]` (RFC 7512) | a PKCS#11 HSM |
+//! | `alibaba-kms:REGION/KEY_ID_OR_ALIAS` | Alibaba Cloud KMS |
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub enum Uri {
     Aws(String),
     /// A PKCS#11 token (the whole RFC 7512 URI).
     Pkcs11(String),
+    /// Alibaba Cloud KMS (the whole URI, parsed by the backend).
+    Alibaba(String),
 }
 
 impl Uri {
@@ -50,12 +53,15 @@ impl Uri {
         if s.starts_with("pkcs11:") {
             return Ok(Uri::Pkcs11(s.to_string()));
         }
+        if s.starts_with("alibaba-kms:") {
+            return Ok(Uri::Alibaba(s.to_string()));
+        }
         let scheme = s.split(':').next().unwrap_or(s);
         Err(exit::fail(
             2,
             format!("unknown or unsupported backend {scheme:?} in {s:?}"),
             Some(
-                "supported: local:[DIR], vault-transit://HOST/MOUNT/KEY, aws-kms:KEY, pkcs11:token=...;object=... (see docs/CLI.md)",
+                "supported: local:[DIR], vault-transit://HOST/MOUNT/KEY, aws-kms:KEY, pkcs11:token=...;object=..., alibaba-kms:REGION/KEY (see docs/CLI.md)",
             ),
         ))
     }
@@ -67,6 +73,7 @@ impl Uri {
             Uri::Vault(_) => "vault-transit",
             Uri::Aws(_) => "aws-kms",
             Uri::Pkcs11(_) => "pkcs11",
+            Uri::Alibaba(_) => "alibaba-kms",
         }
     }
 }
@@ -125,6 +132,10 @@ pub fn open_with_key(uri: &Uri) -> Result<Opened> {
             Ok(Opened { kms: Arc::new(kms), key: Some(key) })
         }
         Uri::Aws(key) => Ok(Opened { kms: aws()?, key: (!key.is_empty()).then(|| key.clone()) }),
+        Uri::Alibaba(u) => {
+            let (kms, key) = envseal_kms_alibaba::AlibabaKms::from_uri(u)?;
+            Ok(Opened { kms: Arc::new(kms), key: Some(key) })
+        }
         Uri::Pkcs11(u) => {
             let kms = pkcs11(u)?;
             let key = kms.default_key().map(str::to_string);
@@ -176,6 +187,8 @@ pub fn open_by_name(backend: &str) -> Result<Option<Arc<dyn Kms>>> {
         "local" => Some(open(&Uri::Local(None))?),
         "vault-transit" => Some(Arc::new(envseal_kms_vault::VaultKms::from_env()?)),
         "aws-kms" => Some(aws()?),
+        // Region and endpoint from ALIBABA_CLOUD_REGION_ID / ENVSEAL_ALIBABA_KMS_ENDPOINT.
+        "alibaba-kms" => Some(Arc::new(envseal_kms_alibaba::AlibabaKms::from_env()?)),
         // A token cannot be found from a key name alone: ENVSEAL_PKCS11_URI names it.
         "pkcs11" => match std::env::var("ENVSEAL_PKCS11_URI") {
             Ok(u) => Some(Arc::new(pkcs11(&u)?)),

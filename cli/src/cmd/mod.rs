@@ -140,6 +140,7 @@ fn backend_static(name: &str) -> &'static str {
         "vault-transit" => "vault-transit",
         "aws-kms" => "aws-kms",
         "pkcs11" => "pkcs11",
+        "alibaba-kms" => "alibaba-kms",
         _ => "other",
     }
 }

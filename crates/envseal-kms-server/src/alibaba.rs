@@ -413,6 +413,13 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
                 .collect();
             Ok(json!({"Aliases": {"Alias": aliases}, "TotalCount": total, "PageNumber": number, "PageSize": size}))
         }
+        "ListResourceTags" => {
+            let id = ali.key(p.required("KeyId")?).await?;
+            let m = be.describe(&id).await?;
+            let tags: Vec<Value> =
+                m.tags.iter().map(|(k, v)| json!({"KeyId": m.key_id, "TagKey": k, "TagValue": v})).collect();
+            Ok(json!({"Tags": {"Tag": tags}}))
+        }
         "CreateAlias" => {
             let alias = p.required("AliasName")?;
             if !alias.starts_with("alias/") {
