@@ -21,9 +21,9 @@ fi
 TOOLS="${ENVSEAL_TEST_TOOLS:-${TMPDIR:-/tmp}/envseal-test-tools}"
 step "test servers (moto, OpenBao, SoftHSM2) into $TOOLS"
 install_ok=1
-if ! command -v softhsm2-util >/dev/null 2>&1; then
+if ! command -v softhsm2-util >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null || install_ok=0
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 curl >/dev/null || install_ok=0
   else
     install_ok=0
     warn "softhsm2 is not installed and this is not root with apt-get: PKCS#11 tests will skip"
