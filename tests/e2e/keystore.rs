@@ -93,7 +93,6 @@ fn values_that_cannot_be_environment_variables() {
 /// A plain JSON/YAML file that uses the reserved top-level key `envseal` is bad input (3), not
 /// a tampered sealed file (7, "restore it from version control").
 #[test]
-#[ignore = "bug: encrypting a plain file with a top-level `envseal` key says exit 7 `metadata was altered`"]
 fn reserved_key_in_a_plain_file_is_bad_input() {
     let s = Sandbox::new();
     s.write("r.json", "{\"envseal\":\"mine\",\"a\":\"secret-alpha\"}");

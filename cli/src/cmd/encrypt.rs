@@ -100,12 +100,27 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
                 Some("fix the syntax at the line given, or seal the file as opaque bytes with --format binary"),
             )
         })?;
-        if doc.metadata()?.is_some() {
-            return Err(exit::fail(
-                3,
-                format!("{} is already sealed", o.path.display()),
-                Some("`envseal set`/`edit` change a sealed file"),
-            ));
+        match doc.metadata() {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return Err(exit::fail(
+                    3,
+                    format!("{} is already sealed", o.path.display()),
+                    Some("`envseal set`/`edit` change a sealed file"),
+                ));
+            }
+            // Not valid envseal metadata in a file being sealed: the user's own data uses the
+            // reserved name (it is not a damaged sealed file).
+            Err(envseal_stores::StoreError::Metadata(_)) => {
+                return Err(exit::fail(
+                    3,
+                    format!("{} uses the reserved name `envseal` for its own data", o.path.display()),
+                    Some(
+                        "rename that key (JSON/YAML top-level `envseal`, or .env `#ENVSEAL_` lines): envseal keeps its metadata there",
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
         }
         let spec = SealSpec {
             recipients: &recipients,
