@@ -144,20 +144,13 @@ impl RetryPolicy {
 
     /// The backoff cap before retry `retry` (from 0): `min(max_delay, base_delay × 2^retry)`.
     pub fn cap(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
+        crate::backoff::cap(self.base_delay, self.max_delay, retry)
     }
 
     /// A full-jitter delay before retry `retry`: uniform in `[0, cap(retry)]`, from the OS CSPRNG.
     pub fn delay(&self, retry: u32) -> Duration {
-        jitter(self.cap(retry), u64::from_le_bytes(crate::random::array()))
+        crate::backoff::full_jitter(self.cap(retry))
     }
-}
-
-/// `cap × r / 2^64`, i.e. uniform in `[0, cap)` for a uniform `r`.
-fn jitter(cap: Duration, r: u64) -> Duration {
-    let nanos = cap.as_nanos().min(u64::MAX as u128) as u64;
-    Duration::from_nanos(((nanos as u128 * r as u128) >> 64) as u64)
 }
 
 /// Counters of a [`Rewrapper`] (all of its calls so far).
@@ -933,9 +926,6 @@ mod tests {
         assert_eq!(p.cap(3), Duration::from_millis(80));
         assert_eq!(p.cap(4), Duration::from_millis(100));
         assert_eq!(p.cap(200), Duration::from_millis(100));
-        assert_eq!(jitter(Duration::from_millis(100), 0), Duration::ZERO);
-        assert!(jitter(Duration::from_millis(100), u64::MAX) < Duration::from_millis(100));
-        assert_eq!(jitter(Duration::from_millis(100), 1 << 63), Duration::from_millis(50));
         for r in 0..50 {
             assert!(p.delay(r % 6) <= p.cap(r % 6));
         }

@@ -126,16 +126,12 @@ impl RetryPolicy {
 
     /// The upper bound of the backoff before retry `retry` (from 0).
     pub fn ceiling(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
+        envseal_core::backoff::cap(self.base_delay, self.max_delay, retry)
     }
 
-    /// A full-jitter backoff before retry `retry`: uniform in `[0, ceiling(retry)]`.
+    /// A full-jitter backoff before retry `retry`: uniform in `[0, ceiling(retry))`.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = u64::try_from(self.ceiling(retry).as_micros()).unwrap_or(u64::MAX);
-        let r = u64::from_le_bytes(envseal_core::random::array::<8>());
-        // The modulo bias is below 2^-40 for ceilings under an hour: irrelevant for jitter.
-        Duration::from_micros(r % ceiling.saturating_add(1))
+        envseal_core::backoff::full_jitter(self.ceiling(retry))
     }
 }
 
