@@ -1,0 +1,1 @@
+//! KMS fault matrix: throttling, 5xx, timeouts, resets, slow and expiring credentials (issue 8).

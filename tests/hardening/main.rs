@@ -1,0 +1,1 @@
+//! Bad-input matrix and SIGKILL crash-safety tests over the CLI (issue 8).

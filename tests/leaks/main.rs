@@ -1,0 +1,1 @@
+//! Secret-leak scan over every command, and core-dump checks (issue 8).
