@@ -23,6 +23,7 @@
 //! StringToSign))`. `enc` is RFC 3986 percent-encoding (space `%20`, `*` `%2A`, `~` kept).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -47,8 +48,8 @@ pub(crate) enum Scheme {
 
 /// A verified request.
 #[derive(Debug)]
-pub(crate) struct Verified<'a> {
-    pub key: &'a AccessKey,
+pub(crate) struct Verified {
+    pub key: Arc<AccessKey>,
     pub scheme: Scheme,
 }
 
@@ -77,13 +78,13 @@ fn check_time(stamp: &str, skew: Duration) -> Result<(), Fault> {
 
 /// Verifies the request's signature (V3 when the Authorization header says so, else V2), its
 /// time, its nonce and its STS token. `params` are the decoded query and form parameters.
-pub(crate) fn verify<'c>(
+pub(crate) fn verify(
     req: &Incoming,
     params: &BTreeMap<String, String>,
-    creds: &'c Credentials,
+    creds: &Credentials,
     nonces: &NonceCache,
     skew: Duration,
-) -> Result<Verified<'c>, Fault> {
+) -> Result<Verified, Fault> {
     match req.header("authorization") {
         Some(auth) if auth.starts_with("ACS3-") => verify_v3(req, auth, creds, nonces, skew),
         Some(_) => Err(incomplete("the Authorization header must use ACS3-HMAC-SHA256")),
@@ -95,13 +96,13 @@ pub(crate) fn verify<'c>(
     }
 }
 
-fn verify_v3<'c>(
+fn verify_v3(
     req: &Incoming,
     auth: &str,
-    creds: &'c Credentials,
+    creds: &Credentials,
     nonces: &NonceCache,
     skew: Duration,
-) -> Result<Verified<'c>, Fault> {
+) -> Result<Verified, Fault> {
     let rest = auth
         .strip_prefix(ACS3)
         .filter(|r| r.starts_with(' '))
@@ -203,13 +204,13 @@ pub(crate) fn v2_signature(secret: &str, string_to_sign: &str) -> String {
     STANDARD.encode(util::hmac_sha1(format!("{secret}&").as_bytes(), string_to_sign.as_bytes()))
 }
 
-fn verify_v2<'c>(
+fn verify_v2(
     req: &Incoming,
     params: &BTreeMap<String, String>,
-    creds: &'c Credentials,
+    creds: &Credentials,
     nonces: &NonceCache,
     skew: Duration,
-) -> Result<Verified<'c>, Fault> {
+) -> Result<Verified, Fault> {
     let get = |name: &str| params.get(name).map(String::as_str);
     let need = |name: &str| get(name).ok_or_else(|| incomplete(&format!("the {name} parameter is required")));
     let ak =

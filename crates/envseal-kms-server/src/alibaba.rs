@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use crate::backend::{self, DEFAULT_ROTATION, RotationPolicy};
 use crate::error::{Class, Fault};
 use crate::http::{Call, Incoming};
+use crate::util::context_json;
 use crate::{DEFAULT_ALIBABA_REGION, acs, util};
 
 /// The API version served.
@@ -116,7 +117,7 @@ impl Ali<'_, '_> {
     async fn key(&mut self, s: &str) -> Result<String, Fault> {
         let r = self.key_ref(s)?;
         let id = self.call.app.backend.resolve(&r).await?;
-        self.call.authorize(Some(&id))?;
+        self.call.authorize(Some(&id)).await?;
         Ok(id)
     }
 
@@ -154,7 +155,7 @@ impl Ali<'_, '_> {
 
 /// Parameters from the query string and, for a form body, from the body. A name given in both
 /// with different values is refused.
-fn params(req: &Incoming) -> Result<BTreeMap<String, String>, Fault> {
+pub(crate) fn params(req: &Incoming) -> Result<BTreeMap<String, String>, Fault> {
     let mut out = BTreeMap::new();
     let query = util::parse_pairs(&req.query)
         .ok_or_else(|| Fault::invalid("the query string is not valid percent-encoding"))?;
@@ -204,6 +205,9 @@ pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value,
     };
     call.action = action.clone();
     let version = req.header("x-acs-version").or(p.str("Version")).ok_or_else(|| Fault::missing("Version"))?;
+    if version == crate::sts::ALIBABA_VERSION {
+        return crate::sts::handle_alibaba(call, req, &p.0).await;
+    }
     if version != VERSION {
         return Err(Fault::new(
             Class::UnsupportedVersion,
@@ -222,6 +226,10 @@ pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value,
         acs::Scheme::V2 => "rpc-v2",
     };
     let region = p.str("RegionId").unwrap_or(DEFAULT_ALIBABA_REGION).to_owned();
+    call.region = region.clone();
+    call.security_token = req.header("x-acs-security-token").is_some() || p.str("SecurityToken").is_some();
+    let values: Vec<(&str, Value)> = p.0.iter().map(|(k, v)| (k.as_str(), Value::String(v.clone()))).collect();
+    call.params = util::safe_params(values.iter().map(|(k, v)| (*k, v)));
     let mut ali = Ali { call, region };
     dispatch(&mut ali, &action, &p).await
 }
@@ -242,6 +250,7 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
                 (None, Some(_)) => return Err(Fault::invalid("KeySpec must be AES_256 or AES_128")),
             };
             let ctx = p.context("EncryptionContext")?;
+            ali.call.note_context(&ctx);
             let id = ali.key(p.required("KeyId")?).await?;
             if p.dry_run()? {
                 return Err(dry_run());
@@ -266,6 +275,7 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
                     .map_err(|_| Fault::invalid("Plaintext must be base64-encoded"))?,
             );
             let ctx = p.context("EncryptionContext")?;
+            ali.call.note_context(&ctx);
             let id = ali.key(p.required("KeyId")?).await?;
             if p.dry_run()? {
                 return Err(dry_run());
@@ -280,9 +290,10 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
         "Decrypt" => {
             let blob = p.blob("CiphertextBlob")?;
             let ctx = p.context("EncryptionContext")?;
+            ali.call.note_context(&ctx);
             let dry = p.dry_run()?;
             let opened = be.open(blob, &ctx).await?;
-            ali.call.authorize(Some(&opened.key_id))?;
+            ali.call.authorize(Some(&opened.key_id)).await?;
             if dry {
                 return Err(dry_run());
             }
@@ -301,7 +312,9 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
             }
             let blob = p.blob("CiphertextBlob")?;
             let source_ctx = p.context("SourceEncryptionContext")?;
+            ali.call.note_context(&source_ctx);
             let destination_ctx = p.context("DestinationEncryptionContext")?;
+            ali.call.param("DestinationEncryptionContext", context_json(&destination_ctx));
             let named = match p.str("SourceKeyId") {
                 Some(k) => Some(be.resolve(&ali.key_ref(k)?).await?),
                 None => None,
@@ -312,8 +325,8 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
             if named.is_some_and(|n| n != source.key_id) {
                 return Err(Fault::new(Class::IncorrectKey, "SourceKeyId does not identify the key of the ciphertext"));
             }
-            ali.call.authorize(Some(&source.key_id))?;
-            ali.call.authorize(Some(&destination))?;
+            ali.call.authorize(Some(&source.key_id)).await?;
+            ali.call.authorize(Some(&destination)).await?;
             if dry {
                 return Err(dry_run());
             }
@@ -368,7 +381,7 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
                 }
             }
             let description = p.str("Description").unwrap_or("").to_owned();
-            ali.call.authorize(None)?;
+            ali.call.authorize(None).await?;
             let m = be.km()?.create_key(&KeySpec { description, protection_level, tags }).await?;
             ali.call.resource = Some(m.key_id.clone());
             if let Some(r) = rotation {
@@ -385,7 +398,7 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
             if p.str("Filters").is_some() {
                 return Err(Fault::new(Class::Unsupported, "ListKeys Filters are not supported by this emulator"));
             }
-            ali.call.authorize(None)?;
+            ali.call.authorize(None).await?;
             let keys = be.km()?.list_keys().await?;
             let (page, total, number, size) = paginate(keys, p)?;
             let keys: Vec<Value> =
@@ -396,7 +409,7 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
             let filter = if action == "ListAliasesByKeyId" {
                 Some(ali.key(p.required("KeyId")?).await?)
             } else {
-                ali.call.authorize(None)?;
+                ali.call.authorize(None).await?;
                 None
             };
             let aliases: Vec<_> = be
@@ -432,7 +445,7 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
         "DeleteAlias" => {
             let alias = p.required("AliasName")?;
             let target = be.resolve(alias).await?;
-            ali.call.authorize(Some(&target))?;
+            ali.call.authorize(Some(&target)).await?;
             be.km()?.delete_alias(alias).await?;
             Ok(json!({}))
         }

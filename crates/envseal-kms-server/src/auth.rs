@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
@@ -110,10 +110,18 @@ impl fmt::Debug for AccessKey {
     }
 }
 
-/// The access keys a server accepts.
+/// Access keys that are looked up when a request names one the fixed set does not hold: IAM
+/// users' keys and STS sessions, which change while the server runs.
+pub trait CredentialSource: Send + Sync + fmt::Debug {
+    /// The key named `access_key_id`, if it exists and is usable (an inactive key is `None`).
+    fn lookup(&self, access_key_id: &str) -> Option<Arc<AccessKey>>;
+}
+
+/// The access keys a server accepts: a fixed set, then an optional [`CredentialSource`].
 #[derive(Debug, Default)]
 pub struct Credentials {
-    keys: HashMap<String, AccessKey>,
+    keys: HashMap<String, Arc<AccessKey>>,
+    source: Option<Arc<dyn CredentialSource>>,
 }
 
 /// Errors reading an IAM file.
@@ -152,17 +160,22 @@ impl Credentials {
 
     /// Adds (or replaces) a key.
     pub fn insert(&mut self, key: AccessKey) {
-        self.keys.insert(key.id.clone(), key);
+        self.keys.insert(key.id.clone(), Arc::new(key));
     }
 
-    /// Number of keys.
+    /// Looks up keys not in the fixed set through `source`.
+    pub fn set_source(&mut self, source: Arc<dyn CredentialSource>) {
+        self.source = Some(source);
+    }
+
+    /// Number of keys in the fixed set.
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
-    /// Whether there is no key.
+    /// Whether there is no key in the fixed set and no source.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.source.is_none()
     }
 
     /// Reads an IAM file (JSON):
@@ -213,8 +226,11 @@ impl Credentials {
         Ok(out)
     }
 
-    pub(crate) fn get(&self, id: &str) -> Option<&AccessKey> {
-        self.keys.get(id)
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<AccessKey>> {
+        match self.keys.get(id) {
+            Some(k) => Some(k.clone()),
+            None => self.source.as_ref().and_then(|s| s.lookup(id)),
+        }
     }
 }
 

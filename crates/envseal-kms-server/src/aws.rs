@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::backend::{self, DEFAULT_ROTATION, RotationPolicy};
 use crate::error::{Class, Fault};
 use crate::http::{Call, Incoming};
+use crate::util::context_json;
 use crate::{sigv4, util};
 
 /// AWS's limit for Encrypt's `Plaintext`.
@@ -129,7 +130,7 @@ impl Aws<'_, '_> {
     async fn key(&mut self, s: &str) -> Result<String, Fault> {
         let r = self.key_ref(s)?;
         let id = self.call.app.backend.resolve(&r).await?;
-        self.call.authorize(Some(&id))?;
+        self.call.authorize(Some(&id)).await?;
         Ok(id)
     }
 
@@ -166,6 +167,11 @@ impl Aws<'_, '_> {
 
 /// Handles one AWS request: target, signature, body, action.
 pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value, Fault> {
+    if req.header("x-amz-target").is_none()
+        && req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+    {
+        return crate::sts::handle_aws(call, req).await;
+    }
     let target = req.header("x-amz-target").unwrap_or("");
     let action = target.strip_prefix("TrentService.").filter(|a| !a.is_empty()).ok_or_else(|| {
         Fault::new(Class::UnknownAction, format!("unknown target {target:?}: expected TrentService.<Action>"))
@@ -174,7 +180,7 @@ pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value,
     if req.method != "POST" {
         return Err(Fault::new(Class::UnknownAction, "AWS KMS requests are POST /"));
     }
-    let verified = sigv4::verify(req, &call.app.cfg.credentials, call.app.cfg.max_clock_skew)?;
+    let verified = sigv4::verify(req, &call.app.cfg.credentials, call.app.cfg.max_clock_skew, "kms")?;
     call.principal = verified.key.principal().to_owned();
     call.access_key_id = verified.key.id().to_owned();
     call.signature = "sigv4";
@@ -190,6 +196,9 @@ pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value,
             _ => return Err(Fault::new(Class::MalformedBody, "the body must be a JSON object")),
         }
     };
+    call.region = verified.region.clone();
+    call.security_token = req.header("x-amz-security-token").is_some();
+    call.params = util::safe_params(body.iter().map(|(k, v)| (k.as_str(), v)));
     let mut aws = Aws { call, region: verified.region };
     dispatch(&mut aws, action, &Body(body)).await
 }
@@ -209,6 +218,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
                 (Some(_), None) => return Err(Fault::invalid("KeySpec must be AES_256 or AES_128")),
             };
             let ctx = b.context("EncryptionContext")?;
+            aws.call.note_context(&ctx);
             let id = aws.key(b.required("KeyId")?).await?;
             let (plaintext, wrapped) = be.data_key(&id, len, &ctx).await?;
             let mut out = json!({
@@ -227,6 +237,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             b.algorithm("EncryptionAlgorithm")?;
             let plaintext = zeroize::Zeroizing::new(b.blob("Plaintext", MAX_ENCRYPT)?);
             let ctx = b.context("EncryptionContext")?;
+            aws.call.note_context(&ctx);
             let id = aws.key(b.required("KeyId")?).await?;
             let wrapped = be.encrypt(&id, &plaintext, &ctx, MAX_ENCRYPT).await?;
             Ok(json!({
@@ -239,6 +250,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             b.algorithm("EncryptionAlgorithm")?;
             let blob = b.blob("CiphertextBlob", MAX_BLOB)?;
             let ctx = b.context("EncryptionContext")?;
+            aws.call.note_context(&ctx);
             let named = match b.str("KeyId")? {
                 Some(k) => Some(be.resolve(&aws.key_ref(k)?).await?),
                 None => None,
@@ -251,7 +263,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
                 ));
             }
             // The plaintext is dropped, never sent, if the hook refuses.
-            aws.call.authorize(Some(&opened.key_id))?;
+            aws.call.authorize(Some(&opened.key_id)).await?;
             Ok(json!({
                 "KeyId": aws.arn(&opened.key_id),
                 "Plaintext": STANDARD.encode(opened.plaintext.expose_secret()),
@@ -264,7 +276,9 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             b.algorithm("DestinationEncryptionAlgorithm")?;
             let blob = b.blob("CiphertextBlob", MAX_BLOB)?;
             let source_ctx = b.context("SourceEncryptionContext")?;
+            aws.call.note_context(&source_ctx);
             let destination_ctx = b.context("DestinationEncryptionContext")?;
+            aws.call.param("DestinationEncryptionContext", context_json(&destination_ctx));
             let named = match b.str("SourceKeyId")? {
                 Some(k) => Some(be.resolve(&aws.key_ref(k)?).await?),
                 None => None,
@@ -277,8 +291,8 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
                     "SourceKeyId does not identify the key that encrypted the ciphertext.",
                 ));
             }
-            aws.call.authorize(Some(&source.key_id))?;
-            aws.call.authorize(Some(&destination))?;
+            aws.call.authorize(Some(&source.key_id)).await?;
+            aws.call.authorize(Some(&destination)).await?;
             Ok(json!({
                 "CiphertextBlob": STANDARD.encode(&wrapped.blob),
                 "SourceKeyId": aws.arn(&source.key_id),
@@ -314,7 +328,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
                     tags.insert(k.to_owned(), v.to_owned());
                 }
             }
-            aws.call.authorize(None)?;
+            aws.call.authorize(None).await?;
             let m = be.km()?.create_key(&KeySpec { description, protection_level, tags }).await?;
             aws.call.resource = Some(m.key_id.clone());
             Ok(json!({ "KeyMetadata": aws.metadata(&m) }))
@@ -325,7 +339,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             Ok(json!({ "KeyMetadata": aws.metadata(&m) }))
         }
         "ListKeys" => {
-            aws.call.authorize(None)?;
+            aws.call.authorize(None).await?;
             let keys = be.km()?.list_keys().await?;
             let (page, next) = paginate(keys, b)?;
             let keys: Vec<Value> =
@@ -336,7 +350,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             let filter = match b.str("KeyId")? {
                 Some(k) => Some(aws.key(k).await?),
                 None => {
-                    aws.call.authorize(None)?;
+                    aws.call.authorize(None).await?;
                     None
                 }
             };
@@ -370,7 +384,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
         "DeleteAlias" => {
             let alias = b.required("AliasName")?;
             let target = be.resolve(alias).await?;
-            aws.call.authorize(Some(&target))?;
+            aws.call.authorize(Some(&target)).await?;
             be.km()?.delete_alias(alias).await?;
             Ok(json!({}))
         }

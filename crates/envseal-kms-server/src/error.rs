@@ -87,11 +87,25 @@ pub(crate) enum Class {
 pub(crate) struct Fault {
     pub class: Class,
     pub message: String,
+    /// (AWS, Alibaba) status and code when the API's spelling is not the class's usual one
+    /// (STS answers).
+    codes: Option<((u16, &'static str), (u16, &'static str))>,
 }
 
 impl Fault {
     pub(crate) fn new(class: Class, message: impl Into<String>) -> Self {
-        Self { class, message: message.into() }
+        Self { class, message: message.into(), codes: None }
+    }
+
+    /// Uses these (AWS, Alibaba) statuses and codes instead of the class's.
+    pub(crate) fn with_codes(mut self, aws: (u16, &'static str), alibaba: (u16, &'static str)) -> Self {
+        self.codes = Some((aws, alibaba));
+        self
+    }
+
+    /// The AWS status and code set by [`Fault::with_codes`].
+    pub(crate) fn aws_override(&self) -> Option<(u16, &'static str)> {
+        self.codes.map(|c| c.0)
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
@@ -105,6 +119,9 @@ impl Fault {
     /// AWS KMS: HTTP status and `__type` (JSON 1.1 error shape, botocore
     /// data/kms/2014-11-01/service-2.json error shapes).
     pub(crate) fn aws(&self) -> (u16, &'static str) {
+        if let Some((aws, _)) = self.codes {
+            return aws;
+        }
         match self.class {
             Class::MissingAuth => (400, "MissingAuthenticationTokenException"),
             Class::IncompleteSignature => (400, "IncompleteSignatureException"),
@@ -139,6 +156,9 @@ impl Fault {
     /// Alibaba Cloud KMS: HTTP status and `Code` (common error codes of the RPC gateway and of
     /// KMS 2016-01-20; see docs/backends/emulator.md for the codes only this emulator uses).
     pub(crate) fn alibaba(&self) -> (u16, &'static str) {
+        if let Some((_, alibaba)) = self.codes {
+            return alibaba;
+        }
         match self.class {
             Class::MissingAuth => (400, "MissingAccessKeyId"),
             Class::IncompleteSignature => (400, "IncompleteSignature"),
@@ -198,7 +218,7 @@ impl From<KmsError> for Fault {
             KmsError::Unsupported { .. } => Class::Unsupported,
             _ => Class::Internal,
         };
-        Fault { class, message }
+        Fault { class, message, codes: None }
     }
 }
 

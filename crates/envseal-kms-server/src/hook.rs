@@ -14,7 +14,13 @@
 //! [`RequestHook::completed`] is then called once with the outcome, success or failure,
 //! including requests refused before authentication (with an empty principal).
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
 
 /// Which API a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,6 +56,24 @@ pub struct RequestInfo<'a> {
     pub action: &'a str,
     /// Canonical key id the action applies to, if any.
     pub resource: Option<&'a str>,
+    /// The key's tags (for attribute-based policies), when [`RequestHook::wants_resource_tags`]
+    /// asked for them and the key exists.
+    pub resource_tags: Option<&'a BTreeMap<String, String>>,
+    /// Region the request named (Alibaba `RegionId`, the AWS SigV4 scope).
+    pub region: &'a str,
+    /// The client's address.
+    pub source_ip: Option<IpAddr>,
+    /// The `User-Agent` header, if any.
+    pub user_agent: &'a str,
+    /// The request id returned to the client.
+    pub request_id: &'a str,
+    /// Whether the request carried an STS security token.
+    pub security_token: bool,
+    /// The encryption context the request carried (the source context for ReEncrypt).
+    pub encryption_context: &'a BTreeMap<String, String>,
+    /// Request parameters that are safe to record: key ids, sizes, key specs; never
+    /// plaintext, ciphertext blobs, secrets or tokens.
+    pub params: &'a Map<String, Value>,
 }
 
 /// How a request ended.
@@ -69,6 +93,79 @@ pub struct Denied {
     pub message: String,
 }
 
+/// An STS `AssumeRole` request, as either API sends it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AssumeRoleInput<'a> {
+    /// The role's ARN (`acs:ram::ACCOUNT:role/NAME` or `arn:aws:iam::ACCOUNT:role/NAME`).
+    pub role_arn: &'a str,
+    /// `RoleSessionName`.
+    pub session_name: &'a str,
+    /// `DurationSeconds`, if sent.
+    pub duration_seconds: Option<u64>,
+    /// The inline session policy (JSON), if sent.
+    pub policy: Option<&'a str>,
+}
+
+/// Temporary credentials issued by [`RequestHook::assume_role`].
+#[non_exhaustive]
+pub struct IssuedCredentials {
+    /// `STS.…` access key id.
+    pub access_key_id: String,
+    /// The secret (sent once, in the response).
+    pub secret: Zeroizing<String>,
+    /// The security token requests must carry.
+    pub security_token: Zeroizing<String>,
+    /// When the credentials stop working.
+    pub expiration: SystemTime,
+    /// ARN of the assumed-role session.
+    pub assumed_role_arn: String,
+    /// `ROLEID:SESSION`.
+    pub assumed_role_id: String,
+}
+
+impl IssuedCredentials {
+    /// Credentials from their parts.
+    pub fn new(
+        access_key_id: String,
+        secret: Zeroizing<String>,
+        security_token: Zeroizing<String>,
+        expiration: SystemTime,
+        assumed_role_arn: String,
+        assumed_role_id: String,
+    ) -> Self {
+        Self { access_key_id, secret, security_token, expiration, assumed_role_arn, assumed_role_id }
+    }
+}
+
+impl fmt::Debug for IssuedCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .field("assumed_role_arn", &self.assumed_role_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an `AssumeRole` was refused; each maps onto the API's error code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StsRefusal {
+    /// The trust policy or the caller's policies do not allow it.
+    AccessDenied(String),
+    /// No such role.
+    NoSuchRole(String),
+    /// A parameter is invalid (`DurationSeconds`, `RoleSessionName`, ...): (parameter, why).
+    InvalidParameter(&'static str, String),
+    /// The session policy is not a valid policy document.
+    MalformedPolicy(String),
+    /// The session policy is too large.
+    PolicyTooLarge(String),
+    /// This server issues no temporary credentials (no IAM file).
+    Unsupported,
+}
+
 /// Called for every request: authorization before effects, then the outcome.
 pub trait RequestHook: Send + Sync + fmt::Debug {
     /// Allows or refuses `request`. Called once per resource (see the module documentation).
@@ -79,8 +176,32 @@ pub trait RequestHook: Send + Sync + fmt::Debug {
 
     /// Called once per request with its outcome (for an audit trail). `request.resource` is
     /// the last resource authorized, if any.
-    fn completed(&self, request: &RequestInfo<'_>, outcome: &Outcome<'_>) {
+    ///
+    /// # Errors
+    /// A [`Denied`] fails the request with the API's internal error, after the fact: for an
+    /// audit trail that cannot be written (fail closed). The response to the client is replaced
+    /// by the error, so a data key or plaintext is never returned unrecorded.
+    fn completed(&self, request: &RequestInfo<'_>, outcome: &Outcome<'_>) -> Result<(), Denied> {
         let _ = (request, outcome);
+        Ok(())
+    }
+
+    /// Whether [`RequestInfo::resource_tags`] should be filled in (costs a key lookup).
+    fn wants_resource_tags(&self) -> bool {
+        false
+    }
+
+    /// Issues temporary credentials for `request.principal` (STS `AssumeRole`).
+    ///
+    /// # Errors
+    /// [`StsRefusal`], returned to the client in the API's error shape.
+    fn assume_role(
+        &self,
+        request: &RequestInfo<'_>,
+        input: &AssumeRoleInput<'_>,
+    ) -> Result<IssuedCredentials, StsRefusal> {
+        let _ = (request, input);
+        Err(StsRefusal::Unsupported)
     }
 }
 

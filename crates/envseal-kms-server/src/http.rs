@@ -1,10 +1,11 @@
 //! The HTTP server: accept loop, graceful shutdown, body limit, timeouts, telling the two APIs
 //! apart, and writing each API's success and error shapes.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,7 +17,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 use crate::auth::NonceCache;
@@ -77,21 +78,69 @@ pub(crate) struct Call<'a> {
     pub host: String,
     /// The signature scheme verified (`sigv4`, `acs3`, `rpc-v2`), for the access log.
     pub signature: &'static str,
+    /// The client's address.
+    pub source_ip: Option<IpAddr>,
+    /// `User-Agent`.
+    pub user_agent: String,
+    /// Region named by the request.
+    pub region: String,
+    /// Whether an STS token came with the request.
+    pub security_token: bool,
+    /// The encryption context sent (source context for ReEncrypt).
+    pub context: BTreeMap<String, String>,
+    /// Parameters safe to record (never plaintext, blobs, secrets or tokens).
+    pub params: Map<String, Value>,
+    /// Tags of the last resource authorized, when the hook wants them.
+    pub resource_tags: Option<BTreeMap<String, String>>,
+    /// Answer in XML (AWS STS Query API): the handler's value is the document.
+    pub xml: bool,
 }
 
 impl Call<'_> {
-    /// Asks the hook whether the authenticated principal may apply the action to `resource`.
-    pub(crate) fn authorize(&mut self, resource: Option<&str>) -> Result<(), Fault> {
-        if let Some(r) = resource {
-            self.resource = Some(r.to_owned());
-        }
-        let info = RequestInfo {
+    /// What the hook sees of this request.
+    pub(crate) fn info(&self) -> RequestInfo<'_> {
+        RequestInfo {
             api: self.api.unwrap_or(Api::Aws),
             principal: &self.principal,
             access_key_id: &self.access_key_id,
             action: &self.action,
-            resource,
-        };
+            resource: self.resource.as_deref(),
+            resource_tags: self.resource_tags.as_ref(),
+            region: &self.region,
+            source_ip: self.source_ip,
+            user_agent: &self.user_agent,
+            request_id: &self.request_id,
+            security_token: self.security_token,
+            encryption_context: &self.context,
+            params: &self.params,
+        }
+    }
+
+    /// Records the encryption context a request carries (for policies and the audit trail).
+    pub(crate) fn note_context(&mut self, ctx: &envseal_core::EncryptionContext) {
+        if self.context.is_empty() {
+            self.context = ctx.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        }
+    }
+
+    /// Records a request parameter that is safe to log.
+    pub(crate) fn param(&mut self, name: &str, value: impl Into<Value>) {
+        self.params.insert(name.to_owned(), value.into());
+    }
+
+    /// Asks the hook whether the authenticated principal may apply the action to `resource`.
+    pub(crate) async fn authorize(&mut self, resource: Option<&str>) -> Result<(), Fault> {
+        if let Some(r) = resource {
+            self.resource = Some(r.to_owned());
+            self.resource_tags = None;
+            if self.app.cfg.hook.wants_resource_tags()
+                && let Ok(m) = self.app.backend.describe(r).await
+            {
+                self.resource_tags = Some(m.tags);
+            }
+        }
+        let mut info = self.info();
+        info.resource = resource;
         self.app.cfg.hook.authorize(&info).map_err(|d| Fault::new(Class::AccessDenied, d.message))
     }
 }
@@ -106,7 +155,7 @@ enum Shape {
 
 fn shape(headers: &HeaderMap, query: &str) -> Shape {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if header("x-amz-target").is_some() {
+    if header("x-amz-target").is_some() || header("authorization").is_some_and(|a| a.starts_with("AWS4-")) {
         return Shape::Aws;
     }
     let query_has_action = query.split('&').any(|p| p.starts_with("Action="));
@@ -165,8 +214,8 @@ impl Server {
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _peer)) => stream,
+                    let (stream, peer) = match accepted {
+                        Ok(pair) => pair,
                         Err(e) => {
                             eprintln!("envseal kms serve: accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -176,7 +225,7 @@ impl Server {
                     let app = self.app.clone();
                     let service = service_fn(move |req| {
                         let app = app.clone();
-                        async move { Ok::<_, Infallible>(handle(&app, req).await) }
+                        async move { Ok::<_, Infallible>(handle(&app, req, peer.ip()).await) }
                     });
                     let conn = http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -215,7 +264,7 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
     }
 }
 
-async fn handle(app: &App, req: Request<Body>) -> Response<Full<Bytes>> {
+async fn handle(app: &App, req: Request<Body>, peer: IpAddr) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").to_owned();
@@ -235,6 +284,14 @@ async fn handle(app: &App, req: Request<Body>) -> Response<Full<Bytes>> {
         request_id: util::uuid_v4(),
         host,
         signature: "-",
+        source_ip: Some(peer),
+        user_agent: parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
+        region: String::new(),
+        security_token: false,
+        context: BTreeMap::new(),
+        params: Map::new(),
+        resource_tags: None,
+        xml: false,
     };
     let work = async {
         let body = read_body(body, &parts.headers, app.cfg.max_body).await?;
@@ -274,6 +331,15 @@ async fn handle(app: &App, req: Request<Body>) -> Response<Full<Bytes>> {
         _ => None,
     });
     let (response, status, code) = match (api, result) {
+        (Some(Api::Aws), Ok(Value::String(doc))) if call.xml => (xml_response(200, &call, doc), 200, None),
+        (Some(Api::Aws), Err(f)) if call.xml => {
+            let (status, code) = crate::sts::aws_code(&f);
+            (
+                xml_response(status, &call, crate::sts::aws_error_xml(code, &f.message, &call.request_id)),
+                status,
+                Some(code),
+            )
+        }
         (Some(Api::Aws), Ok(v)) => (aws_response(200, &call, v), 200, None),
         (Some(Api::Aws), Err(f)) => {
             let (status, code) = f.aws();
@@ -302,14 +368,30 @@ async fn handle(app: &App, req: Request<Body>) -> Response<Full<Bytes>> {
             (json_response(status, "application/json", &call, body), status, Some(ali_code))
         }
     };
-    let info = RequestInfo {
-        api: api.unwrap_or(Api::Aws),
-        principal: &call.principal,
-        access_key_id: &call.access_key_id,
-        action: &call.action,
-        resource: call.resource.as_deref(),
+    let mut info = call.info();
+    info.api = api.unwrap_or(Api::Aws);
+    let recorded = app.cfg.hook.completed(&info, &Outcome { status, error_code: code });
+    // Fail closed: what could not be recorded is not answered.
+    let (response, status, code) = match recorded {
+        Ok(()) => (response, status, code),
+        Err(d) => {
+            let f = Fault::new(Class::Internal, format!("the request could not be recorded: {}", d.message));
+            let (status, aws_code) = f.aws();
+            let (_, ali_code) = f.alibaba();
+            match api {
+                Some(Api::Alibaba) => (
+                    alibaba_response(status, &call, alibaba_error(&call, ali_code, &f.message)),
+                    status,
+                    Some(ali_code),
+                ),
+                _ => (
+                    aws_response(status, &call, json!({"__type": aws_code, "message": f.message})),
+                    status,
+                    Some(aws_code),
+                ),
+            }
+        }
     };
-    app.cfg.hook.completed(&info, &Outcome { status, error_code: code });
     if app.cfg.access_log {
         eprintln!(
             "{} {} {} sig={} principal={} key={} -> {}{} ({} ms)",
@@ -339,6 +421,16 @@ fn alibaba_error(call: &Call<'_>, code: &str, message: &str) -> Value {
 
 fn aws_response(status: u16, call: &Call<'_>, body: Value) -> Response<Full<Bytes>> {
     json_response(status, "application/x-amz-json-1.1", call, body)
+}
+
+fn xml_response(status: u16, call: &Call<'_>, doc: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(doc)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    if let Ok(id) = HeaderValue::from_str(&call.request_id) {
+        r.headers_mut().insert("x-amzn-requestid", id);
+    }
+    r
 }
 
 fn alibaba_response(status: u16, call: &Call<'_>, body: Value) -> Response<Full<Bytes>> {

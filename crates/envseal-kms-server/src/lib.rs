@@ -11,6 +11,7 @@ mod error;
 mod hook;
 mod http;
 mod sigv4;
+mod sts;
 mod util;
 
 #[cfg(test)]
@@ -22,8 +23,10 @@ use std::time::Duration;
 
 use envseal_core::Kms;
 
-pub use crate::auth::{AccessKey, Credentials, IamFileError};
-pub use crate::hook::{AllowAll, Api, Denied, Outcome, RequestHook, RequestInfo};
+pub use crate::auth::{AccessKey, CredentialSource, Credentials, IamFileError};
+pub use crate::hook::{
+    AllowAll, Api, AssumeRoleInput, Denied, IssuedCredentials, Outcome, RequestHook, RequestInfo, StsRefusal,
+};
 pub use crate::http::Server;
 
 /// Which APIs a server answers.

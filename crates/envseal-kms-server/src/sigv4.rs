@@ -13,6 +13,7 @@
 //! Signature        = hex(HMAC(kSigning, StringToSign))
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{AccessKey, Credentials};
@@ -21,12 +22,11 @@ use crate::http::Incoming;
 use crate::util;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
-const SERVICE: &str = "kms";
 
 /// A verified request: who signed it and the region of its credential scope.
 #[derive(Debug)]
-pub(crate) struct Verified<'a> {
-    pub key: &'a AccessKey,
+pub(crate) struct Verified {
+    pub key: Arc<AccessKey>,
     pub region: String,
 }
 
@@ -110,15 +110,15 @@ pub(crate) fn signing_key(secret: &str, date: &str, region: &str, service: &str)
 }
 
 /// Verifies the request's SigV4 signature, its date and its STS token.
-pub(crate) fn verify<'c>(req: &Incoming, creds: &'c Credentials, skew: Duration) -> Result<Verified<'c>, Fault> {
+pub(crate) fn verify(req: &Incoming, creds: &Credentials, skew: Duration, service: &str) -> Result<Verified, Fault> {
     let auth = req
         .header("authorization")
         .ok_or_else(|| Fault::new(Class::MissingAuth, "Missing Authentication Token (an Authorization header)"))?;
     let a = parse_auth(auth)?;
-    if a.service != SERVICE {
+    if a.service != service {
         return Err(Fault::new(
             Class::SignatureMismatch,
-            format!("Credential should be scoped to correct service: '{SERVICE}'"),
+            format!("Credential should be scoped to correct service: '{service}'"),
         ));
     }
     let amz_date = req

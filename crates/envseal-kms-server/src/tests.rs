@@ -224,13 +224,14 @@ impl RequestHook for DenyDecrypt {
         Ok(())
     }
 
-    fn completed(&self, r: &RequestInfo<'_>, o: &Outcome<'_>) {
+    fn completed(&self, r: &RequestInfo<'_>, o: &Outcome<'_>) -> Result<(), Denied> {
         self.seen.lock().unwrap().push((
             r.principal.to_owned(),
             r.action.to_owned(),
             r.resource.map(str::to_owned),
             o.status,
         ));
+        Ok(())
     }
 }
 
