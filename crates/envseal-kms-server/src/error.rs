@@ -83,13 +83,16 @@ pub(crate) enum Class {
 }
 
 /// A failed request: its class and a message safe to show the client.
+/// An HTTP status and an API error code.
+pub(crate) type Spelling = (u16, &'static str);
+
 #[derive(Clone, Debug)]
 pub(crate) struct Fault {
     pub class: Class,
     pub message: String,
     /// (AWS, Alibaba) status and code when the API's spelling is not the class's usual one
     /// (STS answers).
-    codes: Option<((u16, &'static str), (u16, &'static str))>,
+    codes: Option<(Spelling, Spelling)>,
 }
 
 impl Fault {
