@@ -140,7 +140,7 @@ fn verify_v3(
         .ok_or_else(|| incomplete("the x-acs-signature-nonce header is required"))?;
     let claimed_hash =
         req.header("x-acs-content-sha256").ok_or_else(|| incomplete("the x-acs-content-sha256 header is required"))?;
-    let key = creds.get(ak).ok_or_else(|| Fault::new(Class::UnknownAccessKey, "Specified access key is not found."))?;
+    let key = creds.get(ak, req.header("x-acs-security-token"), "Specified access key is not found.")?;
 
     let mut canonical_headers = String::new();
     for name in &signed_headers {
@@ -225,7 +225,7 @@ fn verify_v2(
     let nonce = need("SignatureNonce")?;
     let timestamp =
         get("Timestamp").ok_or_else(|| Fault::new(Class::BadTimestamp, "the Timestamp parameter is required"))?;
-    let key = creds.get(ak).ok_or_else(|| Fault::new(Class::UnknownAccessKey, "Specified access key is not found."))?;
+    let key = creds.get(ak, get("SecurityToken"), "Specified access key is not found.")?;
     let mut signed = params.clone();
     signed.remove("Signature");
     let expected = v2_signature(key.secret(), &v2_string_to_sign(&req.method, &signed));

@@ -110,11 +110,23 @@ impl fmt::Debug for AccessKey {
     }
 }
 
+/// What a [`CredentialSource`] knows of an access key.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Lookup {
+    /// The key (its token, if any, is still checked against the request's).
+    Found(Arc<AccessKey>),
+    /// No such key, or an inactive one.
+    Unknown,
+    /// A temporary credential that has expired or was revoked.
+    Expired,
+}
+
 /// Access keys that are looked up when a request names one the fixed set does not hold: IAM
 /// users' keys and STS sessions, which change while the server runs.
 pub trait CredentialSource: Send + Sync + fmt::Debug {
-    /// The key named `access_key_id`, if it exists and is usable (an inactive key is `None`).
-    fn lookup(&self, access_key_id: &str) -> Option<Arc<AccessKey>>;
+    /// The key named `access_key_id`; `security_token` is the token the request carries.
+    fn lookup(&self, access_key_id: &str, security_token: Option<&str>) -> Lookup;
 }
 
 /// The access keys a server accepts: a fixed set, then an optional [`CredentialSource`].
@@ -226,10 +238,18 @@ impl Credentials {
         Ok(out)
     }
 
-    pub(crate) fn get(&self, id: &str) -> Option<Arc<AccessKey>> {
-        match self.keys.get(id) {
-            Some(k) => Some(k.clone()),
-            None => self.source.as_ref().and_then(|s| s.lookup(id)),
+    /// The key `id`, looked up with the request's security token; `unknown` is the API's
+    /// message for a key that does not exist.
+    pub(crate) fn get(&self, id: &str, token: Option<&str>, unknown: &str) -> Result<Arc<AccessKey>, Fault> {
+        if let Some(k) = self.keys.get(id) {
+            return Ok(k.clone());
+        }
+        match self.source.as_ref().map(|s| s.lookup(id, token)) {
+            Some(Lookup::Found(k)) => Ok(k),
+            Some(Lookup::Expired) => {
+                Err(Fault::new(Class::ExpiredToken, "the security token has expired or was revoked"))
+            }
+            _ => Err(Fault::new(Class::UnknownAccessKey, unknown)),
         }
     }
 }
@@ -316,8 +336,8 @@ mod tests {
         .unwrap();
         let c = Credentials::from_iam_file(&p).unwrap();
         assert_eq!(c.len(), 2);
-        assert_eq!(c.get("A").unwrap().principal(), "A");
-        assert!(c.get("B").unwrap().check_token(Some("t")).is_ok());
+        assert_eq!(c.get("A", None, "").unwrap().principal(), "A");
+        assert!(c.get("B", Some("t"), "").unwrap().check_token(Some("t")).is_ok());
         std::fs::write(&p, r#"{"access_keys":[{"id":"A","secret":"S3CRET-VALUE","bogus":1}]}"#).unwrap();
         let e = Credentials::from_iam_file(&p).unwrap_err().to_string();
         assert!(!e.contains("S3CRET"), "{e}");

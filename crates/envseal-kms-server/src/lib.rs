@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use envseal_core::Kms;
 
-pub use crate::auth::{AccessKey, CredentialSource, Credentials, IamFileError};
+pub use crate::auth::{AccessKey, CredentialSource, Credentials, IamFileError, Lookup};
 pub use crate::hook::{
     AllowAll, Api, AssumeRoleInput, Denied, IssuedCredentials, Outcome, RequestHook, RequestInfo, StsRefusal,
 };

@@ -139,12 +139,11 @@ pub(crate) fn verify(req: &Incoming, creds: &Credentials, skew: Duration, servic
             return Err(incomplete(&format!("the {must_sign_if_present} header must be signed")));
         }
     }
-    let key = creds.get(a.access_key).ok_or_else(|| {
-        Fault::new(
-            Class::UnknownAccessKey,
-            "The security token included in the request is invalid (unknown access key).",
-        )
-    })?;
+    let key = creds.get(
+        a.access_key,
+        req.header("x-amz-security-token"),
+        "The security token included in the request is invalid (unknown access key).",
+    )?;
 
     let mut canonical_headers = String::new();
     for name in &a.signed_headers {
