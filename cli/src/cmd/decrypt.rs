@@ -3,12 +3,16 @@
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use envseal_core::container::{self, Preamble};
-use envseal_core::{EncryptionContext, Engine};
+use envseal_core::{EncryptionContext, Engine, Kms, WrappedKey};
+use envseal_kms_local::LocalKms;
 use envseal_stores::Format;
 
+use crate::backend::{self, Uri};
+use crate::cmd::encrypt::split_key;
 use crate::fsio::{self, AtomicFile, Interruptible};
 use crate::{FormatArg, KmsOpts};
 
@@ -22,6 +26,14 @@ pub struct Opened {
 pub async fn open_document(path: &Path, kms: &KmsOpts, expected: &EncryptionContext) -> Result<Opened> {
     let content = fsio::read_document(path)?;
     open_bytes(path, &content, kms, expected).await
+}
+
+/// A document without envseal metadata whose values all look sealed (`ENC[...]`): a sealed
+/// file whose metadata was removed or cut off. One sealed-looking value among plain ones is
+/// ordinary data (a plaintext may contain such a string).
+pub fn metadata_stripped(doc: &dyn envseal_stores::Document) -> bool {
+    let entries = doc.entries();
+    !entries.is_empty() && entries.iter().all(|e| envseal_core::values::is_sealed(&e.text))
 }
 
 /// As [`open_document`], for content already read.
@@ -40,11 +52,55 @@ pub async fn open_bytes(path: &Path, content: &[u8], kms: &KmsOpts, expected: &E
     let format = super::detect(path, FormatArg::Auto, content);
     let format = if format == Format::Binary { Format::Dotenv } else { format };
     let doc = super::parse_doc(format, content)?;
-    let meta = doc.metadata()?.ok_or(envseal_stores::StoreError::NotSealed)?;
-    let backends = super::backends_for(&meta.keys, kms)?;
+    let Some(meta) = doc.metadata()? else {
+        if metadata_stripped(doc.as_ref()) {
+            return Err(crate::exit::fail(
+                7,
+                format!(
+                    "{} has sealed values but no envseal metadata (removed, or the file was cut short)",
+                    path.display()
+                ),
+                Some("restore the file from version control or a good copy"),
+            ));
+        }
+        return Err(anyhow::Error::new(envseal_stores::StoreError::NotSealed));
+    };
+    let backends = backends_for_opening(&meta.keys, kms)?;
     let refs: Vec<&dyn envseal_core::Kms> = backends.iter().map(|b| b.as_ref()).collect();
     let unlocked = envseal_stores::unlock(doc.as_ref(), &refs, expected, Engine::default()).await?;
     Ok(Opened { doc, unlocked })
+}
+
+/// The backends that can open `entries`, without creating a local keystore as a side effect:
+/// a new, empty keystore holds none of the file's keys, so opening a file never creates one.
+/// Local entries are skipped when no keystore exists where they would be looked for; if no
+/// other entry is left, the error says there is no keystore.
+pub fn backends_for_opening(entries: &[WrappedKey], kms: &KmsOpts) -> Result<Vec<Arc<dyn Kms>>> {
+    let is_local = |u: &String| matches!(Uri::parse(split_key(u).0), Ok(Uri::Local(_)));
+    if !entries.iter().any(|e| e.backend == envseal_kms_local::BACKEND) {
+        return super::backends_for(entries, kms);
+    }
+    let mut dirs = Vec::new();
+    for u in kms.kms.iter().filter(|u| is_local(u)) {
+        dirs.push(backend::local_dir(&Uri::parse(split_key(u).0)?)?);
+    }
+    if dirs.is_empty() {
+        dirs.push(LocalKms::default_dir()?);
+    }
+    if dirs.iter().any(|d| LocalKms::exists(d)) {
+        return super::backends_for(entries, kms);
+    }
+    let others: Vec<WrappedKey> = entries.iter().filter(|e| e.backend != envseal_kms_local::BACKEND).cloned().collect();
+    if others.is_empty() {
+        let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(crate::exit::fail(
+            14,
+            format!("no keystore at {}: this file's key is in a local keystore", shown.join(", ")),
+            Some("point ENVSEAL_HOME (or --kms local:DIR) at the keystore the file was sealed with"),
+        ));
+    }
+    let kms = KmsOpts { kms: kms.kms.iter().filter(|u| !is_local(u)).cloned().collect(), key: kms.key.clone() };
+    super::backends_for(&others, &kms)
 }
 
 pub async fn run(
@@ -69,7 +125,7 @@ pub async fn run(
     if container::is_container(&head) {
         let mut input = Cursor::new(head).chain(input);
         let preamble = Preamble::read_from(&mut input)?;
-        let backends = super::backends_for(&preamble.entries, &kms)?;
+        let backends = backends_for_opening(&preamble.entries, &kms)?;
         let refs: Vec<&dyn envseal_core::Kms> = backends.iter().map(|b| b.as_ref()).collect();
         let (dk, _) = container::unwrap_data_key(&refs, &preamble, &expected).await?;
         let dec = preamble.open(Engine::default(), &dk)?;

@@ -39,6 +39,42 @@ fn wipe(f: &mut std::fs::File) {
     }
 }
 
+/// Removes the plaintext temp file if envseal dies without cleaning up (SIGKILL, the OOM
+/// killer), when no destructor runs. A small `sh` reads a pipe from us: we send it each
+/// editor's pid; when our end closes (we exited, or the kernel closed it for us) it waits for
+/// the last editor to exit (skipping zombies), then truncates and removes the file if it is
+/// still there. After a normal exit the file is already gone and it has nothing to do. It
+/// ignores the signals a terminal sends the whole process group (Ctrl-C, hangup), which envseal
+/// handles itself.
+const REAPER: &str = r#"trap '' INT HUP TERM QUIT
+pid=
+while read -r l; do pid=$l; done
+while [ -n "$pid" ] && read -r st < "/proc/$pid/stat" 2>/dev/null; do
+  st=${st##*) }; st=${st%% *}
+  [ "$st" = Z ] && break
+  sleep 0.2 2>/dev/null || sleep 1
+done
+if [ -f "$1" ] && [ ! -L "$1" ]; then : > "$1"; rm -f -- "$1"; fi
+"#;
+
+/// The reaper process (see [`REAPER`]); `None` if `sh` could not be started (the temp file is
+/// then removed on every exit path but a SIGKILL).
+fn spawn_reaper(tmp: &Path) -> Option<std::process::Child> {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(REAPER)
+        .arg("envseal-edit-reaper")
+        .arg(tmp)
+        // Nothing of ours: no passphrase or token in its environment.
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()
+}
+
 pub async fn run(path: PathBuf, kms: KmsOpts) -> Result<ExitCode> {
     if fsio::is_std(&path) {
         return Err(exit::fail(2, "edit needs a file, not `-`", None));
@@ -62,9 +98,10 @@ pub async fn run(path: PathBuf, kms: KmsOpts) -> Result<ExitCode> {
         .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(private_dir())
         .context("cannot create a private temporary file")?;
+    let mut reaper = spawn_reaper(tmp.path());
     tmp.as_file_mut().write_all(&plaintext)?;
     tmp.as_file_mut().sync_all()?;
-    let result = edit_loop(&path, &mut o, format, tmp.path(), &plaintext);
+    let result = edit_loop(&path, &mut o, format, tmp.path(), &plaintext, reaper.as_mut());
     // An editor may have saved by renaming a new file over ours: wipe whatever file is at the
     // path now, then the one we created.
     if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(tmp.path()) {
@@ -72,6 +109,10 @@ pub async fn run(path: PathBuf, kms: KmsOpts) -> Result<ExitCode> {
     }
     wipe(tmp.as_file_mut());
     drop(tmp);
+    if let Some(mut r) = reaper {
+        drop(r.stdin.take());
+        let _ = r.wait();
+    }
     result
 }
 
@@ -81,17 +122,22 @@ fn edit_loop(
     format: envseal_stores::Format,
     tmp: &Path,
     before: &[u8],
+    mut reaper: Option<&mut std::process::Child>,
 ) -> Result<ExitCode> {
     loop {
         let ed = editor();
         // Through the shell, as git does, so EDITOR="code --wait" works.
-        let status = std::process::Command::new("sh")
+        let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("{ed} \"$1\""))
             .arg("envseal-edit")
             .arg(tmp)
-            .status()
+            .spawn()
             .with_context(|| format!("cannot start the editor {ed:?}"))?;
+        if let Some(stdin) = reaper.as_mut().and_then(|r| r.stdin.as_mut()) {
+            let _ = writeln!(stdin, "{}", child.id());
+        }
+        let status = child.wait().with_context(|| format!("cannot wait for the editor {ed:?}"))?;
         if exit::interrupted() {
             return Err(anyhow::Error::new(exit::Interrupted));
         }

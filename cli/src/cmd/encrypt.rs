@@ -78,7 +78,7 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
             n
         } else {
             let mut f = AtomicFile::create(&out_path, 0o644)?;
-            f.file().write_all(&pre)?;
+            f.file().write_all(&pre).with_context(|| format!("cannot write {}", out_path.display()))?;
             let n = enc.encrypt_parallel(input, Interruptible(f.file()))?;
             f.commit()?;
             n
@@ -101,6 +101,15 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
             )
         })?;
         match doc.metadata() {
+            // Sealed values without metadata (a sealed file whose metadata was removed or cut
+            // off): sealing them again would seal the ciphertext, and hide the damage.
+            Ok(None) if super::decrypt::metadata_stripped(doc.as_ref()) => {
+                return Err(exit::fail(
+                    3,
+                    format!("{} already has sealed values (ENC[...]) but no envseal metadata", o.path.display()),
+                    Some("restore the sealed file from version control; sealing it again would seal the ciphertext"),
+                ));
+            }
             Ok(None) => {}
             Ok(Some(_)) => {
                 return Err(exit::fail(

@@ -225,7 +225,11 @@ impl Journal {
 }
 
 fn default_journal(first: &Path) -> Result<PathBuf> {
-    let abs = fs::canonicalize(first).with_context(|| format!("cannot read {}", first.display()))?;
+    // A symlink argument keeps its journal beside the link: canonicalizing it would write the
+    // journal into the directory the link points to, which may be outside the tree given.
+    let is_link = fs::symlink_metadata(first).is_ok_and(|m| m.file_type().is_symlink());
+    let abs = if is_link { std::path::absolute(first) } else { fs::canonicalize(first) }
+        .with_context(|| format!("cannot read {}", first.display()))?;
     let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
     let dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     Ok(dir.join(format!(".{name}{JOURNAL_SUFFIX}")))
