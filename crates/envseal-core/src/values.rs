@@ -339,10 +339,13 @@ fn parse_sealed(text: &str) -> Result<(ValueType, Vec<u8>), FormatError> {
         .and_then(|s| s.strip_suffix(']'))
         .ok_or(FormatError::Malformed("not a sealed value"))?;
     let (ver, rest) = inner.split_once(':').ok_or(FormatError::Malformed("sealed value"))?;
+    // Canonical decimal only: `u8::from_str` also takes `+1` and `01`, which would give one
+    // sealed value several spellings (found by fuzz/fuzz_targets/sealed_value.rs).
+    let canonical = ver.bytes().all(|b| b.is_ascii_digit()) && (ver == "0" || !ver.starts_with('0'));
     match ver.parse::<u8>() {
-        Ok(VERSION) => {}
-        Ok(v) => return Err(FormatError::UnsupportedVersion(v)),
-        Err(_) => return Err(FormatError::Malformed("sealed value version")),
+        Ok(VERSION) if canonical => {}
+        Ok(v) if canonical => return Err(FormatError::UnsupportedVersion(v)),
+        _ => return Err(FormatError::Malformed("sealed value version")),
     }
     let (t, b64) = rest.split_once(':').ok_or(FormatError::Malformed("sealed value"))?;
     let mut chars = t.chars();
@@ -393,6 +396,24 @@ mod tests {
             assert!(matches!(other.open(&p, &a), Err(FormatError::ValueTampered)));
             // Version.
             assert!(matches!(k.open(&p, &a.replacen("v1", "v9", 1)), Err(FormatError::UnsupportedVersion(9))));
+        }
+    }
+
+    /// Regression (fuzz target `sealed_value`, fuzz/regressions/sealed_value/): the version
+    /// must be written canonically; `v+1` and `v01` opened like `v1`.
+    #[test]
+    fn non_canonical_version_is_rejected() {
+        for &e in Engine::ALL {
+            let k = keys(e);
+            let p = KeyPath::key("K");
+            let a = k.seal(&p, ValueType::Bool, b"true").unwrap();
+            assert!(k.open(&p, &a).is_ok());
+            for bad in ["ENC[v+1:", "ENC[v01:", "ENC[v 1:", "ENC[v1 :"] {
+                let b = a.replacen("ENC[v1:", bad, 1);
+                assert!(matches!(k.open(&p, &b), Err(FormatError::Malformed(_))), "{bad} accepted");
+            }
+            assert!(matches!(k.open(&p, &a.replacen("v1:", "v2:", 1)), Err(FormatError::UnsupportedVersion(2))));
+            assert!(matches!(k.open(&p, &a.replacen("v1:", "v0:", 1)), Err(FormatError::UnsupportedVersion(0))));
         }
     }
 
