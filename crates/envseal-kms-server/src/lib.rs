@@ -8,6 +8,8 @@ mod auth;
 mod aws;
 mod backend;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hook;
 mod http;
 mod sigv4;
