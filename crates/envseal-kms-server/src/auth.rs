@@ -180,6 +180,11 @@ impl Credentials {
         self.source = Some(source);
     }
 
+    /// Ids of the keys in the fixed set.
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.keys().cloned().collect()
+    }
+
     /// Number of keys in the fixed set.
     pub fn len(&self) -> usize {
         self.keys.len()
