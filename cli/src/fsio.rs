@@ -160,3 +160,10 @@ impl<W: Write> Write for Interruptible<W> {
         self.0.flush()
     }
 }
+
+/// Reads a small text file whole (`-` for stdin).
+pub fn read_text(path: &Path) -> Result<String> {
+    let mut s = String::new();
+    open_input(path)?.read_to_string(&mut s).with_context(|| format!("cannot read {} as text", path.display()))?;
+    Ok(s)
+}

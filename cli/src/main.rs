@@ -24,6 +24,7 @@ mod cmd;
 mod config;
 mod exit;
 mod fsio;
+mod governance;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,9 @@ Environment:
   ENVSEAL_KEY              key id or alias (default: alias/default)
   ENVSEAL_MASTER_KEY_FILE  master key file of the local keystore
   ENVSEAL_PASSPHRASE       passphrase of a passphrase-protected local keystore
+  ENVSEAL_PROFILE          profile for a keystore that enforces IAM policies (--profile)
+  ENVSEAL_AUDIT_LOG        audit log for `envseal iam` changes (--audit-log)
+  ENVSEAL_AUDIT_KEY        audit key for checkpoints and `envseal audit verify` (--audit-key / --key)
 
 Exit codes: see `envseal help-exit-codes` or docs/CLI.md.";
 
@@ -54,6 +58,10 @@ Exit codes: see `envseal help-exit-codes` or docs/CLI.md.";
 #[derive(Parser, Debug)]
 #[command(name = "envseal", version, about, after_help = AFTER_HELP, propagate_version = true)]
 struct Cli {
+    /// Act as this profile (access key or role in $XDG_CONFIG_HOME/envseal/profiles.toml) on a
+    /// local keystore that enforces IAM policies (docs/IAM.md).
+    #[arg(long, global = true, env = "ENVSEAL_PROFILE", value_name = "NAME")]
+    profile: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -242,6 +250,22 @@ enum Command {
         #[command(subcommand)]
         action: cmd::kms::KmsCmd,
     },
+    /// IAM files: users, access keys, groups, roles, policies; simulate a request (docs/IAM.md).
+    #[command(
+        after_help = "Examples:\n  envseal iam validate iam.toml\n  envseal iam create-user iam.toml alice --group developers\n  envseal iam create-access-key iam.toml alice\n  envseal iam simulate iam.toml --principal user/alice --action kms:Decrypt --resource '*'"
+    )]
+    Iam {
+        #[command(subcommand)]
+        action: cmd::iam::IamCmd,
+    },
+    /// Audit trails: verify the hash chain and checkpoints, search records (docs/AUDIT.md).
+    #[command(
+        after_help = "Examples:\n  envseal audit verify audit.log --key audit.key\n  envseal audit query audit.log --since 1h --outcome denied"
+    )]
+    Audit {
+        #[command(subcommand)]
+        action: cmd::audit::AuditCmd,
+    },
     /// Configuration (.envseal.toml) tools.
     #[command(after_help = "Examples:\n  envseal config explain prod/.env")]
     Config {
@@ -298,6 +322,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     exit::install_interrupt_handler();
     let cli = Cli::parse();
+    governance::set_profile(cli.profile.clone());
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return exit::report(&anyhow::anyhow!(e).context("cannot start the async runtime")),
@@ -327,6 +352,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rewrap(args) => cmd::rewrap::run(args).await,
         Command::Keys { action, kms, json } => cmd::keys::run(action, kms, json).await,
         Command::Kms { action } => cmd::kms::run(action).await,
+        Command::Iam { action } => cmd::iam::run(action),
+        Command::Audit { action } => cmd::audit::run(action),
         Command::Config { action: ConfigCmd::Explain { path, json, kms } } => cmd::config_explain(path, json, &kms),
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use envseal_audit::{AlertRules, AlertSink, Alerter};
 use envseal_core::Kms;
 use envseal_core::kms::KeyManager;
+use envseal_governance::{Governance, ServerGovernance};
 use envseal_kms_mock::MockKms;
 use envseal_kms_server::{AccessKey, ApiSelect, Credentials, DEFAULT_MAX_BODY, Server, ServerConfig};
 
@@ -28,7 +30,8 @@ Examples:
   envseal kms serve --port 8300 --api aws        AWS KMS only, on a fixed port
   envseal kms serve --backend local:./kms-data   keys persisted in a local keystore directory
   envseal kms serve --access-key AK:SECRET       accept this access key instead of a generated one
-  envseal kms serve --iam iam.json               access keys (and STS tokens) from a file
+  envseal kms serve --iam iam.toml               users, roles and policies enforced; STS AssumeRole
+  envseal kms serve --iam iam.toml --audit-log audit.log --alert-hook 'logger -t envseal'
 
 The endpoint and the environment a client needs are printed at startup. See docs/backends/emulator.md.")]
     Serve(ServeArgs),
@@ -61,10 +64,34 @@ pub struct ServeArgs {
     /// Accept this access key (repeatable); the first is printed as the dev principal's.
     #[arg(long = "access-key", value_name = "ID:SECRET", env = "ENVSEAL_KMS_SERVE_ACCESS_KEY", value_delimiter = ',')]
     access_keys: Vec<String>,
-    /// JSON file of access keys (and STS tokens with expiry) to accept; no dev principal is
-    /// created.
+    /// IAM file (docs/IAM.md): users and their access keys, groups, roles and policies, all
+    /// enforced; STS AssumeRole issues temporary credentials; the file is reloaded when it
+    /// changes. A file with only `access_keys` (id, secret, optional security_token and expires)
+    /// is a credentials list: every key may do everything. No dev principal is created.
     #[arg(long, value_name = "FILE")]
     iam: Option<PathBuf>,
+    /// Append one audit record per request (and per IAM change) to this log (docs/AUDIT.md).
+    #[arg(long, value_name = "FILE", env = "ENVSEAL_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
+    /// Key that MACs the log's checkpoints; created if missing; keep it away from the log
+    /// (default $XDG_DATA_HOME/envseal/audit.key).
+    #[arg(long, value_name = "FILE", env = "ENVSEAL_AUDIT_KEY")]
+    audit_key: Option<PathBuf>,
+    /// When records reach the disk: `always` (before the response), `never` (the OS decides), or
+    /// an interval such as `1s`.
+    #[arg(long, value_name = "POLICY", default_value = "always")]
+    audit_fsync: String,
+    /// If a record cannot be written: `closed` fails the request (the default), `open` answers
+    /// anyway and warns.
+    #[arg(long, value_name = "MODE", default_value = "closed")]
+    audit_on_failure: String,
+    /// Run this shell command for each alert (high-risk events, root/admin use, repeated
+    /// denials), with the alert as JSON on stdin; alerts also go to stderr.
+    #[arg(long, value_name = "CMD")]
+    alert_hook: Option<String>,
+    /// Treat this user as an administrator whose every request raises an alert (repeatable).
+    #[arg(long = "alert-admin", value_name = "USER")]
+    alert_admins: Vec<String>,
     /// Largest request body in bytes (larger gets 413 in the API's error shape).
     #[arg(long, default_value_t = DEFAULT_MAX_BODY, value_name = "BYTES")]
     max_body: usize,
@@ -101,7 +128,7 @@ async fn open_backend(spec: &str) -> Result<(Arc<dyn Kms>, String, Option<String
     }
     if spec.starts_with("local:") {
         let uri = Uri::parse(spec)?;
-        let kms = backend::open(&uri)?;
+        let kms = backend::open_local_ungoverned(&uri)?;
         let key = match kms.key_manager() {
             Some(km) => km.describe_key(backend::DEFAULT_KEY).await.ok().map(|m| m.key_id),
             None => None,
@@ -111,11 +138,24 @@ async fn open_backend(spec: &str) -> Result<(Arc<dyn Kms>, String, Option<String
     Err(exit::fail(2, format!("unknown backend {spec:?}"), Some("use --backend mem or --backend local:DIR")))
 }
 
+/// Whether an `--iam` file is the old credentials-only list (`{"access_keys": [...]}`).
+fn credentials_only(path: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    let text = zeroize::Zeroizing::new(text);
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(m)) => m.contains_key("access_keys"),
+        _ => false,
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let (kms, backend_desc, default_key) = open_backend(&args.backend).await?;
+    let governed = args.iam.as_ref().is_some_and(|p| !credentials_only(p));
     let mut credentials = match &args.iam {
-        Some(path) => Credentials::from_iam_file(path).with_context(|| format!("reading {}", path.display()))?,
-        None => Credentials::new(),
+        Some(path) if !governed => {
+            Credentials::from_iam_file(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        _ => Credentials::new(),
     };
     let explicit: Vec<AccessKey> = args.access_keys.iter().map(|s| parse_access_key(s)).collect::<Result<_>>()?;
     // The dev principal: the first --access-key, else a generated one when no IAM file is given.
@@ -129,8 +169,43 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         }
         (None, Some(_)) => None,
     };
+    let explicit_ids: Vec<String> = explicit.iter().map(|k| k.id().to_owned()).collect();
     for k in explicit {
         credentials.insert(k);
+    }
+    let root_keys: Vec<String> = explicit_ids;
+    let mut account = None;
+    let governance = if governed || args.audit_log.is_some() {
+        let mut gov = match (&args.iam, governed) {
+            (Some(path), true) => Governance::from_file(path)
+                .map_err(|e| exit::fail(3, e.to_string(), Some("check it with `envseal iam validate`")))?,
+            _ => Governance::new(envseal_iam::Iam::default()),
+        };
+        if governed {
+            account = Some(gov.iam().account().to_owned());
+        }
+        if let Some(log) = &args.audit_log {
+            let opts = crate::governance::audit_options(Some(&args.audit_fsync), Some(&args.audit_on_failure))?;
+            let mut sinks = vec![AlertSink::Stderr];
+            if let Some(cmd) = &args.alert_hook {
+                sinks.push(AlertSink::Command(cmd.clone()));
+            }
+            let rules = AlertRules { admin_principals: args.alert_admins.clone(), ..AlertRules::default() };
+            let audit = crate::governance::open_audit(log, args.audit_key.as_deref(), opts)?
+                .with_alerter(Alerter::new(rules, sinks));
+            gov = gov.with_audit(audit);
+        }
+        Some(Arc::new(gov))
+    } else {
+        None
+    };
+    // Without an IAM file every key is the account root's (with auditing, they are recorded so).
+    let hook = governance.map(|g| {
+        let roots = if governed { root_keys.clone() } else { credentials.ids() };
+        Arc::new(ServerGovernance::new(g, roots))
+    });
+    if let (Some(h), true) = (&hook, governed) {
+        credentials.set_source(h.clone());
     }
     if credentials.is_empty() {
         return Err(exit::fail(
@@ -140,6 +215,13 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         ));
     }
     let mut config = ServerConfig::new(kms, credentials);
+    if let Some(h) = hook {
+        config.hook = h;
+    }
+    if let Some(a) = account {
+        config.aws_account = a.clone();
+        config.alibaba_account = a;
+    }
     config.api = match args.api {
         ApiArg::Both => ApiSelect::Both,
         ApiArg::Alibaba => ApiSelect::Alibaba,
@@ -165,6 +247,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     outln!("  backend:  {backend_desc}");
     if let Some(k) = &default_key {
         outln!("  key:      {k} ({})", backend::DEFAULT_KEY);
+    }
+    if let (Some(path), true) = (&args.iam, governed) {
+        outln!("  IAM:      {} (policies enforced, STS AssumeRole on; reloaded when it changes)", path.display());
+    }
+    if let Some(log) = &args.audit_log {
+        outln!("  audit:    {} (fsync {}, fail {})", log.display(), args.audit_fsync, args.audit_on_failure);
     }
     match &dev {
         Some((id, secret)) => {

@@ -1,9 +1,11 @@
 //! One module per command, and what they share: settings resolution (flags, env, config,
 //! defaults), backends for opening, format detection.
 
+pub mod audit;
 pub mod decrypt;
 pub mod edit;
 pub mod encrypt;
+pub mod iam;
 pub mod init;
 pub mod inspect;
 pub mod keys;
