@@ -544,3 +544,183 @@ fn bad_flags_fail_cleanly() {
         assert!(!err.contains("VALUE-123"), "the secret is echoed: {err}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Governance (issue 6): policies, STS and the audit trail, through the SDKs
+
+const MULTI_TEAM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/iam/multi-team.toml");
+
+/// `<NAME>_AK` / `<NAME>_SK` of every user of the example file (their first access key).
+fn multi_team_env() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(MULTI_TEAM).unwrap();
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    let mut env = vec![("ACCOUNT".to_owned(), v["account"].as_str().unwrap().to_owned())];
+    for (name, user) in v["users"].as_table().unwrap() {
+        let k = &user["access_keys"][0];
+        env.push((format!("{}_AK", name.to_uppercase()), k["id"].as_str().unwrap().to_owned()));
+        env.push((format!("{}_SK", name.to_uppercase()), k["secret"].as_str().unwrap().to_owned()));
+    }
+    env
+}
+
+#[test]
+fn governance_policies_sts_and_audit_through_both_sdks() {
+    const TEST: &str = "governance_policies_sts_and_audit_through_both_sdks";
+    if let Err(why) =
+        python_has(&["boto3", "alibabacloud_kms20160120", "alibabacloud_sts20150401", "alibabacloud_tea_openapi"])
+    {
+        return skip(TEST, &format!("{why} (pip install alibabacloud-sts20150401)"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let key = dir.path().join("keys").join("audit.key");
+    let hook_out = dir.path().join("alerts.jsonl");
+    let hook = format!("cat >> {}; echo >> {}", hook_out.display(), hook_out.display());
+    let mut server = Serve::start(&[
+        "--iam",
+        MULTI_TEAM,
+        "--audit-log",
+        log.to_str().unwrap(),
+        "--audit-key",
+        key.to_str().unwrap(),
+        "--alert-hook",
+        &hook,
+        "--alert-admin",
+        "admin",
+    ]);
+    assert!(server.banner.contains("policies enforced"), "{}", server.banner);
+    let env = multi_team_env();
+    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    vars.push(("KMS_ENDPOINT", server.addr.as_str()));
+    let out = run_script("governance_boto3.py", &vars, &server);
+    assert!(out.contains("all governance checks passed"), "{out}");
+    let keys: serde_json::Value = out.lines().find(|l| l.starts_with('{')).map(json).unwrap();
+    let (web, pay) = (keys["web"].as_str().unwrap().to_owned(), keys["payments"].as_str().unwrap().to_owned());
+    vars.push(("WEB_KEY", &web));
+    vars.push(("PAY_KEY", &pay));
+    let out = run_script("governance_alibaba.py", &vars, &server);
+    assert!(out.contains("all Alibaba governance checks passed"), "{out}");
+    let stderr = server.log();
+    server.stop();
+
+    // Every request is in the trail, which verifies; no secret, data key or token is in it.
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", log.to_str().unwrap(), "--key", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && report.starts_with("OK:"),
+        "{report}\n{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    for (name, value) in &env {
+        if name.ends_with("_SK") {
+            assert!(!text.contains(value.as_str()), "the audit log holds {name}");
+        }
+    }
+    for word in ["Plaintext\"", "SecretAccessKey", "SessionToken", "SecurityToken", "CiphertextBlob\""] {
+        assert!(!text.contains(word), "the audit log holds {word}");
+    }
+    let records: Vec<serde_json::Value> = text.lines().map(json).collect();
+    let find =
+        |event: &str, outcome: &str| records.iter().filter(|r| r["event"] == event && r["outcome"] == outcome).count();
+    assert!(find("GenerateDataKey", "success") >= 8 && find("GenerateDataKey", "denied") >= 5);
+    assert!(find("AssumeRole", "success") >= 4 && find("AssumeRole", "denied") >= 2);
+    let denied = records.iter().find(|r| r["event"] == "ScheduleKeyDeletion" && r["outcome"] == "denied").unwrap();
+    assert_eq!(denied["principal"]["name"], "dana");
+    assert!(denied["decision"].as_str().unwrap().contains("NoDestruction"), "{denied}");
+    assert_eq!(denied["source_ip"], "127.0.0.1");
+    let ctx = records.iter().find(|r| r["params"]["EncryptionContext"]["stage"] == "ci").unwrap();
+    assert_eq!(ctx["principal"]["type"], "AssumedRole");
+    // Alerts: the admin's use and repeated denials, on stderr and through the hook.
+    assert!(stderr.contains("ALERT: [admin-use]") && stderr.contains("ALERT: [repeated-denials]"), "{stderr}");
+    let alerts = std::fs::read_to_string(&hook_out).unwrap_or_default();
+    assert!(alerts.contains("\"rule\":\"admin-use\""), "{alerts}");
+
+    // Queries.
+    let q = Command::new(BIN)
+        .args(["audit", "query", log.to_str().unwrap(), "--principal", "dana", "--outcome", "denied", "--json"])
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&q.stdout).lines().map(json).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|r| r["principal"]["name"] == "dana" && r["outcome"] == "denied"));
+
+    // Tampering: edit one record, then verification names it (exit 7).
+    let mut edited: Vec<String> = text.lines().map(str::to_owned).collect();
+    edited[5] = edited[5].replace("127.0.0.1", "10.9.9.9");
+    std::fs::write(&log, edited.join("\n") + "\n").unwrap();
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", log.to_str().unwrap(), "--key", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(7));
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains("line 6 (seq 6) was modified"),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[test]
+fn governance_reloads_the_iam_file_and_records_changes() {
+    const TEST: &str = "governance_reloads_the_iam_file_and_records_changes";
+    if let Err(why) = python_has(&["boto3"]) {
+        return skip(TEST, &why);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let iam = dir.path().join("iam.toml");
+    std::fs::copy(MULTI_TEAM, &iam).unwrap();
+    let log = dir.path().join("audit.log");
+    let key = dir.path().join("audit.key");
+    let mut server = Serve::start(&[
+        "--iam",
+        iam.to_str().unwrap(),
+        "--audit-log",
+        log.to_str().unwrap(),
+        "--audit-key",
+        key.to_str().unwrap(),
+    ]);
+    let raw_list = |ak: &str, sk: &str| {
+        let script = "import boto3,os,sys\nfrom botocore.config import Config\n\
+            c=boto3.client('kms',endpoint_url='http://'+os.environ['E'],region_name='us-east-1',aws_access_key_id=os.environ['AK'],aws_secret_access_key=os.environ['SK'],config=Config(retries={'max_attempts':1}))\n\
+            try:\n  c.list_keys(); print('ok')\nexcept Exception as e: print(e.response['Error']['Code'])\n";
+        let out = Command::new(python())
+            .args(["-c", script])
+            .env("E", &server.addr)
+            .env("AK", ak)
+            .env("SK", sk)
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(raw_list("LTAIdanaTESTKEY00001", "dana-test-secret-00001"), "ok");
+    // A new user and access key through the CLI; the server picks the file up.
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["iam", "create-user", iam.to_str().unwrap(), "erin", "--group", "developers"]);
+    let created: serde_json::Value = json(&run(&["iam", "create-access-key", iam.to_str().unwrap(), "erin", "--json"]));
+    let (ak, sk) = (created["AccessKeyId"].as_str().unwrap(), created["AccessKeySecret"].as_str().unwrap());
+    run(&["iam", "update-access-key", iam.to_str().unwrap(), "LTAIdanaTESTKEY00001", "--status", "inactive"]);
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(raw_list(ak, sk), "ok");
+    assert_eq!(raw_list("LTAIdanaTESTKEY00001", "dana-test-secret-00001"), "UnrecognizedClientException");
+    server.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("\"CreateUser\"") && text.contains("\"CreateAccessKey\"") && text.contains("\"UpdateAccessKey\""),
+        "{text}"
+    );
+    assert!(!text.contains(sk), "the new secret is not in the trail");
+    let v = Command::new(BIN)
+        .args(["audit", "verify", log.to_str().unwrap(), "--key", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}
