@@ -9,6 +9,7 @@ mod cli_surface;
 mod config;
 mod edit;
 mod errors;
+mod governance;
 mod inspect;
 mod keys;
 mod keystore;
