@@ -199,10 +199,14 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    // Without an IAM file every key is the account root's (with auditing, they are recorded so).
+    // With an IAM file, --access-key keys are the account root's; without one every key may do
+    // everything and is recorded under its principal name.
     let hook = governance.map(|g| {
-        let roots = if governed { root_keys.clone() } else { credentials.ids() };
-        Arc::new(ServerGovernance::new(g, roots))
+        if governed {
+            Arc::new(ServerGovernance::new(g, root_keys.clone()))
+        } else {
+            Arc::new(ServerGovernance::new(g, Vec::new()).with_unmanaged(credentials.principals()))
+        }
     });
     if let (Some(h), true) = (&hook, governed) {
         credentials.set_source(h.clone());

@@ -26,6 +26,9 @@ enum Caller {
     User(String),
     /// An STS session.
     Session(envseal_iam::Session),
+    /// A key of the server's own list when no IAM file is in use: allowed everything, recorded
+    /// under its principal name.
+    Unmanaged(String),
     /// Unknown (the request failed before authentication).
     Anonymous,
 }
@@ -34,6 +37,7 @@ enum Caller {
 pub struct ServerGovernance {
     gov: Arc<Governance>,
     root_keys: HashSet<String>,
+    unmanaged: HashMap<String, String>,
     decisions: Mutex<HashMap<String, String>>,
 }
 
@@ -54,7 +58,19 @@ impl ServerGovernance {
     /// A hook over `gov`; requests signed with one of `root_keys` (the server's fixed keys) are
     /// the account root's.
     pub fn new(gov: Arc<Governance>, root_keys: impl IntoIterator<Item = String>) -> Self {
-        Self { gov, root_keys: root_keys.into_iter().collect(), decisions: Mutex::new(HashMap::new()) }
+        Self {
+            gov,
+            root_keys: root_keys.into_iter().collect(),
+            unmanaged: HashMap::new(),
+            decisions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Keys (id, principal name) of a server without an IAM file: every request is allowed and
+    /// recorded under the name.
+    pub fn with_unmanaged(mut self, keys: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.unmanaged = keys.into_iter().collect();
+        self
     }
 
     /// The governance this hook applies.
@@ -68,6 +84,9 @@ impl ServerGovernance {
         }
         if self.root_keys.contains(r.access_key_id) {
             return Caller::Root;
+        }
+        if let Some(name) = self.unmanaged.get(r.access_key_id) {
+            return Caller::Unmanaged(name.clone());
         }
         if let Some(s) = self.gov.sessions().session(r.access_key_id) {
             return Caller::Session(s);
@@ -86,7 +105,7 @@ impl ServerGovernance {
                 Some((Principal::User(u.clone()), mfa))
             }
             Caller::Session(s) => Some((Principal::RoleSession(s.clone()), Some(s.mfa))),
-            Caller::Anonymous => None,
+            Caller::Unmanaged(_) | Caller::Anonymous => None,
         }
     }
 
@@ -113,6 +132,7 @@ impl ServerGovernance {
                 let info = iam.principal_info(&Principal::User(u.clone()), flavor(r.api));
                 ev.principal("User", &u, Some(&info.arn), Some(r.access_key_id), None)
             }
+            Caller::Unmanaged(name) => ev.principal("User", &name, None, Some(r.access_key_id), None),
             Caller::Session(s) => {
                 let info = iam.principal_info(&Principal::RoleSession(s.clone()), flavor(r.api));
                 ev.principal(
@@ -161,6 +181,9 @@ impl CredentialSource for ServerGovernance {
 impl RequestHook for ServerGovernance {
     fn authorize(&self, r: &RequestInfo<'_>) -> Result<(), Denied> {
         let caller = self.caller(r);
+        if let Caller::Unmanaged(_) = caller {
+            return Ok(());
+        }
         let Some((who, mfa)) = self.principal(&caller) else {
             return Err(Denied { message: "the request has no authenticated principal".into() });
         };

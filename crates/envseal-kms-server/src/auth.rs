@@ -180,9 +180,9 @@ impl Credentials {
         self.source = Some(source);
     }
 
-    /// Ids of the keys in the fixed set.
-    pub fn ids(&self) -> Vec<String> {
-        self.keys.keys().cloned().collect()
+    /// (id, principal) of the keys in the fixed set.
+    pub fn principals(&self) -> Vec<(String, String)> {
+        self.keys.values().map(|k| (k.id.clone(), k.principal.clone())).collect()
     }
 
     /// Number of keys in the fixed set.
