@@ -69,3 +69,9 @@ if cargo tree -p envseal-core --no-default-features --features rustcrypto -e nor
   echo "aws-lc found in the pure-Rust build" >&2
   exit 1
 fi
+
+step "supply chain: cargo deny (licences, bans, sources; advisories where GitHub is reachable)"
+bash scripts/deny.sh
+
+step "fuzz targets build and survive a short smoke pass (docs/FUZZING.md)"
+bash scripts/fuzz-smoke.sh

@@ -25,6 +25,7 @@ mod config;
 mod exit;
 mod fsio;
 mod governance;
+mod harden;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -320,6 +321,9 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = harden::disable_core_dumps() {
+        eprintln!("envseal: warning: core dumps could not be turned off ({e})");
+    }
     exit::install_interrupt_handler();
     let cli = Cli::parse();
     governance::set_profile(cli.profile.clone());

@@ -160,3 +160,23 @@ fn plain_keys_stay_readable_and_authenticated() {
     let err = s.fails(&["decrypt", "p.env"], 8);
     assert!(!err.contains("hush-hush"), "no value in messages");
 }
+
+/// Core dumps are off while envseal runs (RLIMIT_CORE 0, inherited by `run`'s child; the
+/// non-dumpable flag itself is reset by exec and cannot be read from outside as root), unless
+/// ENVSEAL_ALLOW_CORE_DUMPS=1.
+#[test]
+fn core_dumps_are_disabled() {
+    let s = crate::util::Sandbox::new();
+    s.seal(".env", "A=1\n");
+    let limit = |allow: bool| {
+        let mut c = s.cmd();
+        if allow {
+            c.env("ENVSEAL_ALLOW_CORE_DUMPS", "1");
+        }
+        let o = c.args(["run", "-f", ".env", "--", "sh", "-c", "grep 'core file' /proc/self/limits"]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).split_whitespace().skip(4).take(2).collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(limit(false), "0 0", "soft and hard core limits are 0");
+    assert_ne!(limit(true), "0 0");
+}
