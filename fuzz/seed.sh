@@ -97,8 +97,17 @@ for q in ["Action=ListKeys&PageSize=1&PageNumber=2", "Action=CreateKey&Descripti
           "Action=DescribeKey&KeyId=acs%3Akms%3Acn-hangzhou%3A1234567890123456%3Akey%2Fx", "Action=ListAliases&DryRun=true",
           "Action=AssumeRole&Version=2015-04-01&RoleArn=acs%3Aram%3A%3A1%3Arole%2Fr&RoleSessionName=s"]:
     put("kms_api", b"\x01" + q.encode())
+# Policy documents and IAM files: the example file and each policy in it.
+iam = open(f"{ROOT}/testdata/iam/multi-team.toml", encoding="utf-8").read()
+put("iam_policy", iam)
+for chunk in iam.split("'''")[1::2]:
+    put("iam_policy", chunk.strip())
+put("iam_policy", '{"Version":"2012-10-17","Statement":{"Effect":"Deny","NotAction":"iam:*","Resource":"*","Condition":{"BoolIfExists":{"aws:MultiFactorAuthPresent":"false"},"ForAllValues:StringLike":{"kms:EncryptionContextKeys":["a*"]},"IpAddress":{"aws:SourceIp":["10.0.0.0/8","::1/128"]},"DateLessThan":{"aws:CurrentTime":"2030-01-01"},"NumericLessThan":{"x":"3"},"Null":{"y":"true"}}}}')
+# Audit logs: the samples in testdata/audit.
+for p in sorted(glob.glob(f"{ROOT}/testdata/audit/*.log")):
+    put("audit_log", open(p, "rb").read())
 for t in ["container_preamble", "container_open", "field_envelope", "field_text", "context_decode", "sealed_value",
-          "stores_document", "dotenv_roundtrip", "kms_util", "kms_acs", "kms_sigv4", "kms_api"]:
+          "stores_document", "dotenv_roundtrip", "kms_util", "kms_acs", "kms_sigv4", "kms_api", "iam_policy", "audit_log"]:
     n = len(os.listdir(os.path.join("corpus", t)))
     print(f"{t}: {n} seeds")
 PY
