@@ -22,6 +22,7 @@ SECTIONS = {
     "env": ".env, 1000 values",
     "file": "1 GiB random file (tmpfs)",
     "huge": "10 GiB sparse file (pipe)",
+    "sizes": "throughput by file size (tmpfs; docs/perf-throughput.png)",
 }
 
 # (section, op, tool) -> (numerator tool, denominator tool, ratio label, target text, check)
@@ -43,6 +44,8 @@ def ratio_spec(section, op, tool):
             return ("envseal", op, "cp", "copy", "envseal/cp", "<= 1.2", lambda r: r <= 1.2)
         if tool == "age":
             return ("age", op, "cp", "copy", "age/cp", None, None)
+        if tool == "esdk":
+            return ("esdk", op, "envseal", op, "esdk/envseal", None, None)
     return None
 
 

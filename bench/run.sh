@@ -56,6 +56,22 @@ PEER_VERSIONS="$(bash "$HERE/install-peers.sh")"
 echo "$PEER_VERSIONS" >&2
 export PATH="$ENVSEAL_PEERS/bin:$PATH"
 SOPS="$ENVSEAL_PEERS/bin/sops" AGE="$ENVSEAL_PEERS/bin/age" DOTENVX_BIN="$ENVSEAL_PEERS/bin/dotenvx"
+ESDK="$ENVSEAL_PEERS/bin/aws-encryption-cli" MOTO="$ENVSEAL_PEERS/bin/moto_server" PEERS_PY="$ENVSEAL_PEERS/venv/bin/python"
+
+# The AWS Encryption SDK CLI needs an AWS KMS: moto on a free local port, one symmetric key.
+MOTO_PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >/dev/null 2>&1 &
+MOTO_PID=$!
+trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
+  AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+for _ in $(seq 50); do curl -s -o /dev/null "$AWS_ENDPOINT_URL" && break; sleep 0.2; done
+ESDK_KEY="$("$PEERS_PY" -c 'import boto3; print(boto3.client("kms").create_key()["KeyMetadata"]["Arn"])')"
+esdk() {  # esdk encrypt|decrypt IN OUT
+  "$ESDK" "--$1" --input "$2" --output "$3" --wrapping-keys "key=$ESDK_KEY" --metadata-output /dev/null
+}
+export -f esdk
+export ESDK ESDK_KEY
 
 # --- Scratch space: .env work on the normal temp dir, big files on tmpfs ------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/envseal-bench.XXXXXX")"
@@ -270,8 +286,31 @@ for ((round = 1; round <= FILE_RUNS; round++)); do
   bench_file decrypt age "$w" "$SHM/data.out" -- "$AGE" -d -i "$WORK/age.key" -o data.out data.age
   [ "$round" = "$FILE_RUNS" ] && verify "$SHM/data.bin" "$SHM/data.out" "age 1 GiB"
   rm -f "$SHM/data.age" "$SHM/data.out"
+  bench_file encrypt esdk "$w" "$SHM/data.esdk" -- bash -c 'esdk encrypt data.bin data.esdk'
+  bench_file decrypt esdk "$w" "$SHM/data.out" -- bash -c 'esdk decrypt data.esdk data.out'
+  [ "$round" = "$FILE_RUNS" ] && verify "$SHM/data.bin" "$SHM/data.out" "ESDK CLI 1 GiB"
+  rm -f "$SHM/data.esdk" "$SHM/data.out"
 done
 rm -f "$SHM"/*
+
+# --- 3b. Throughput by size: envseal, age, ESDK CLI on 1, 16 and 128 MiB (1 GiB: section 3) ------
+say "throughput by file size: 1, 16, 128 MiB ($FILE_RUNS runs each)"
+for mib in 1 16 128; do
+  head -c $((mib << 20)) /dev/urandom >"$SHM/s.bin"
+  sz() {  # sz OP TOOL OUT -- CMD...
+    local op="$1" t="$2" out="$3"; shift 4
+    "${TIMEIT[@]}" --section sizes --op "$op $mib MiB" --tool "$t" --runs "$FILE_RUNS" --warmup 1 \
+      --prep "rm -f '$out'" --cwd "$SHM" --out "$RESULTS" -- "$@"
+  }
+  sz encrypt envseal "$SHM/s.sealed" -- "$ENVSEAL" encrypt s.bin -o s.sealed
+  sz decrypt envseal "$SHM/s.out" -- "$ENVSEAL" decrypt s.sealed -o s.out
+  sz encrypt age "$SHM/s.age" -- "$AGE" -r "$AGE_RECIPIENT" -o s.age s.bin
+  sz decrypt age "$SHM/s.out" -- "$AGE" -d -i "$WORK/age.key" -o s.out s.age
+  sz encrypt esdk "$SHM/s.esdk" -- bash -c 'esdk encrypt s.bin s.esdk'
+  sz decrypt esdk "$SHM/s.out" -- bash -c 'esdk decrypt s.esdk s.out'
+  rm -f "$SHM"/s.*
+done
+"$PEERS_PY" "$HERE/plot.py" "$RESULTS" "$ROOT/docs/perf-throughput.png" || note "the throughput plot could not be drawn"
 
 # --- Optional: 10 GiB sparse file, envseal only, streamed through a pipe --------------------------
 if [ "$HUGE" = 1 ]; then
