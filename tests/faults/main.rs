@@ -1,6 +1,6 @@
 //! KMS fault matrix (issue 8): the CLI's Alibaba Cloud KMS backend talks to `envseal kms serve`
-//! through a fault-injecting proxy written here: throttling, 5xx, connection resets, slow
-//! answers, an outage in the middle of a long rewrap, and STS credentials that expire mid-job.
+//! through a fault-injecting proxy written here: throttling, 5xx, connection resets, stalls
+//! (client timeouts), slow answers, an outage in the middle of a long rewrap, and STS credentials that expire mid-job.
 //! Each row checks the retries (counted at the proxy: bounded), the exit code and message
 //! (specific), and that nothing is lost (files old or new, and they open).
 //!
@@ -30,6 +30,8 @@ enum Fault {
     Reset,
     /// Forward after a delay.
     Slow(Duration),
+    /// Hold the connection without answering, then close it (a client timeout).
+    Stall(Duration),
 }
 
 struct Proxy {
@@ -127,6 +129,11 @@ fn serve(
             std::thread::sleep(d);
             forward(&mut conn, &head, &body, upstream)
         }
+        Fault::Stall(d) => {
+            std::thread::sleep(d);
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+            Ok(())
+        }
         Fault::Pass => forward(&mut conn, &head, &body, upstream),
     }
 }
@@ -208,6 +215,8 @@ impl Env {
             .env("HOME", &self.home)
             .env("ALIBABA_CLOUD_REGION_ID", "cn-hangzhou")
             .env("ENVSEAL_ALIBABA_KMS_ENDPOINT", &self.endpoint)
+            // Client timeouts in the stall rows: 1 s per request.
+            .env("ENVSEAL_ALIBABA_KMS_TIMEOUT", "1")
             .envs(self.creds.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .output()
@@ -240,6 +249,7 @@ fn transient_faults_are_retried_and_lasting_ones_fail_cleanly() {
         (Fault::Status(500, "InternalFailure"), 1),
         (Fault::Status(503, "ServiceUnavailableTemporary"), 2),
         (Fault::Reset, 1),
+        (Fault::Stall(Duration::from_secs(3)), 1),
         (Fault::Slow(Duration::from_millis(400)), 1),
     ] {
         let f = env.write("t.env", original);
@@ -256,7 +266,12 @@ fn transient_faults_are_retried_and_lasting_ones_fail_cleanly() {
     }
 
     // Lasting faults: bounded retries (4 attempts per call), exit 12, the input untouched.
-    for fault in [Fault::Status(400, "Throttling"), Fault::Status(503, "ServiceUnavailableTemporary"), Fault::Reset] {
+    for fault in [
+        Fault::Status(400, "Throttling"),
+        Fault::Status(503, "ServiceUnavailableTemporary"),
+        Fault::Reset,
+        Fault::Stall(Duration::from_secs(3)),
+    ] {
         let f = env.write("down.env", original);
         proxy.set(fault.clone(), usize::MAX);
         let t = Instant::now();
@@ -266,6 +281,7 @@ fn transient_faults_are_retried_and_lasting_ones_fail_cleanly() {
         assert!((1..=4).contains(&n), "{fault:?}: {n} requests for one call (at most 4 attempts)");
         assert!(stderr(&o).contains("envseal: hint:"), "{}", stderr(&o));
         assert_eq!(std::fs::read_to_string(&f).unwrap(), original);
+        assert!(t.elapsed() < Duration::from_secs(15), "{fault:?}: gave up in {:?}", t.elapsed());
         eprintln!("{fault:?} for ever: exit 12 after {n} requests in {:?}", t.elapsed());
     }
     proxy.set(Fault::Pass, 0);

@@ -21,6 +21,8 @@ pub const ENDPOINT_VAR: &str = "ENVSEAL_ALIBABA_KMS_ENDPOINT";
 pub const NETWORK_VAR: &str = "ENVSEAL_ALIBABA_KMS_NETWORK";
 /// Variable choosing the signature: `v3` (default) or `v2`.
 pub const SIGNATURE_VAR: &str = "ENVSEAL_ALIBABA_KMS_SIGNATURE_VERSION";
+/// Environment variable: time limit of one request in seconds (default 30).
+pub const TIMEOUT_VAR: &str = "ENVSEAL_ALIBABA_KMS_TIMEOUT";
 /// The Alibaba Cloud SDKs' region variable, read by [`AlibabaConfig::from_env`].
 pub const REGION_VAR: &str = "ALIBABA_CLOUD_REGION_ID";
 
@@ -254,8 +256,23 @@ impl AlibabaConfig {
             Some(v) => SignatureVersion::parse(&v)
                 .ok_or_else(|| invalid(format!("{SIGNATURE_VAR} must be v3 or v2, not {:?}", shorten(&v))))?,
         };
+        let timeout = match get(TIMEOUT_VAR) {
+            None => DEFAULT_TIMEOUT,
+            Some(v) => match v.parse::<f64>() {
+                Ok(secs) if secs > 0.0 && secs <= 600.0 => Duration::from_secs_f64(secs),
+                _ => {
+                    return Err(invalid(format!(
+                        "{TIMEOUT_VAR} must be seconds between 0 and 600, not {:?}",
+                        shorten(&v)
+                    )));
+                }
+            },
+        };
         let credentials = CredentialSource::from_lookup(env)?;
-        let config = Self::new(region, credentials).with_endpoint(endpoint).with_signature_version(signature_version);
+        let config = Self::new(region, credentials)
+            .with_endpoint(endpoint)
+            .with_signature_version(signature_version)
+            .with_timeout(timeout);
         // Refuse a bad endpoint now rather than at the first request.
         config.endpoint.resolve(&config.region)?;
         Ok(config)
