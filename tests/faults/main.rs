@@ -1,6 +1,7 @@
 //! KMS fault matrix (issue 8): the CLI's Alibaba Cloud KMS backend talks to `envseal kms serve`
 //! through a fault-injecting proxy written here: throttling, 5xx, connection resets, stalls
-//! (client timeouts), slow answers, an outage in the middle of a long rewrap, and STS credentials that expire mid-job.
+//! (client timeouts), slow answers, an outage in the middle of a long rewrap, and STS
+//! credentials that expire mid-job.
 //! Each row checks the retries (counted at the proxy: bounded), the exit code and message
 //! (specific), and that nothing is lost (files old or new, and they open).
 //!
