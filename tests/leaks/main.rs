@@ -4,8 +4,9 @@
 //! keystore, not the audit trail, not the working directory's other files, not TMPDIR.
 //!
 //! envseal has no verbose or debug log level: stderr is all it ever prints, and every command
-//! here is checked on it. Data keys have no marker (they are random and never leave the
-//! process); see docs/SECURITY.md for what is and is not covered.
+//! here is checked on it. Data keys are random, so the test learns them on the wire: the CLI
+//! seals and opens a file through `envseal kms serve` behind a small recording proxy, and every
+//! data key in a GenerateDataKey or Decrypt answer (base64, hex) becomes a marker too.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -93,19 +94,19 @@ impl World {
 }
 
 /// Every file under `dir` (recursively) whose content holds a marker, except `allowed`.
-fn dirty_files(dir: &Path, allowed: &[PathBuf]) -> Vec<(PathBuf, &'static str)> {
+fn dirty_files(dir: &Path, allowed: &[PathBuf], extra: &[String]) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     let Ok(entries) = fs::read_dir(dir) else { return out };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
-            out.extend(dirty_files(&p, allowed));
+            out.extend(dirty_files(&p, allowed, extra));
         } else if !allowed.contains(&p) {
             let bytes = fs::read(&p).unwrap_or_default();
             let text = String::from_utf8_lossy(&bytes);
-            for m in MARKERS {
+            for m in MARKERS.iter().copied().chain(extra.iter().map(String::as_str)) {
                 if text.contains(m) {
-                    out.push((p.clone(), *m));
+                    out.push((p.clone(), m.to_owned()));
                 }
             }
         }
@@ -213,7 +214,8 @@ fn no_command_leaks_a_marker_secret() {
         }
         std::thread::spawn(move || lines.for_each(drop));
     }
-    let addr = banner.lines().find_map(|l| l.trim().strip_prefix("endpoint: http://")).unwrap().to_owned();
+    let upstream = banner.lines().find_map(|l| l.trim().strip_prefix("endpoint: http://")).unwrap().to_owned();
+    let (addr, answers) = recording_proxy(upstream);
     for (secret, token) in
         [(AK_SECRET.to_owned(), None), (format!("{AK_SECRET}x"), Some(STS_TOKEN)), ("wrong".to_owned(), None)]
     {
@@ -230,16 +232,51 @@ fn no_command_leaks_a_marker_secret() {
         w.seen.push((format!("alibaba client {id}"), "stderr", String::from_utf8_lossy(&out.stderr).into_owned()));
         w.seen.push((format!("alibaba client {id}"), "stdout", String::from_utf8_lossy(&out.stdout).into_owned()));
     }
+    // Seal and open a file through the emulator: the data keys cross the recording proxy.
+    fs::write(w.work.join("wire.env"), format!("WIRE={VALUE}\n")).unwrap();
+    for args in [
+        vec!["encrypt", "wire.env", "--kms", "alibaba-kms:cn-hangzhou/alias/default"],
+        vec!["decrypt", "wire.env"],
+        vec!["rewrap", "wire.env", "--to", "alibaba-kms:cn-hangzhou/alias/default"],
+    ] {
+        let out = w
+            .cmd()
+            .args(&args)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "AKLEAKTEST")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET)
+            .env("ALIBABA_CLOUD_REGION_ID", "cn-hangzhou")
+            .env("ENVSEAL_ALIBABA_KMS_ENDPOINT", format!("http://{addr}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success() || args[0] == "rewrap", "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        w.seen.push((args.join(" "), "stderr", String::from_utf8_lossy(&out.stderr).into_owned()));
+        if args[0] != "decrypt" {
+            w.seen.push((args.join(" "), "stdout", String::from_utf8_lossy(&out.stdout).into_owned()));
+        }
+    }
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     let _ = server.wait();
     w.seen.push((f("kms serve"), "banner", banner));
     w.seen.push((f("kms serve"), "stderr", fs::read_to_string(&log).unwrap_or_default()));
     w.seen.push((f("kms serve"), "audit log", fs::read_to_string(&audit).unwrap_or_default()));
 
+    // The data keys seen on the wire, in the forms a leak would take.
+    let mut data_keys: Vec<String> = Vec::new();
+    for answer in answers.lock().unwrap().iter() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(answer) else { continue };
+        if let Some(b64) = v["Plaintext"].as_str() {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+            data_keys.extend([b64.to_owned(), hex::encode(&bytes), hex::encode_upper(&bytes)]);
+            data_keys.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes));
+        }
+    }
+    assert!(data_keys.len() >= 8, "the wire showed {} data-key forms", data_keys.len());
+
     // The scan.
     let mut hits = Vec::new();
     for (cmd, stream, text) in &w.seen {
-        for m in MARKERS {
+        for m in MARKERS.iter().copied().chain(data_keys.iter().map(String::as_str)) {
             if text.contains(m) {
                 hits.push(format!("{m} in {stream} of `{cmd}`"));
             }
@@ -248,14 +285,63 @@ fn no_command_leaks_a_marker_secret() {
     // Files: the keystore, TMPDIR and the working directory (the sealed files, the user's
     // plaintext inputs not sealed in place being the only allowed holders).
     let allowed: Vec<PathBuf> = vec![w.root.join("iam.json"), w.root.join("editor.sh"), w.work.join("blob.bin")];
-    for (p, m) in dirty_files(&w.home, &allowed)
+    for (p, m) in dirty_files(&w.home, &allowed, &data_keys)
         .into_iter()
-        .chain(dirty_files(&w.tmp, &allowed))
-        .chain(dirty_files(&w.work, &allowed))
-        .chain(dirty_files(&w.root.join("user"), &allowed))
+        .chain(dirty_files(&w.tmp, &allowed, &data_keys))
+        .chain(dirty_files(&w.work, &allowed, &data_keys))
+        .chain(dirty_files(&w.root.join("user"), &allowed, &data_keys))
     {
         hits.push(format!("{m} in file {}", p.display()));
     }
     assert!(hits.is_empty(), "marker secrets leaked:\n{}", hits.join("\n"));
     assert!(w.seen.len() > 40, "the scan covered {} outputs", w.seen.len());
+}
+
+/// A proxy in front of `upstream` that keeps every answer body: one request per connection.
+fn recording_proxy(upstream: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = answers.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (up, keep) = (upstream.clone(), keep.clone());
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut conn = conn;
+                let mut reader = BufReader::new(conn.try_clone()?);
+                let (mut head, mut len) = (Vec::new(), 0usize);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("connection:") {
+                        continue;
+                    }
+                    if line == "\r\n" {
+                        head.extend_from_slice(b"Connection: close\r\n\r\n");
+                        break;
+                    }
+                    head.extend_from_slice(line.as_bytes());
+                }
+                let mut body = vec![0u8; len];
+                reader.read_exact(&mut body)?;
+                let mut u = std::net::TcpStream::connect(&up)?;
+                u.write_all(&head)?;
+                u.write_all(&body)?;
+                let mut answer = Vec::new();
+                u.read_to_end(&mut answer)?;
+                if let Some(i) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                    keep.lock().unwrap().push(String::from_utf8_lossy(&answer[i + 4..]).into_owned());
+                }
+                conn.write_all(&answer)
+            });
+        }
+    });
+    (addr, answers)
 }
