@@ -131,16 +131,24 @@ impl Condition {
             return present.is_none() == want_absent;
         }
         let Some(actual) = present.filter(|v| !v.is_empty() || self.op.set == Set::ForAllValues) else {
-            // A missing key: IfExists and negated operators hold, the others do not.
-            return self.op.if_exists || self.op.negated || self.op.set == Set::ForAllValues;
+            // A missing key: IfExists holds, ForAllValues holds (vacuously), a negated operator without a
+            // set qualifier holds ("not equal to any of ..."); ForAnyValue and positive operators do not.
+            return self.op.if_exists
+                || self.op.set == Set::ForAllValues
+                || (self.op.negated && self.op.set == Set::Single);
         };
         let values: Vec<Option<String>> = self.values.iter().map(|v| substitute(v, ctx, false)).collect();
-        let one = |a: &str| values.iter().flatten().any(|p| compare(self.op.base, a, p));
-        let positive = match self.op.set {
+        // Per request value: a positive operator needs one policy value to match, a negated operator
+        // needs none to match. The set qualifier then says how many request values must pass (AWS:
+        // `ForAnyValue:StringNotEquals` = at least one request value is outside the list).
+        let one = |a: &str| values.iter().flatten().any(|p| compare(self.op.base, a, p)) != self.op.negated;
+        match self.op.set {
             Set::ForAllValues => actual.iter().all(|a| one(a)),
-            Set::ForAnyValue | Set::Single => actual.iter().any(|a| one(a)),
-        };
-        positive != self.op.negated
+            Set::ForAnyValue => actual.iter().any(|a| one(a)),
+            // Without a qualifier a negated operator holds only when no request value matches.
+            Set::Single if self.op.negated => actual.iter().all(|a| one(a)),
+            Set::Single => actual.iter().any(|a| one(a)),
+        }
     }
 }
 

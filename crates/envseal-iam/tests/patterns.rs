@@ -276,6 +276,41 @@ fn conditions_ip_dates_context() {
     assert_eq!(evaluate(&[("n", &neg)], &c).kind, DecisionKind::ImplicitDeny);
 }
 
+/// Regression: a set qualifier applies to the negated per-value test, so "deny any encryption context key
+/// other than app" denies {app, evil}; it used to compute `!any(value in list)` and let that through.
+#[test]
+fn negated_operators_with_set_qualifiers() {
+    let deny_other_keys = doc(r#"{"Version":"2012-10-17","Statement":[
+            {"Sid":"OnlyApp","Effect":"Deny","Action":"kms:*","Resource":"*",
+             "Condition":{"ForAnyValue:StringNotEquals":{"kms:EncryptionContextKeys":["app"]}}},
+            {"Sid":"Use","Effect":"Allow","Action":"kms:*","Resource":"*"}]}"#);
+    let all_outside = doc(r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"kms:*","Resource":"*",
+            "Condition":{"ForAllValues:StringNotEquals":{"kms:EncryptionContextKeys":["admin","root"]}}}}"#);
+    let unqualified = doc(r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"kms:*","Resource":"*",
+            "Condition":{"StringNotEquals":{"kms:EncryptionContextKeys":["admin"]}}}}"#);
+    let with_keys = |keys: &[&str]| {
+        let mut c = ctx();
+        c.encryption_context = keys.iter().map(|k| ((*k).to_owned(), "v".to_owned())).collect();
+        c
+    };
+    let deny = |keys: &[&str]| evaluate(&[("p", &deny_other_keys)], &with_keys(keys));
+    let d = deny(&["app", "evil"]);
+    assert_eq!(d.kind, DecisionKind::ExplicitDeny, "{d}");
+    assert_eq!(d.statement.as_ref().and_then(|s| s.sid.as_deref()), Some("OnlyApp"));
+    assert_eq!(deny(&["evil"]).kind, DecisionKind::ExplicitDeny);
+    let d = deny(&["app"]);
+    assert_eq!((d.kind, d.statement.and_then(|s| s.sid)), (DecisionKind::Allow, Some("Use".to_owned())));
+    assert_eq!(deny(&[]).kind, DecisionKind::Allow, "ForAnyValue on a missing key is false: the Deny does not apply");
+
+    let allowed = |p: &Policy, keys: &[&str]| evaluate(&[("p", p)], &with_keys(keys)).allowed;
+    assert!(allowed(&all_outside, &["app", "tenant"]));
+    assert!(!allowed(&all_outside, &["app", "admin"]), "one value inside the list fails ForAllValues:...NotEquals");
+    assert!(allowed(&all_outside, &[]), "ForAllValues holds on a missing key");
+    assert!(allowed(&unqualified, &["app"]));
+    assert!(!allowed(&unqualified, &["app", "admin"]));
+    assert!(allowed(&unqualified, &[]), "a negated operator holds on a missing key");
+}
+
 #[test]
 fn validation_errors_are_clear() {
     let bad = |s: &str, want: &str| {
