@@ -152,7 +152,23 @@ impl Condition {
     }
 }
 
+/// `${*}` and `${?}` after substitution: a literal `*` / `?` in a pattern.
+pub(crate) const LITERAL_STAR: char = '\u{E000}';
+/// See [`LITERAL_STAR`].
+pub(crate) const LITERAL_QUESTION: char = '\u{E001}';
+
+/// A substituted value with its literal stand-ins turned back into `*` and `?`.
+fn literal(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([LITERAL_STAR, LITERAL_QUESTION]) {
+        s.replace(LITERAL_STAR, "*").replace(LITERAL_QUESTION, "?").into()
+    } else {
+        s.into()
+    }
+}
+
 fn compare(base: Base, actual: &str, pattern: &str) -> bool {
+    let pattern_lit = literal(pattern);
+    let pattern = if base == Base::StringLike { pattern } else { pattern_lit.as_ref() };
     match base {
         Base::StringEquals => actual == pattern,
         Base::StringEqualsIgnoreCase => actual.eq_ignore_ascii_case(pattern),
@@ -242,7 +258,9 @@ pub(crate) fn wildcard(pattern: &str, text: &str, ignore_case: bool) -> bool {
     let (p, t) = (norm(pattern), norm(text));
     let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None, 0usize);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        let literal_match = (p.get(pi) == Some(&LITERAL_STAR) && t[ti] == '*')
+            || (p.get(pi) == Some(&LITERAL_QUESTION) && t[ti] == '?');
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti] || literal_match) {
             pi += 1;
             ti += 1;
         } else if pi < p.len() && p[pi] == '*' {
@@ -274,8 +292,10 @@ pub(crate) fn substitute(s: &str, ctx: &RequestContext, escape_wildcards: bool) 
         let end = after.find('}')?;
         let var = &after[..end];
         match var {
-            "*" => out.push('*'),
-            "?" => out.push('?'),
+            // Literal characters, not wildcards (as in IAM): private-use stand-ins that only
+            // `wildcard` and `literal` understand.
+            "*" => out.push(LITERAL_STAR),
+            "?" => out.push(LITERAL_QUESTION),
             "$" => out.push('$'),
             key => {
                 let v = ctx.lookup(key)?;

@@ -378,3 +378,23 @@ proptest::proptest! {
         proptest::prop_assert_eq!(d.kind, DecisionKind::ExplicitDeny);
     }
 }
+
+#[test]
+fn dollar_star_is_a_literal_star() {
+    // `${*}` matches a literal `*`, not anything (IAM's meaning).
+    let p = doc(
+        r#"{"Version":"1","Statement":{"Effect":"Allow","Action":"kms:*","Resource":"arn:aws:kms:us-east-1:1:key/a${*}b"}}"#,
+    );
+    let iam = Iam::default();
+    let ctx = |r: &str| RequestContext::new("kms:Decrypt", r, iam.principal_info(&Principal::Root, Flavor::Aws));
+    assert!(evaluate(&[("p", &p)], &ctx("arn:aws:kms:us-east-1:1:key/a*b")).allowed);
+    assert!(!evaluate(&[("p", &p)], &ctx("arn:aws:kms:us-east-1:1:key/aXXb")).allowed);
+    let c = doc(
+        r#"{"Version":"1","Statement":{"Effect":"Allow","Action":"kms:*","Resource":"*","Condition":{"StringEquals":{"kms:EncryptionContext:app":"x${?}"}}}}"#,
+    );
+    let mut q = ctx("*");
+    q.encryption_context.insert("app".into(), "x?".into());
+    assert!(evaluate(&[("c", &c)], &q).allowed);
+    q.encryption_context.insert("app".into(), "xy".into());
+    assert!(!evaluate(&[("c", &c)], &q).allowed);
+}
