@@ -97,9 +97,14 @@ impl AtomicFile {
         Ok(Self { tmp, target: target.to_path_buf() })
     }
 
-    /// The temp file, for writing.
+    /// The temp file, for writing (and reading back: it is open read-write).
     pub fn file(&mut self) -> &mut File {
         self.tmp.as_file_mut()
+    }
+
+    /// A second handle on the temp file, from its start, for reading what was written.
+    pub fn reopen(&self) -> Result<File> {
+        self.tmp.reopen().context("cannot read back the temporary file")
     }
 
     /// Flushes, fsyncs, renames over the target and fsyncs the directory.

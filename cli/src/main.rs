@@ -26,6 +26,7 @@ mod exit;
 mod fsio;
 mod governance;
 mod harden;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,7 +108,7 @@ enum Command {
     },
     /// Seal a file: values one by one for .env/JSON/YAML, the whole file otherwise.
     #[command(
-        after_help = "Examples:\n  envseal encrypt .env\n  envseal encrypt config.json --context app=billing --plain-keys '^PUBLIC_'\n  envseal encrypt big.tar -o big.tar.sealed\n  cat data | envseal encrypt - > data.sealed"
+        after_help = "Examples:\n  envseal encrypt .env\n  envseal encrypt config.json --context app=billing --plain-keys '/PUBLIC_[^/]*'\n  envseal encrypt big.tar -o big.tar.sealed\n  cat data | envseal encrypt - > data.sealed"
     )]
     Encrypt {
         /// File to seal (`-` for stdin; output then goes to stdout unless -o).
@@ -121,9 +122,14 @@ enum Command {
         /// Encryption context entry (repeatable).
         #[arg(long = "context", value_name = "K=V", value_parser = parse_kv)]
         context: Vec<(String, String)>,
-        /// Leave values whose dotted key path matches this regular expression in clear.
+        /// Leave in clear the values whose whole JSON pointer (`/a/b/0`; a .env variable `K` is
+        /// `/K`) matches this regular expression; the values left in clear are listed.
         #[arg(long, value_name = "REGEX")]
         plain_keys: Option<String>,
+        /// Pad each sealed value to a multiple of N bytes, so that short values (booleans,
+        /// numbers, short strings) seal to the same length (default 32; 0: no padding).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=4096))]
+        padding: Option<u32>,
         #[command(flatten)]
         kms: KmsOpts,
         /// Print a JSON summary on stdout (when the output is a file).
@@ -143,9 +149,8 @@ enum Command {
         /// Replace the sealed file with its plaintext.
         #[arg(long)]
         in_place: bool,
-        /// Required encryption context entry (repeatable): fail unless the file has it.
-        #[arg(long = "context", value_name = "K=V", value_parser = parse_kv)]
-        context: Vec<(String, String)>,
+        #[command(flatten)]
+        open: trust::OpenOpts,
         #[command(flatten)]
         kms: KmsOpts,
     },
@@ -161,6 +166,8 @@ enum Command {
         #[arg(long)]
         pristine: bool,
         #[command(flatten)]
+        open: trust::OpenOpts,
+        #[command(flatten)]
         kms: KmsOpts,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
@@ -174,6 +181,8 @@ enum Command {
         /// Key or key path.
         #[arg(value_name = "KEY")]
         name: String,
+        #[command(flatten)]
+        open: trust::OpenOpts,
         #[command(flatten)]
         kms: KmsOpts,
     },
@@ -193,6 +202,8 @@ enum Command {
         #[arg(long = "type", value_enum, default_value_t = TypeArg::String)]
         ty: TypeArg,
         #[command(flatten)]
+        open: trust::OpenOpts,
+        #[command(flatten)]
         kms: KmsOpts,
     },
     /// Remove one value from a sealed file.
@@ -204,6 +215,8 @@ enum Command {
         #[arg(value_name = "KEY")]
         name: String,
         #[command(flatten)]
+        open: trust::OpenOpts,
+        #[command(flatten)]
         kms: KmsOpts,
     },
     /// Edit a sealed file in $EDITOR (plaintext in a private temp file, removed afterwards).
@@ -211,6 +224,8 @@ enum Command {
     Edit {
         /// Sealed file.
         path: PathBuf,
+        #[command(flatten)]
+        open: trust::OpenOpts,
         #[command(flatten)]
         kms: KmsOpts,
     },
@@ -229,6 +244,12 @@ enum Command {
         after_help = "Examples:\n  envseal keys rotate alias/default && envseal rewrap -r secrets/ --to-latest\n  envseal rewrap -r secrets/ --dry-run\n  envseal rewrap -r secrets/ --to alias/new --jobs 32 --json\n  envseal rewrap -r secrets/ --resume          # after an interrupted run\n  envseal rewrap app.env --add-key local:#alias/backup\n\nSee docs/ROTATION.md."
     )]
     Rewrap(cmd::rewrap::RewrapArgs),
+    /// Re-key sealed files: a new data key (and file id) for the same verified recipients, every
+    /// value resealed; revokes anyone who kept an old wrapped key or data key.
+    #[command(
+        after_help = "Examples:\n  envseal rekey .env\n  envseal rekey config.json backup.tar.sealed --json\n\nSee docs/ROTATION.md."
+    )]
+    Rekey(cmd::rekey::RekeyArgs),
     /// Manage KMS keys (create, list, rotate, ...).
     #[command(
         after_help = "Examples:\n  envseal keys list\n  envseal keys create --alias alias/app\n  envseal keys rotate alias/app"
@@ -316,7 +337,7 @@ pub enum TypeArg {
     Null,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| "expected KEY=VALUE".to_string())
 }
 
@@ -341,19 +362,23 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init { passphrase } => cmd::init::run(passphrase).await,
-        Command::Encrypt { path, output, format, context, plain_keys, kms, json } => {
-            cmd::encrypt::run(cmd::encrypt::Opts { path, output, format, context, plain_keys, kms, json }).await
+        Command::Encrypt { path, output, format, context, plain_keys, padding, kms, json } => {
+            cmd::encrypt::run(cmd::encrypt::Opts { path, output, format, context, plain_keys, padding, kms, json })
+                .await
         }
-        Command::Decrypt { path, output, in_place, context, kms } => {
-            cmd::decrypt::run(path, output, in_place, context, kms).await
+        Command::Decrypt { path, output, in_place, open, kms } => {
+            cmd::decrypt::run(path, output, in_place, open, kms).await
         }
-        Command::Run { files, pristine, kms, command } => cmd::run::run(files, pristine, kms, command).await,
-        Command::Get { path, name, kms } => cmd::values::get(path, name, kms).await,
-        Command::Set { path, name, value, ty, kms } => cmd::values::set(path, name, value, ty, kms).await,
-        Command::Unset { path, name, kms } => cmd::values::unset(path, name, kms).await,
-        Command::Edit { path, kms } => cmd::edit::run(path, kms).await,
+        Command::Run { files, pristine, open, kms, command } => {
+            cmd::run::run(files, pristine, open, kms, command).await
+        }
+        Command::Get { path, name, open, kms } => cmd::values::get(path, name, open, kms).await,
+        Command::Set { path, name, value, ty, open, kms } => cmd::values::set(path, name, value, ty, open, kms).await,
+        Command::Unset { path, name, open, kms } => cmd::values::unset(path, name, open, kms).await,
+        Command::Edit { path, open, kms } => cmd::edit::run(path, open, kms).await,
         Command::Inspect { path, json } => cmd::inspect::run(path, json),
         Command::Rewrap(args) => cmd::rewrap::run(args).await,
+        Command::Rekey(args) => cmd::rekey::run(args).await,
         Command::Keys { action, kms, json } => cmd::keys::run(action, kms, json).await,
         Command::Kms { action } => cmd::kms::run(action).await,
         Command::Iam { action } => cmd::iam::run(action),

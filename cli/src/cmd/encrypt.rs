@@ -20,6 +20,7 @@ pub struct Opts {
     pub format: FormatArg,
     pub context: Vec<(String, String)>,
     pub plain_keys: Option<String>,
+    pub padding: Option<u32>,
     pub kms: KmsOpts,
     pub json: bool,
 }
@@ -131,19 +132,33 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         }
+        let padding =
+            o.padding.or(s.rule.as_ref().and_then(|m| m.rule.padding)).unwrap_or(envseal_core::values::DEFAULT_PADDING);
         let spec = SealSpec {
             recipients: &recipients,
             context: ctx.clone(),
             plain_keys: s.plain_keys.clone(),
+            padding,
             engine: Engine::default(),
         };
         let u = envseal_stores::seal(doc.as_mut(), &spec).await?;
-        let bytes = doc.render();
+        let bytes = u.render_checked(doc.as_ref())?;
+        let clear = u.plain_pointers(doc.as_ref());
         fsio::write_output(&out_path, &bytes, 0o644)?;
         let total = doc.entries().len();
-        let plain = doc.entries().iter().filter(|e| !envseal_core::values::is_sealed(&e.text)).count();
+        if let Some(rule) = &s.plain_keys {
+            // Say exactly what stays readable: the rule matches whole JSON pointers.
+            if clear.is_empty() {
+                eprintln!(
+                    "envseal: note: the plain-keys pattern {rule:?} matched no value (it must match a whole JSON pointer such as /PUBLIC_URL): every value is sealed"
+                );
+            } else {
+                eprintln!("envseal: left in clear ({}): {}", clear.len(), clear.join(", "));
+            }
+        }
         serde_json::json!({
-            "path": out_path, "format": format.name(), "values_sealed": total - plain, "values_plain": plain,
+            "path": out_path, "format": format.name(), "values_sealed": total - clear.len(), "values_plain": clear.len(),
+            "plain": clear, "padding": padding,
             "keys": u.meta.keys.iter().map(entry_json).collect::<Vec<_>>(),
         })
     };

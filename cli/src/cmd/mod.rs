@@ -10,6 +10,7 @@ pub mod init;
 pub mod inspect;
 pub mod keys;
 pub mod kms;
+pub mod rekey;
 pub mod rewrap;
 pub mod run;
 pub mod values;
@@ -101,10 +102,11 @@ pub fn context(pairs: &BTreeMap<String, String>) -> Result<EncryptionContext> {
         .map_err(|e| exit::fail(2, e.to_string(), Some("context keys must be non-empty and not start with `envseal:`")))
 }
 
-/// The backends needed to open a file with these entries: those given with --kms, plus, for
-/// each other backend an entry names, that backend from its usual environment (the default
-/// local keystore, `VAULT_ADDR`/`VAULT_TOKEN`, ...).
-pub fn backends_for(entries: &[WrappedKey], opts: &KmsOpts) -> Result<Vec<Arc<dyn Kms>>> {
+/// The backends needed to open a file with these entries: those given with --kms, then those
+/// already opened (`pre`: from a rule or --allow-key), plus, for each other backend an entry
+/// names, that backend from its usual environment (the default local keystore,
+/// `VAULT_ADDR`/`VAULT_TOKEN`, ...).
+pub fn backends_for(entries: &[WrappedKey], opts: &KmsOpts, pre: &[Arc<dyn Kms>]) -> Result<Vec<Arc<dyn Kms>>> {
     let uris: Vec<Uri> = opts.kms.iter().map(|u| Uri::parse(encrypt::split_key(u).0)).collect::<Result<_>>()?;
     let mut out: Vec<Arc<dyn Kms>> = Vec::new();
     let mut have: Vec<&str> = Vec::new();
@@ -112,6 +114,13 @@ pub fn backends_for(entries: &[WrappedKey], opts: &KmsOpts) -> Result<Vec<Arc<dy
         if entries.iter().any(|e| e.backend == u.backend_name()) && !have.contains(&u.backend_name()) {
             out.push(backend::open(u)?);
             have.push(u.backend_name());
+        }
+    }
+    for k in pre {
+        let name = backend_static(k.backend());
+        if entries.iter().any(|e| e.backend == name) && !have.contains(&name) {
+            out.push(k.clone());
+            have.push(name);
         }
     }
     let mut last_err = None;

@@ -15,9 +15,10 @@
 use base64::Engine as _;
 
 use crate::aead::{AeadKey, Engine, NONCE_LEN, TAG_LEN};
-use crate::container::{encode_entry, hex_lower};
+use crate::container::hex_lower;
 use crate::context::EncryptionContext;
 use crate::datakey::DataKey;
+use crate::entries;
 use crate::error::{Error, FormatError};
 use crate::kdf::{self, Kdf};
 use crate::kms::WrappedKey;
@@ -73,7 +74,7 @@ impl FieldKey {
         entry: &WrappedKey,
     ) -> Result<Self, FormatError> {
         let mut e = Vec::with_capacity(8 + entry.key_id.len() + entry.blob.len());
-        encode_entry(&mut e, entry)?;
+        entries::encode(&mut e, entry)?;
         let mut k = Self::for_opening(engine, data_key, salt);
         k.entry = e;
         Ok(k)
@@ -205,7 +206,7 @@ impl<'a> Envelope<'a> {
         let salt: &[u8; SALT_LEN] = r.take(SALT_LEN)?.try_into().map_err(|_| FormatError::Truncated)?;
         let commitment: &[u8; 32] = r.take(32)?.try_into().map_err(|_| FormatError::Truncated)?;
         let entry_start = r.position();
-        parse_entry(&mut r)?;
+        entries::decode(&mut r)?;
         let entry_bytes = &bytes[entry_start..r.position()];
         let nonce: &[u8; NONCE_LEN] = r.take(NONCE_LEN)?.try_into().map_err(|_| FormatError::Truncated)?;
         let rest = r.remaining();
@@ -236,7 +237,7 @@ impl<'a> Envelope<'a> {
     /// # Errors
     /// Never for an envelope from [`Envelope::parse`] (it was validated there).
     pub fn entry(&self) -> Result<WrappedKey, FormatError> {
-        parse_entry(&mut wire::Reader::new(self.entry_bytes))
+        entries::decode(&mut wire::Reader::new(self.entry_bytes))
     }
 
     /// Length of the plaintext.
@@ -253,39 +254,12 @@ impl<'a> Envelope<'a> {
             Vec::with_capacity(PREFIX_LEN + entry.blob.len() + 64 + self.ciphertext.len() + NONCE_LEN + TAG_LEN);
         out.extend_from_slice(self.fixed);
         out.extend_from_slice(self.commitment);
-        encode_entry(&mut out, entry)?;
+        entries::encode(&mut out, entry)?;
         out.extend_from_slice(self.nonce);
         out.extend_from_slice(self.ciphertext);
         out.extend_from_slice(self.tag);
         Ok(out)
     }
-}
-
-fn parse_entry(r: &mut wire::Reader<'_>) -> Result<WrappedKey, FormatError> {
-    use crate::container::{MAX_BACKEND_LEN, MAX_BLOB_LEN, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN};
-    let blen = r.u8()? as usize;
-    if blen == 0 {
-        return Err(FormatError::Malformed("empty backend name"));
-    }
-    if blen > MAX_BACKEND_LEN {
-        return Err(FormatError::LimitExceeded {
-            what: "backend name length",
-            value: blen as u64,
-            max: MAX_BACKEND_LEN as u64,
-        });
-    }
-    let backend = r.take(blen)?;
-    if !backend.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-') {
-        return Err(FormatError::Malformed("backend name must be [a-z0-9-]"));
-    }
-    let backend = String::from_utf8(backend.to_vec()).map_err(|_| FormatError::Malformed("backend name"))?;
-    let key_id = r.string16(MAX_KEY_ID_LEN, "key id length")?;
-    let key_version = r.string16(MAX_KEY_VERSION_LEN, "key version length")?;
-    let blob = r.bytes16(MAX_BLOB_LEN, "wrapped key length")?.to_vec();
-    if blob.is_empty() {
-        return Err(FormatError::Malformed("empty wrapped key"));
-    }
-    Ok(WrappedKey { backend, key_id, key_version, blob })
 }
 
 /// Text form: `esf1:` + base64url without padding.

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod container;
 pub mod context;
 pub mod datakey;
+pub mod entries;
 pub mod envelope;
 pub mod error;
 mod kdf;

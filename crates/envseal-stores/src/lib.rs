@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use envseal_core::container::Recipient;
+use envseal_core::entries::{self, Recipient, Trust};
 use envseal_core::values::{self, KeyPath, ValueKeys, ValueType};
 use envseal_core::{EncryptionContext, Engine, FormatError, Kms, SecretBytes, WrappedKey};
 
@@ -129,7 +129,7 @@ pub struct Entry {
 }
 
 /// A parsed secrets file whose values can be read and replaced without disturbing the rest.
-pub trait Document: Send {
+pub trait Document: Send + Sync {
     /// The format.
     fn format(&self) -> Format;
     /// Every value, in document order, excluding envseal's metadata.
@@ -210,10 +210,36 @@ pub struct SealSpec<'a> {
     pub recipients: &'a [Recipient<'a>],
     /// The encryption context.
     pub context: EncryptionContext,
-    /// Values whose dotted path matches this regular expression stay in clear.
+    /// Values whose whole JSON pointer (`/a/b/0`; a .env variable `K` is `/K`) matches this
+    /// regular expression stay in clear (the expression is anchored at both ends).
     pub plain_keys: Option<String>,
+    /// Values are padded to a multiple of this many bytes ([`values::DEFAULT_PADDING`] by
+    /// default; 0 pads only by the marker byte).
+    pub padding: u32,
     /// AEAD engine.
     pub engine: Engine,
+}
+
+/// The plain-keys rule of a file, compiled for its format version.
+#[derive(Debug)]
+struct PlainRule {
+    re: regex::Regex,
+    /// Format 2: the rule matches whole JSON pointers. Format 1: any part of the dotted path.
+    pointer: bool,
+}
+
+impl PlainRule {
+    fn compile(rule: &Option<String>, version: u32) -> Result<Option<Self>, StoreError> {
+        let Some(r) = rule.as_deref() else { return Ok(None) };
+        let pointer = version >= 2;
+        let src = if pointer { format!("^(?:{r})$") } else { r.to_string() };
+        let re = regex::Regex::new(&src).map_err(|e| StoreError::BadRegex(e.to_string()))?;
+        Ok(Some(Self { re, pointer }))
+    }
+
+    fn matches(&self, path: &KeyPath) -> bool {
+        if self.pointer { self.re.is_match(&path.pointer()) } else { self.re.is_match(&path.display()) }
+    }
 }
 
 /// An opened sealed file: its keys and metadata.
@@ -222,16 +248,26 @@ pub struct Unlocked {
     keys: ValueKeys,
     /// The file's metadata.
     pub meta: Metadata,
-    plain: Option<regex::Regex>,
-}
-
-fn compile(rule: &Option<String>) -> Result<Option<regex::Regex>, StoreError> {
-    rule.as_deref().map(|r| regex::Regex::new(r).map_err(|e| StoreError::BadRegex(e.to_string()))).transpose()
+    plain: Option<PlainRule>,
+    /// The entry that opened the file (it unwrapped and passed the key commitment).
+    verified: WrappedKey,
+    engine: Engine,
 }
 
 impl Unlocked {
     fn is_plain(&self, path: &KeyPath) -> bool {
-        self.plain.as_ref().is_some_and(|r| r.is_match(&path.display()))
+        self.plain.as_ref().is_some_and(|r| r.matches(path))
+    }
+
+    /// The index of the wrapped-key entry that opened the file (verified: it unwrapped and
+    /// passed the key commitment).
+    pub fn opened_entry(&self) -> Option<usize> {
+        self.meta.keys.iter().position(|e| *e == self.verified)
+    }
+
+    /// The JSON pointers of the values left in clear by the plain-keys rule, in document order.
+    pub fn plain_pointers(&self, doc: &dyn Document) -> Vec<String> {
+        doc.entries().into_iter().filter(|e| self.is_plain(&e.path)).map(|e| e.path.pointer()).collect()
     }
 
     /// The MAC over the document's stored entries.
@@ -274,6 +310,36 @@ impl Unlocked {
         self.meta.mac = self.mac(doc)?;
         self.meta.modified = Some(now());
         doc.set_metadata(Some(&self.meta))
+    }
+
+    /// Renders `doc` and proves that the bytes open with this file's keys before anyone writes
+    /// them: the metadata reads back as it is, the whole-file MAC verifies, every value opens to
+    /// the plaintext `doc` holds, and the verified entry that opened the file is still among the
+    /// entries. Writers (`set`, `unset`, `edit`, `encrypt`) write only what this returns.
+    ///
+    /// # Errors
+    /// [`StoreError::Metadata`] (an internal error) if the rendered bytes do not read back.
+    pub fn render_checked(&self, doc: &dyn Document) -> Result<Vec<u8>, StoreError> {
+        let bytes = doc.render();
+        let bad = |what: &str| StoreError::Metadata(format!("internal error: the rewritten file {what}"));
+        let back = parse(doc.format(), &bytes)?;
+        let meta = back.metadata()?.ok_or_else(|| bad("lost its metadata"))?;
+        if meta != self.meta {
+            return Err(bad("has other metadata than intended"));
+        }
+        if self.opened_entry().is_none() {
+            return Err(bad("lost the wrapped key that opened it"));
+        }
+        if !ValueKeys::mac_matches(&self.mac(back.as_ref())?, &meta.mac) {
+            return Err(bad("does not pass its MAC"));
+        }
+        let (a, b) = (self.values(doc)?, self.values(back.as_ref())?);
+        if a.len() != b.len()
+            || a.iter().zip(&b).any(|(x, y)| x.0 != y.0 || x.1 != y.1 || x.2.expose_secret() != y.2.expose_secret())
+        {
+            return Err(bad("does not read back to the same values"));
+        }
+        Ok(bytes)
     }
 
     /// Every value as a program sees it (decoded from its stored form), in document order;
@@ -404,8 +470,47 @@ fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
-/// Seals every value of `doc` (except those matching the plain-keys rule) under a fresh data
-/// key, and adds the metadata.
+fn check_recipients(recipients: &[Recipient<'_>]) -> Result<(), StoreError> {
+    if recipients.is_empty() || recipients.len() > entries::MAX_ENTRIES {
+        return Err(FormatError::LimitExceeded {
+            what: "recipients",
+            value: recipients.len() as u64,
+            max: entries::MAX_ENTRIES as u64,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// New keys for a file: a fresh file id and data key wrapped for `recipients`, proven to open
+/// (one entry unwrapped through its KMS and checked against the new commitment) before any
+/// value is sealed with them.
+async fn new_keys(
+    recipients: &[Recipient<'_>],
+    context: &EncryptionContext,
+    padding: u32,
+    engine: Engine,
+) -> Result<(ValueKeys, [u8; values::FILE_ID_LEN], Vec<WrappedKey>, WrappedKey), StoreError> {
+    check_recipients(recipients)?;
+    values::check_padding(padding)?;
+    let file_id: [u8; values::FILE_ID_LEN] = envseal_core::random::array();
+    let kctx = values::kms_context(context, &file_id)?;
+    let (dk, keys) = entries::wrap_new(recipients, &kctx).await?;
+    let vk = ValueKeys::derive(engine, &dk, file_id, values::VERSION, padding)?;
+    drop(dk);
+    let commitment = vk.commitment_hex();
+    let check = |dk: &envseal_core::DataKey| -> Result<(), envseal_core::Error> {
+        Ok(ValueKeys::derive(engine, dk, file_id, values::VERSION, 0)?.check_commitment(&commitment)?)
+    };
+    let kmses: Vec<&dyn Kms> = recipients.iter().map(|r| r.kms).collect();
+    let (_, index) = entries::unwrap_verified(&kmses, &keys, &kctx, &Trust::Discovery, &check).await?;
+    let verified = keys[index].clone();
+    Ok((vk, file_id, keys, verified))
+}
+
+/// Seals every value of `doc` (except those the plain-keys rule exempts) under a fresh data
+/// key, in the current format (2), and adds the metadata. The new keys are proven to open before
+/// any value is sealed; write the result with [`Unlocked::render_checked`].
 ///
 /// # Errors
 /// [`StoreError::AlreadySealed`]; KMS errors; [`StoreError::BadRegex`].
@@ -413,42 +518,22 @@ pub async fn seal(doc: &mut dyn Document, spec: &SealSpec<'_>) -> Result<Unlocke
     if doc.metadata()?.is_some() {
         return Err(StoreError::AlreadySealed);
     }
-    if spec.recipients.is_empty() || spec.recipients.len() > envseal_core::container::MAX_ENTRIES {
-        return Err(FormatError::LimitExceeded {
-            what: "recipients",
-            value: spec.recipients.len() as u64,
-            max: envseal_core::container::MAX_ENTRIES as u64,
-        }
-        .into());
-    }
-    let plain = compile(&spec.plain_keys)?;
-    let file_id: [u8; values::FILE_ID_LEN] = envseal_core::random::array();
-    let kctx = values::kms_context(&spec.context, &file_id)?;
-    let first = spec.recipients[0]
-        .kms
-        .generate_data_key(spec.recipients[0].key, &kctx)
-        .await
-        .map_err(envseal_core::Error::from)?;
-    let mut keys: Vec<WrappedKey> = vec![first.wrapped];
-    for r in &spec.recipients[1..] {
-        keys.push(
-            r.kms.encrypt(r.key, first.data_key.expose_secret(), &kctx).await.map_err(envseal_core::Error::from)?,
-        );
-    }
-    let vk = ValueKeys::derive(spec.engine, &first.data_key, file_id);
-    let created = now();
+    let plain = PlainRule::compile(&spec.plain_keys, values::VERSION as u32)?;
+    let (keys, file_id, wrapped, verified) =
+        new_keys(spec.recipients, &spec.context, spec.padding, spec.engine).await?;
     let meta = Metadata {
-        version: 1,
+        version: values::VERSION as u32,
         file_id,
         context: spec.context.clone(),
-        keys,
+        keys: wrapped,
         plain_keys: spec.plain_keys.clone(),
-        commitment: vk.commitment_hex(),
+        padding: Some(spec.padding),
+        commitment: keys.commitment_hex(),
         mac: String::new(),
-        created: Some(created),
+        created: Some(now()),
         modified: None,
     };
-    let mut u = Unlocked { keys: vk, meta, plain };
+    let mut u = Unlocked { keys, meta, plain, verified, engine: spec.engine };
     for (i, e) in doc.entries().into_iter().enumerate() {
         u.seal_entry(doc, Some(i), &e.path, e.ty, e.text.as_bytes())?;
     }
@@ -456,29 +541,92 @@ pub async fn seal(doc: &mut dyn Document, spec: &SealSpec<'_>) -> Result<Unlocke
     Ok(u)
 }
 
-/// Opens a sealed document: unwraps the data key with any of `kmses`, checks the key
-/// commitment and the whole-file MAC. `expected` must be contained in the file's context.
+impl Unlocked {
+    /// Re-keys the file (FORMAT.md §10.6): a new data key and file id, wrapped for
+    /// `recipients` and proven to open, every value resealed in the current format (a format-1
+    /// file becomes format 2; the values it left in clear stay in clear), and a new MAC. Old
+    /// wrapped keys, and anyone who kept the old data key from an old copy, open none of the
+    /// values sealed from now on: this is what revokes a removed recipient.
+    ///
+    /// `padding` overrides the file's padding (format-1 files get [`values::DEFAULT_PADDING`]
+    /// unless given). The caller writes `doc` with [`Unlocked::render_checked`].
+    ///
+    /// # Errors
+    /// As [`seal`].
+    pub async fn rekey(
+        &mut self,
+        doc: &mut dyn Document,
+        recipients: &[Recipient<'_>],
+        padding: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let current = self.values(doc)?;
+        let padding = padding.or(self.meta.padding).unwrap_or(values::DEFAULT_PADDING);
+        // The same values stay in clear. A format-1 rule (any part of a dotted path) becomes the
+        // exact list of those pointers, anchored, so the resealed file leaves the same ones out.
+        let plain_keys = match (&self.meta.plain_keys, self.meta.version) {
+            (Some(_), 1) => {
+                let exact: Vec<String> = current
+                    .iter()
+                    .filter(|(p, _, _)| self.is_plain(p))
+                    .map(|(p, _, _)| regex::escape(&p.pointer()))
+                    .collect();
+                (!exact.is_empty()).then(|| exact.join("|"))
+            }
+            (rule, _) => rule.clone(),
+        };
+        let (keys, file_id, wrapped, verified) = new_keys(recipients, &self.meta.context, padding, self.engine).await?;
+        self.plain = PlainRule::compile(&plain_keys, values::VERSION as u32)?;
+        self.keys = keys;
+        self.verified = verified;
+        self.meta = Metadata {
+            version: values::VERSION as u32,
+            file_id,
+            context: self.meta.context.clone(),
+            keys: wrapped,
+            plain_keys,
+            padding: Some(padding),
+            commitment: self.keys.commitment_hex(),
+            mac: String::new(),
+            created: self.meta.created.clone(),
+            modified: None,
+        };
+        for (i, (path, ty, v)) in current.into_iter().enumerate() {
+            self.seal_entry(doc, Some(i), &path, ty, v.expose_secret())?;
+        }
+        self.finish(doc)
+    }
+}
+
+/// Opens a sealed document: the entries `trust` permits are tried in order until one unwraps
+/// and passes the key commitment (FORMAT.md §10.1), then the whole-file MAC is checked.
+/// `expected` must be contained in the file's context (checked before any KMS call).
 ///
 /// # Errors
-/// [`StoreError::NotSealed`]; [`FormatError::WrongContext`]; KMS errors;
-/// [`FormatError::CommitmentMismatch`]; [`FormatError::MacMismatch`].
+/// [`StoreError::NotSealed`]; [`FormatError::WrongContext`]; the errors of
+/// [`entries::unwrap_verified`] (KMS errors, [`envseal_core::Error::KeyNotAllowed`],
+/// [`FormatError::CommitmentMismatch`], ...); [`FormatError::MacMismatch`].
 pub async fn unlock(
     doc: &dyn Document,
     kmses: &[&dyn Kms],
     expected: &EncryptionContext,
+    trust: &Trust,
     engine: Engine,
 ) -> Result<Unlocked, StoreError> {
     let meta = doc.metadata()?.ok_or(StoreError::NotSealed)?;
     if !meta.context.contains_all(expected) {
         return Err(FormatError::WrongContext.into());
     }
+    let version = u8::try_from(meta.version).map_err(|_| FormatError::UnsupportedVersion(u8::MAX))?;
     let kctx = values::kms_context(&meta.context, &meta.file_id)?;
-    let (dk, _) = envseal_core::kms::unwrap_any(kmses, &meta.keys, &kctx).await?;
-    let keys = ValueKeys::derive(engine, &dk, meta.file_id);
+    let check = |dk: &envseal_core::DataKey| -> Result<(), envseal_core::Error> {
+        Ok(ValueKeys::derive(engine, dk, meta.file_id, version, 0)?.check_commitment(&meta.commitment)?)
+    };
+    let (dk, index) = entries::unwrap_verified(kmses, &meta.keys, &kctx, trust, &check).await?;
+    let keys = ValueKeys::derive(engine, &dk, meta.file_id, version, meta.padding.unwrap_or(0))?;
     drop(dk);
-    keys.check_commitment(&meta.commitment)?;
-    let plain = compile(&meta.plain_keys)?;
-    let u = Unlocked { keys, meta, plain };
+    let plain = PlainRule::compile(&meta.plain_keys, meta.version)?;
+    let verified = meta.keys[index].clone();
+    let u = Unlocked { keys, meta, plain, verified, engine };
     let mac = u.mac(doc)?;
     if !ValueKeys::mac_matches(&mac, &u.meta.mac) {
         return Err(FormatError::MacMismatch.into());
