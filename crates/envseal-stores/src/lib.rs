@@ -252,6 +252,8 @@ pub struct Unlocked {
     /// The entry that opened the file (it unwrapped and passed the key commitment).
     verified: WrappedKey,
     engine: Engine,
+    /// A fixed `modified` time (test vectors); else the clock.
+    fixed_time: Option<String>,
 }
 
 impl Unlocked {
@@ -308,7 +310,7 @@ impl Unlocked {
 
     fn finish(&mut self, doc: &mut dyn Document) -> Result<(), StoreError> {
         self.meta.mac = self.mac(doc)?;
-        self.meta.modified = Some(now());
+        self.meta.modified = Some(self.fixed_time.clone().unwrap_or_else(now));
         doc.set_metadata(Some(&self.meta))
     }
 
@@ -533,7 +535,7 @@ pub async fn seal(doc: &mut dyn Document, spec: &SealSpec<'_>) -> Result<Unlocke
         created: Some(now()),
         modified: None,
     };
-    let mut u = Unlocked { keys, meta, plain, verified, engine: spec.engine };
+    let mut u = Unlocked { keys, meta, plain, verified, engine: spec.engine, fixed_time: None };
     for (i, e) in doc.entries().into_iter().enumerate() {
         u.seal_entry(doc, Some(i), &e.path, e.ty, e.text.as_bytes())?;
     }
@@ -626,12 +628,116 @@ pub async fn unlock(
     drop(dk);
     let plain = PlainRule::compile(&meta.plain_keys, meta.version)?;
     let verified = meta.keys[index].clone();
-    let u = Unlocked { keys, meta, plain, verified, engine };
+    let u = Unlocked { keys, meta, plain, verified, engine, fixed_time: None };
     let mac = u.mac(doc)?;
     if !ValueKeys::mac_matches(&mac, &u.meta.mac) {
         return Err(FormatError::MacMismatch.into());
     }
     Ok(u)
+}
+
+/// Opens a sealed document with a data key obtained by other means (no KMS): checks the key
+/// commitment and the whole-file MAC, as [`unlock`] does after the unwrap. For the test vectors
+/// (FORMAT.md §10.7) and callers that hold the data key.
+///
+/// # Errors
+/// As [`unlock`], without the KMS errors.
+pub fn unlock_with_data_key(
+    doc: &dyn Document,
+    data_key: &envseal_core::DataKey,
+    expected: &EncryptionContext,
+    engine: Engine,
+) -> Result<Unlocked, StoreError> {
+    let meta = doc.metadata()?.ok_or(StoreError::NotSealed)?;
+    if !meta.context.contains_all(expected) {
+        return Err(FormatError::WrongContext.into());
+    }
+    let version = u8::try_from(meta.version).map_err(|_| FormatError::UnsupportedVersion(u8::MAX))?;
+    let keys = ValueKeys::derive(engine, data_key, meta.file_id, version, meta.padding.unwrap_or(0))?;
+    keys.check_commitment(&meta.commitment)?;
+    let plain = PlainRule::compile(&meta.plain_keys, meta.version)?;
+    let verified = meta.keys.first().cloned().ok_or(StoreError::Metadata("no wrapped-key entry".into()))?;
+    let u = Unlocked { keys, meta, plain, verified, engine, fixed_time: None };
+    if !ValueKeys::mac_matches(&u.mac(doc)?, &u.meta.mac) {
+        return Err(FormatError::MacMismatch.into());
+    }
+    Ok(u)
+}
+
+/// Everything [`seal`] draws at random or from the clock, fixed: for the generator of the test
+/// vectors only (FORMAT.md §10.7). Real files MUST get a fresh data key and file id.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct FixedSeal<'a> {
+    /// Format version to write (1 or 2).
+    pub version: u8,
+    /// The data key.
+    pub data_key: &'a envseal_core::DataKey,
+    /// The file id.
+    pub file_id: [u8; values::FILE_ID_LEN],
+    /// The entries to record (not checked: no KMS is involved).
+    pub keys: Vec<WrappedKey>,
+    /// The context.
+    pub context: EncryptionContext,
+    /// The plain-keys rule.
+    pub plain_keys: Option<String>,
+    /// The padding (format 2).
+    pub padding: u32,
+    /// `created` and `modified`.
+    pub time: String,
+}
+
+/// [`seal`] with fixed inputs, for the test-vector generator.
+///
+/// # Errors
+/// As [`seal`].
+#[doc(hidden)]
+pub fn seal_fixed(doc: &mut dyn Document, f: FixedSeal<'_>) -> Result<Unlocked, StoreError> {
+    let padding = (f.version >= 2).then_some(f.padding);
+    let keys = ValueKeys::derive(Engine::default(), f.data_key, f.file_id, f.version, f.padding)?;
+    let meta = Metadata {
+        version: f.version as u32,
+        file_id: f.file_id,
+        context: f.context,
+        keys: f.keys.clone(),
+        plain_keys: f.plain_keys.clone(),
+        padding,
+        commitment: keys.commitment_hex(),
+        mac: String::new(),
+        created: Some(f.time.clone()),
+        modified: None,
+    };
+    let plain = PlainRule::compile(&f.plain_keys, f.version as u32)?;
+    let verified = f.keys.first().cloned().ok_or(StoreError::Metadata("no wrapped-key entry".into()))?;
+    let mut u = Unlocked { keys, meta, plain, verified, engine: Engine::default(), fixed_time: Some(f.time) };
+    for (i, e) in doc.entries().into_iter().enumerate() {
+        u.seal_entry(doc, Some(i), &e.path, e.ty, e.text.as_bytes())?;
+    }
+    u.finish(doc)?;
+    Ok(u)
+}
+
+impl Unlocked {
+    /// Recomputes the MAC over `doc` as it is, with `modified` set to `time` (test-vector
+    /// generator: a defect made with the keys, that only authentication of the value catches).
+    ///
+    /// # Errors
+    /// [`StoreError::UnsealedValue`].
+    #[doc(hidden)]
+    pub fn remac(&mut self, doc: &mut dyn Document, time: &str) -> Result<(), StoreError> {
+        self.fixed_time = Some(time.to_string());
+        self.finish(doc)
+    }
+
+    /// Seals `plaintext` for `path` with this file's keys, without storing it (test-vector
+    /// generator).
+    ///
+    /// # Errors
+    /// As [`ValueKeys::seal`].
+    #[doc(hidden)]
+    pub fn seal_text(&self, path: &KeyPath, ty: ValueType, plaintext: &[u8]) -> Result<String, StoreError> {
+        Ok(self.keys.seal(path, ty, plaintext)?)
+    }
 }
 
 /// Parses a user's key argument: `a.b[0].c`, or a JSON pointer `/a/b/0/c`.

@@ -15,6 +15,8 @@ use envseal_core::{DataKey, EncryptionContext, Engine, WrappedKey};
 
 use crate::{EXPECT_OK, Format, Vector};
 
+mod values;
+
 /// One generated vector and its path relative to the vector folder
 /// (`container/NAME.json` or `field/NAME.json`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub fn cases() -> Vec<Case> {
     let mut b = Builder::default();
     container_cases(&mut b);
     field_cases(&mut b);
+    values::text_cases(&mut b);
+    values::value_cases(&mut b);
     b.cases
 }
 
@@ -160,6 +164,7 @@ impl Builder {
             plaintext,
             expect,
             error_index,
+            file_format: None,
         };
         self.cases.push(Case { path, vector });
     }
@@ -508,6 +513,16 @@ fn container_parse_cases(b: &mut Builder, base: &Container, uni: &Container) {
         "limit_backend_name_length",
         &format!("Backend name length (offset {}) set to 33, above the maximum of 32.", l.backend_len),
         c.input_with(|s| s[l.backend_len] = 33),
+        Outcome::Err("LimitExceeded"),
+    );
+    b.container(
+        "limit_backend_name_empty",
+        &format!(
+            "Backend name length (offset {}) set to 0, below the minimum of 1 (FORMAT.md §2.4: a length outside 1..=32 \
+             is LimitExceeded, checked before anything else of the entry is read).",
+            l.backend_len
+        ),
+        c.input_with(|s| s[l.backend_len] = 0),
         Outcome::Err("LimitExceeded"),
     );
     b.container(
@@ -972,6 +987,12 @@ fn field_cases(b: &mut Builder) {
         "limit_backend_name_length",
         &format!("Backend name length (offset {}) set to 33, above the maximum of 32.", l.backend_len),
         c.input_with(|s| s[l.backend_len] = 33),
+        Outcome::Err("LimitExceeded"),
+    );
+    b.field(
+        "limit_backend_name_empty",
+        &format!("Backend name length (offset {}) set to 0, below the minimum of 1.", l.backend_len),
+        c.input_with(|s| s[l.backend_len] = 0),
         Outcome::Err("LimitExceeded"),
     );
     b.field(

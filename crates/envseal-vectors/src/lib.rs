@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod generate;
 
-/// The two sealed formats a vector can hold (FORMAT.md §4 and §5).
+/// The sealed forms a vector can hold (FORMAT.md §4, §5, §5.6 and §10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
@@ -23,6 +23,11 @@ pub enum Format {
     Container,
     /// The field envelope (byte form).
     Field,
+    /// The field envelope's text form (`esf1:...`; `sealed` holds the text's UTF-8 bytes).
+    Text,
+    /// A value-level .env/JSON/YAML file (`sealed` holds the file's bytes, `plaintext` the
+    /// opened file's; `file_format` says which).
+    Values,
 }
 
 impl Format {
@@ -31,11 +36,13 @@ impl Format {
         match self {
             Format::Container => "container",
             Format::Field => "field",
+            Format::Text => "text",
+            Format::Values => "values",
         }
     }
 
     /// Every format, in folder order.
-    pub const ALL: [Format; 2] = [Format::Container, Format::Field];
+    pub const ALL: [Format; 4] = [Format::Container, Format::Field, Format::Text, Format::Values];
 }
 
 /// The `expect` value of a vector that must open.
@@ -69,6 +76,9 @@ pub struct Vector {
     /// complete chunks read. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_index: Option<u64>,
+    /// For `values` vectors: `dotenv`, `json` or `yaml`. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_format: Option<String>,
 }
 
 /// A failed opening, reduced to what vectors compare: the error's name and its index, if any.
@@ -207,6 +217,19 @@ impl Vector {
         let res = match self.format {
             Format::Container => open_container(engine, &dk, &ctx, &self.sealed, mode),
             Format::Field => open_field(engine, &dk, &ctx, &self.sealed),
+            Format::Text => match std::str::from_utf8(&self.sealed) {
+                Ok(t) => envseal_core::envelope::from_text(t).and_then(|b| open_field(engine, &dk, &ctx, &b)),
+                Err(_) => Err(FormatError::Malformed("text is not UTF-8").into()),
+            },
+            Format::Values => {
+                let format = match self.file_format.as_deref() {
+                    Some("dotenv") => envseal_stores::Format::Dotenv,
+                    Some("json") => envseal_stores::Format::Json,
+                    Some("yaml") => envseal_stores::Format::Yaml,
+                    other => return Err(InvalidVector(format!("file_format {other:?}"))),
+                };
+                return Ok(open_values(engine, &dk, &ctx, &self.sealed, format));
+            }
         };
         Ok(res.map_err(|e| failure_of(&e)))
     }
@@ -330,6 +353,37 @@ fn open_field(engine: Engine, dk: &DataKey, context: &EncryptionContext, sealed:
     let env = Envelope::parse(sealed)?;
     let key = FieldKey::for_opening(engine, dk, *env.salt);
     Ok(key.open(&env, context)?.expose_secret().to_vec())
+}
+
+/// Opens a value-level file with its data key (FORMAT.md §10 without the KMS step): parse, check
+/// the context, the commitment and the MAC, open every value, render the plaintext file.
+fn open_values(
+    engine: Engine,
+    dk: &DataKey,
+    expected: &EncryptionContext,
+    sealed: &[u8],
+    format: envseal_stores::Format,
+) -> Result<Vec<u8>, Failure> {
+    let run = || -> Result<Vec<u8>, envseal_stores::StoreError> {
+        let mut doc = envseal_stores::parse(format, sealed)?;
+        let u = envseal_stores::unlock_with_data_key(doc.as_ref(), dk, expected, engine)?;
+        u.decrypt(doc.as_mut())?;
+        Ok(doc.render())
+    };
+    run().map_err(|e| failure_of_store(&e))
+}
+
+/// The name under which value-level vectors record a store error: core errors by their own
+/// name; invalid metadata and a value left in clear against the rule are `Malformed`; a file
+/// without metadata or that does not parse is `NotSealed`.
+pub fn failure_of_store(error: &envseal_stores::StoreError) -> Failure {
+    use envseal_stores::StoreError as S;
+    match error {
+        S::Core(e) => failure_of(e),
+        S::Metadata(_) | S::UnsealedValue(_) | S::BadRegex(_) => Failure { name: "Malformed", index: None },
+        S::NotSealed | S::Parse { .. } => Failure { name: "NotSealed", index: None },
+        _ => Failure { name: "UnknownError", index: None },
+    }
 }
 
 /// The default vector folder: `testdata/vectors` at the repository root.
@@ -480,6 +534,7 @@ mod tests {
             plaintext: None,
             expect: "ChunkTampered".into(),
             error_index: Some(3),
+            file_format: None,
         }
     }
 
