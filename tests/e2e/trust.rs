@@ -228,3 +228,120 @@ fn issue12_plain_keys_match_whole_pointers() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/PUBLIC_URL"), "values left in clear are listed: {stderr}");
 }
+
+/// `envseal rekey`: a new data key and file id (value-level) or salt (container) for the same
+/// recipients; the old entry opens nothing of the result.
+#[test]
+fn rekey_gives_new_keys_and_shuts_out_old_entries() {
+    let s = Sandbox::new();
+    s.seal("app.env", "A=secret-alpha\nB=secret-bravo\n");
+    let before = s.text("app.env");
+    s.write("blob.bin", random_bytes(200_000, 3));
+    s.ok(&["encrypt", "blob.bin", "-o", "blob.sealed"]);
+    let bin_before = s.read("blob.sealed");
+    let out = s.ok(&["rekey", "app.env", "blob.sealed", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rekeyed"].as_array().unwrap().len(), 2, "{v}");
+    let after = s.text("app.env");
+    assert_ne!(meta_line(&before, "FILE_ID"), meta_line(&after, "FILE_ID"));
+    assert_eq!(s.decrypt("app.env"), b"A=secret-alpha\nB=secret-bravo\n");
+    assert_eq!(s.ok(&["decrypt", "blob.sealed"]).stdout, random_bytes(200_000, 3));
+    // The old entry spliced into the new file opens nothing.
+    s.write("spliced.env", after.replace(meta_line(&after, "KEY"), meta_line(&before, "KEY")));
+    let out = s.run(&["decrypt", "spliced.env"]);
+    assert!(!out.status.success());
+    assert!(!contains(&out.stdout, b"secret-alpha"));
+    let bin_after = s.read("blob.sealed");
+    assert_ne!(bin_before[15..47], bin_after[15..47], "new salt");
+    // A damaged container is not re-keyed, and stays as it was.
+    let mut bad = bin_after.clone();
+    let n = bad.len();
+    bad[n - 5] ^= 1;
+    s.write("bad.sealed", &bad);
+    s.fails(&["rekey", "bad.sealed"], 7);
+    assert_eq!(s.read("bad.sealed"), bad);
+}
+
+/// A file sealed in format 1 (by an earlier envseal) opens, keeps format 1 on `set` (one line
+/// changes), and moves to format 2 on `rekey`, keeping the same values in clear.
+#[test]
+fn format1_files_still_work_and_rekey_upgrades_them() {
+    let s = Sandbox::new();
+    s.ok(&["init"]);
+    let kms = local(&s.home);
+    let file_id = [9u8; 32];
+    let kctx = envseal_core::values::kms_context(&EncryptionContext::new(), &file_id).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let g = rt.block_on(envseal_core::Kms::generate_data_key(&kms, "alias/default", &kctx)).unwrap();
+    let mut doc = envseal_stores::parse(
+        envseal_stores::Format::Dotenv,
+        b"PUBLIC_URL=https://example.test\nPUBLIC_cfg_PASSWORD=hunter2\nSECRET=s3cret\n",
+    )
+    .unwrap();
+    envseal_stores::seal_fixed(
+        doc.as_mut(),
+        envseal_stores::FixedSeal {
+            version: 1,
+            data_key: &g.data_key,
+            file_id,
+            keys: vec![g.wrapped],
+            context: EncryptionContext::new(),
+            plain_keys: Some("^PUBLIC_URL".into()),
+            padding: 0,
+            time: "2026-11-01T00:00:00Z".into(),
+        },
+    )
+    .unwrap();
+    s.write("old.env", doc.render());
+    assert!(s.text("old.env").contains("ENC[v1:s:"));
+    assert_eq!(s.ok(&["get", "old.env", "SECRET"]).stdout, b"s3cret");
+    let before = s.read("old.env");
+    s.ok(&["set", "old.env", "SECRET", "n3w"]);
+    let changed = changed_lines(&before, &s.read("old.env"));
+    assert!(changed.iter().any(|l| l.starts_with("SECRET=ENC[v1:s:")), "{changed:?}");
+    s.ok(&["rekey", "old.env"]);
+    let text = s.text("old.env");
+    assert!(text.contains("#ENVSEAL_VERSION=2") && !text.contains("ENC[v1:"), "{text}");
+    assert!(text.contains("PUBLIC_URL=https://example.test\n"), "the same value stays in clear: {text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert_eq!(
+        s.decrypt("old.env"),
+        b"PUBLIC_URL=https://example.test\nPUBLIC_cfg_PASSWORD=hunter2\nSECRET=n3w\n"
+    );
+}
+
+/// `--remove-key` on a container proves a remaining entry opens it; `--no-rekey` keeps the data
+/// key of a value-level file; `--allow-key` limits which entries a rewrap sends to the KMS.
+#[test]
+fn remove_key_variants() {
+    let s = Sandbox::new();
+    s.ok(&["keys", "create", "--alias", "alias/two"]);
+    s.write("b.bin", random_bytes(5000, 4));
+    s.ok(&["encrypt", "b.bin", "--kms", "local:,local:#alias/two"]);
+    let i = s.inspect("b.bin");
+    let first = i["keys"][0]["key_id"].as_str().unwrap().to_string();
+    s.ok(&["rewrap", "b.bin", "--remove-key", &first]);
+    assert_eq!(s.inspect("b.bin")["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(s.ok(&["decrypt", "b.bin"]).stdout, random_bytes(5000, 4));
+
+    s.write("v.env", "A=1\n");
+    s.ok(&["encrypt", "v.env", "--kms", "local:,local:#alias/two"]);
+    let before = s.text("v.env");
+    let id = s.inspect("v.env")["keys"][0]["key_id"].as_str().unwrap().to_string();
+    s.ok(&["rewrap", "v.env", "--remove-key", &id, "--no-rekey"]);
+    let after = s.text("v.env");
+    assert_eq!(meta_line(&before, "FILE_ID"), meta_line(&after, "FILE_ID"), "no re-key");
+    assert_eq!(s.decrypt("v.env"), b"A=1\n");
+
+    // Only entries of the allowed key reach the KMS: the other is left as it is.
+    s.ok(&["keys", "rotate", "alias/default"]);
+    s.ok(&["keys", "rotate", "alias/two"]);
+    s.write("w.env", "B=2\n");
+    s.ok(&["encrypt", "w.env", "--kms", "local:,local:#alias/two"]);
+    s.ok(&["keys", "rotate", "alias/default"]);
+    s.ok(&["keys", "rotate", "alias/two"]);
+    s.ok(&["rewrap", "w.env", "--to-latest", "--allow-key", "local:#alias/two"]);
+    let keys = s.inspect("w.env")["keys"].clone();
+    let versions: Vec<&str> = keys.as_array().unwrap().iter().map(|k| k["key_version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["2", "3"], "{keys}");
+}
