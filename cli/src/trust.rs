@@ -77,6 +77,11 @@ fn parse_allowed(spec: &str) -> Result<(Uri, Option<String>)> {
     Ok((parsed, key))
 }
 
+/// Whether a URI names its key itself (Vault, Alibaba, PKCS#11).
+fn names_key(uri: &Uri) -> bool {
+    matches!(uri, Uri::Vault(_) | Uri::Alibaba(_) | Uri::Pkcs11(_))
+}
+
 /// Resolves one allowed key to the canonical id its backend records in entries (a read-only
 /// describe call; aliases become key ids). Without a key, a URI that names one (Vault, Alibaba,
 /// PKCS#11) allows that key, and `local:`/`aws-kms:` allow every key of the backend. A backend
@@ -84,8 +89,7 @@ fn parse_allowed(spec: &str) -> Result<(Uri, Option<String>)> {
 /// record exactly that id.
 async fn resolve(uri: &Uri, key: Option<&str>, opened: &mut Vec<(Uri, Arc<dyn Kms>)>) -> Result<AllowedKey> {
     let name = uri.backend_name();
-    let names_key = matches!(uri, Uri::Vault(_) | Uri::Alibaba(_) | Uri::Pkcs11(_));
-    if key.is_none() && !names_key {
+    if key.is_none() && !names_key(uri) {
         return Ok(AllowedKey::new(name, "*"));
     }
     // Opening a file never creates a keystore: a missing one holds none of its keys.
@@ -144,25 +148,29 @@ pub async fn for_file(path: &Path, open: &OpenOpts) -> Result<Reading> {
         allowed.push(resolve(&uri, key.as_deref(), &mut opened).await?);
         sources.push(format!("--allow-key {spec}"));
     }
-    let rule_discovers = rule.as_ref().is_some_and(|m| m.rule.discover);
     if let Some(m) = rule.as_ref().filter(|m| !open.discover && !m.rule.discover && m.rule.names_keys()) {
         let default_kms = [backend::DEFAULT_URI.to_string()];
         let uris = if m.rule.kms.is_empty() { &default_kms[..] } else { &m.rule.kms[..] };
-        for u in uris.iter().chain(&m.rule.allow) {
+        for u in uris {
             let (uri, key) = parse_allowed(u)?;
-            // A rule's `kms` entry without a key uses the rule's key (as sealing does).
-            let key = key.or_else(|| (!m.rule.allow.contains(u)).then(|| m.rule.key.clone()).flatten());
-            let key = key.or_else(|| (!m.rule.allow.contains(u)).then(|| backend::DEFAULT_KEY.to_string()));
+            // As sealing picks the key: `URI#KEY`, else the key the URI names, else the rule's
+            // key, else the default.
+            let key = match key {
+                Some(k) => Some(k),
+                None if names_key(&uri) => None,
+                None => Some(m.rule.key.clone().unwrap_or_else(|| backend::DEFAULT_KEY.to_string())),
+            };
+            allowed.push(resolve(&uri, key.as_deref(), &mut opened).await?);
+        }
+        for u in &m.rule.allow {
+            let (uri, key) = parse_allowed(u)?;
             allowed.push(resolve(&uri, key.as_deref(), &mut opened).await?);
         }
         let file = config.as_ref().map(|c| c.display().to_string()).unwrap_or_default();
         sources.push(format!("rule #{} of {file}", m.index + 1));
     }
-    let trust = if open.discover || (allowed.is_empty()) || (rule_discovers && open.allow_key.is_empty()) {
-        Trust::Discovery
-    } else {
-        Trust::Allow(allowed)
-    };
+    // `--discover` wins; a rule with `discover = true` contributed no keys above.
+    let trust = if open.discover || allowed.is_empty() { Trust::Discovery } else { Trust::Allow(allowed) };
     let source = if trust.is_strict() { sources.join(", ") } else { "discovery".to_string() };
     Ok(Reading { expected, trust, source, opened })
 }

@@ -143,7 +143,7 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
         };
         let u = envseal_stores::seal(doc.as_mut(), &spec).await?;
         let bytes = u.render_checked(doc.as_ref())?;
-        let clear = u.plain_pointers(doc.as_ref());
+        let clear = if s.plain_keys.is_some() { u.plain_pointers(doc.as_ref()) } else { Vec::new() };
         fsio::write_output(&out_path, &bytes, 0o644)?;
         let total = doc.entries().len();
         if let Some(rule) = &s.plain_keys {

@@ -314,10 +314,12 @@ impl Unlocked {
         doc.set_metadata(Some(&self.meta))
     }
 
-    /// Renders `doc` and proves that the bytes open with this file's keys before anyone writes
-    /// them: the metadata reads back as it is, the whole-file MAC verifies, every value opens to
-    /// the plaintext `doc` holds, and the verified entry that opened the file is still among the
-    /// entries. Writers (`set`, `unset`, `edit`, `encrypt`) write only what this returns.
+    /// Renders `doc` and proves that the bytes read back as this file before anyone writes them:
+    /// they parse, the metadata (entries, commitment, MAC) reads back as it is, the verified
+    /// entry that opened the file (or that a re-key proved) is still among the entries, and
+    /// every value reads back with the exact stored text (and type) the MAC was computed over —
+    /// so the stored MAC verifies and each value opens as it did in `doc`. Writers (`set`,
+    /// `unset`, `edit`, `encrypt`, `rekey`) write only what this returns.
     ///
     /// # Errors
     /// [`StoreError::Metadata`] (an internal error) if the rendered bytes do not read back.
@@ -332,13 +334,7 @@ impl Unlocked {
         if self.opened_entry().is_none() {
             return Err(bad("lost the wrapped key that opened it"));
         }
-        if !ValueKeys::mac_matches(&self.mac(back.as_ref())?, &meta.mac) {
-            return Err(bad("does not pass its MAC"));
-        }
-        let (a, b) = (self.values(doc)?, self.values(back.as_ref())?);
-        if a.len() != b.len()
-            || a.iter().zip(&b).any(|(x, y)| x.0 != y.0 || x.1 != y.1 || x.2.expose_secret() != y.2.expose_secret())
-        {
+        if back.entries() != doc.entries() {
             return Err(bad("does not read back to the same values"));
         }
         Ok(bytes)
