@@ -267,15 +267,7 @@ pub async fn unwrap_verified(
         attempts.push(attempt(index, e, Error::KeyNotAllowed { backend: e.backend.clone(), key_id: e.key_id.clone() }));
     }
     for (index, entry) in entries.iter().enumerate().filter(|(_, e)| trust.permits(e)) {
-        let Some(kms) = kmses.iter().find(|k| k.backend() == entry.backend) else {
-            attempts.push(attempt(index, entry, Error::NoBackend { backend: entry.backend.clone() }));
-            continue;
-        };
-        let opened = match unwrap_bound(*kms, entry, kms_context, index).await {
-            Ok(dk) => check(&dk).map(|()| dk),
-            Err(e) => Err(e),
-        };
-        match opened {
+        match try_entry(kmses, entry, index, kms_context, check).await {
             Ok(dk) => return Ok((dk, index)),
             Err(e) => attempts.push(attempt(index, entry, e)),
         }
@@ -299,16 +291,26 @@ pub async fn verify_each(
 ) -> Vec<(usize, Result<(), Error>)> {
     let mut out = Vec::new();
     for (index, entry) in entries.iter().enumerate().filter(|(_, e)| trust.permits(e)) {
-        let r = match kmses.iter().find(|k| k.backend() == entry.backend) {
-            None => Err(Error::NoBackend { backend: entry.backend.clone() }),
-            Some(kms) => match unwrap_bound(*kms, entry, kms_context, index).await {
-                Ok(dk) => check(&dk),
-                Err(e) => Err(e),
-            },
-        };
-        out.push((index, r));
+        out.push((index, try_entry(kmses, entry, index, kms_context, check).await.map(drop)));
     }
     out
+}
+
+/// One entry through the KMS of its backend, the label check and `check`.
+async fn try_entry(
+    kmses: &[&dyn Kms],
+    entry: &WrappedKey,
+    index: usize,
+    kms_context: &EncryptionContext,
+    check: &Check<'_>,
+) -> Result<DataKey, Error> {
+    let kms = kmses
+        .iter()
+        .find(|k| k.backend() == entry.backend)
+        .ok_or_else(|| Error::NoBackend { backend: entry.backend.clone() })?;
+    let dk = unwrap_bound(*kms, entry, kms_context, index).await?;
+    check(&dk)?;
+    Ok(dk)
 }
 
 /// Whether an error says something about the entry itself (it is not a valid wrap of the

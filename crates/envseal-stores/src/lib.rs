@@ -622,11 +622,21 @@ pub async fn unlock(
     let (dk, index) = entries::unwrap_verified(kmses, &meta.keys, &kctx, trust, &check).await?;
     let keys = ValueKeys::derive(engine, &dk, meta.file_id, version, meta.padding.unwrap_or(0))?;
     drop(dk);
-    let plain = PlainRule::compile(&meta.plain_keys, meta.version)?;
     let verified = meta.keys[index].clone();
+    checked_mac(doc, keys, meta, verified, engine)
+}
+
+/// The last step of opening: the whole-file MAC, with the keys whose commitment was checked.
+fn checked_mac(
+    doc: &dyn Document,
+    keys: ValueKeys,
+    meta: Metadata,
+    verified: WrappedKey,
+    engine: Engine,
+) -> Result<Unlocked, StoreError> {
+    let plain = PlainRule::compile(&meta.plain_keys, meta.version)?;
     let u = Unlocked { keys, meta, plain, verified, engine, fixed_time: None };
-    let mac = u.mac(doc)?;
-    if !ValueKeys::mac_matches(&mac, &u.meta.mac) {
+    if !ValueKeys::mac_matches(&u.mac(doc)?, &u.meta.mac) {
         return Err(FormatError::MacMismatch.into());
     }
     Ok(u)
@@ -651,13 +661,8 @@ pub fn unlock_with_data_key(
     let version = u8::try_from(meta.version).map_err(|_| FormatError::UnsupportedVersion(u8::MAX))?;
     let keys = ValueKeys::derive(engine, data_key, meta.file_id, version, meta.padding.unwrap_or(0))?;
     keys.check_commitment(&meta.commitment)?;
-    let plain = PlainRule::compile(&meta.plain_keys, meta.version)?;
     let verified = meta.keys.first().cloned().ok_or(StoreError::Metadata("no wrapped-key entry".into()))?;
-    let u = Unlocked { keys, meta, plain, verified, engine, fixed_time: None };
-    if !ValueKeys::mac_matches(&u.mac(doc)?, &u.meta.mac) {
-        return Err(FormatError::MacMismatch.into());
-    }
-    Ok(u)
+    checked_mac(doc, keys, meta, verified, engine)
 }
 
 /// Everything [`seal`] draws at random or from the clock, fixed: for the generator of the test
