@@ -304,10 +304,7 @@ fn format1_files_still_work_and_rekey_upgrades_them() {
     assert!(text.contains("#ENVSEAL_VERSION=2") && !text.contains("ENC[v1:"), "{text}");
     assert!(text.contains("PUBLIC_URL=https://example.test\n"), "the same value stays in clear: {text}");
     assert!(!text.contains("hunter2"), "{text}");
-    assert_eq!(
-        s.decrypt("old.env"),
-        b"PUBLIC_URL=https://example.test\nPUBLIC_cfg_PASSWORD=hunter2\nSECRET=n3w\n"
-    );
+    assert_eq!(s.decrypt("old.env"), b"PUBLIC_URL=https://example.test\nPUBLIC_cfg_PASSWORD=hunter2\nSECRET=n3w\n");
 }
 
 /// `--remove-key` on a container proves a remaining entry opens it; `--no-rekey` keeps the data

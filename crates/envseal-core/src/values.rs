@@ -259,6 +259,8 @@ pub fn check_padding(padding: u32) -> Result<(), FormatError> {
 pub struct MacBuilder {
     mac: hmac::Hmac<sha2::Sha256>,
     count: u64,
+    /// One entry's encoding, reused.
+    buf: Vec<u8>,
 }
 
 impl MacBuilder {
@@ -266,13 +268,14 @@ impl MacBuilder {
     /// file (the `ENC[...]` text for sealed entries, the value for plain ones).
     pub fn entry(&mut self, path: &KeyPath, sealed: bool, ty: ValueType, stored: &str) {
         use hmac::Mac;
-        let mut b = Vec::with_capacity(32 + stored.len());
-        path.encode_into(&mut b);
+        let b = &mut self.buf;
+        b.clear();
+        path.encode_into(b);
         b.push(sealed as u8);
         b.push(ty.code() as u8);
         b.extend_from_slice(&(stored.len() as u64).to_be_bytes());
-        b.extend_from_slice(stored.as_bytes());
-        self.mac.update(&b);
+        self.mac.update(b);
+        self.mac.update(stored.as_bytes());
         self.count += 1;
     }
 
@@ -445,7 +448,7 @@ impl ValueKeys {
         mac.update(&self.file_id);
         mac.update(&(header.len() as u64).to_be_bytes());
         mac.update(header);
-        MacBuilder { mac, count: 0 }
+        MacBuilder { mac, count: 0, buf: Vec::with_capacity(64) }
     }
 
     /// Checks a computed MAC against the stored one in constant time.

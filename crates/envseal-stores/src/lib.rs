@@ -254,6 +254,8 @@ pub struct Unlocked {
     engine: Engine,
     /// A fixed `modified` time (test vectors); else the clock.
     fixed_time: Option<String>,
+    /// The entries the last MAC was computed over (what `render_checked` must read back).
+    maced: Option<Vec<Entry>>,
 }
 
 impl Unlocked {
@@ -274,8 +276,13 @@ impl Unlocked {
 
     /// The MAC over the document's stored entries.
     fn mac(&self, doc: &dyn Document) -> Result<String, StoreError> {
+        self.mac_of(&doc.entries())
+    }
+
+    /// The MAC over these entries (in document order).
+    fn mac_of(&self, entries: &[Entry]) -> Result<String, StoreError> {
         let mut m = self.keys.mac(&self.meta.mac_header());
-        for e in doc.entries() {
+        for e in entries {
             let sealed = !self.is_plain(&e.path);
             if sealed && !(e.ty == ValueType::Str && values::is_sealed(&e.text)) {
                 return Err(StoreError::UnsealedValue(e.path.display()));
@@ -309,8 +316,10 @@ impl Unlocked {
     }
 
     fn finish(&mut self, doc: &mut dyn Document) -> Result<(), StoreError> {
-        self.meta.mac = self.mac(doc)?;
+        let entries = doc.entries();
+        self.meta.mac = self.mac_of(&entries)?;
         self.meta.modified = Some(self.fixed_time.clone().unwrap_or_else(now));
+        self.maced = Some(entries);
         doc.set_metadata(Some(&self.meta))
     }
 
@@ -334,7 +343,11 @@ impl Unlocked {
         if self.opened_entry().is_none() {
             return Err(bad("lost the wrapped key that opened it"));
         }
-        if back.entries() != doc.entries() {
+        let same = match &self.maced {
+            Some(maced) => back.entries() == *maced,
+            None => back.entries() == doc.entries(),
+        };
+        if !same {
             return Err(bad("does not read back to the same values"));
         }
         Ok(bytes)
@@ -531,7 +544,7 @@ pub async fn seal(doc: &mut dyn Document, spec: &SealSpec<'_>) -> Result<Unlocke
         created: Some(now()),
         modified: None,
     };
-    let mut u = Unlocked { keys, meta, plain, verified, engine: spec.engine, fixed_time: None };
+    let mut u = Unlocked { keys, meta, plain, verified, engine: spec.engine, fixed_time: None, maced: None };
     for (i, e) in doc.entries().into_iter().enumerate() {
         u.seal_entry(doc, Some(i), &e.path, e.ty, e.text.as_bytes())?;
     }
@@ -635,7 +648,7 @@ fn checked_mac(
     engine: Engine,
 ) -> Result<Unlocked, StoreError> {
     let plain = PlainRule::compile(&meta.plain_keys, meta.version)?;
-    let u = Unlocked { keys, meta, plain, verified, engine, fixed_time: None };
+    let u = Unlocked { keys, meta, plain, verified, engine, fixed_time: None, maced: None };
     if !ValueKeys::mac_matches(&u.mac(doc)?, &u.meta.mac) {
         return Err(FormatError::MacMismatch.into());
     }
@@ -710,7 +723,8 @@ pub fn seal_fixed(doc: &mut dyn Document, f: FixedSeal<'_>) -> Result<Unlocked, 
     };
     let plain = PlainRule::compile(&f.plain_keys, f.version as u32)?;
     let verified = f.keys.first().cloned().ok_or(StoreError::Metadata("no wrapped-key entry".into()))?;
-    let mut u = Unlocked { keys, meta, plain, verified, engine: Engine::default(), fixed_time: Some(f.time) };
+    let mut u =
+        Unlocked { keys, meta, plain, verified, engine: Engine::default(), fixed_time: Some(f.time), maced: None };
     for (i, e) in doc.entries().into_iter().enumerate() {
         u.seal_entry(doc, Some(i), &e.path, e.ty, e.text.as_bytes())?;
     }

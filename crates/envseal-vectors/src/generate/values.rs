@@ -5,7 +5,6 @@ use envseal_core::envelope::to_text;
 use envseal_core::values::{KeyPath, ValueType};
 use envseal_stores::{Document, FixedSeal, Unlocked};
 
-
 use super::{Builder, Ctx, FIELD_DK, Input, Outcome, ctx, encryption_context, entry, seal_field, seq};
 use crate::Format;
 
@@ -145,7 +144,14 @@ struct Sealed {
     context: Ctx,
 }
 
-fn seal(format: envseal_stores::Format, text: &str, version: u8, plain_keys: Option<&str>, padding: u32, context: &Ctx) -> Sealed {
+fn seal(
+    format: envseal_stores::Format,
+    text: &str,
+    version: u8,
+    plain_keys: Option<&str>,
+    padding: u32,
+    context: &Ctx,
+) -> Sealed {
     // JSON layout is not kept (the reference writer pretty-prints): start from its rendering, so
     // that the opened file is byte-identical to the plaintext.
     let normalized;
@@ -203,8 +209,13 @@ impl Sealed {
         let mut doc = parse(self.format, &self.text());
         let dk = envseal_core::DataKey::from_bytes(seq(VALUES_DK));
         // Invariant: the sealed fixture opens with its own data key.
-        let mut u = envseal_stores::unlock_with_data_key(doc.as_ref(), &dk, &encryption_context(&self.context), envseal_core::Engine::default())
-            .expect("fixture opens");
+        let mut u = envseal_stores::unlock_with_data_key(
+            doc.as_ref(),
+            &dk,
+            &encryption_context(&self.context),
+            envseal_core::Engine::default(),
+        )
+        .expect("fixture opens");
         change(doc.as_mut(), &u);
         // Invariant: the changed documents still hold only sealed values where sealed ones belong.
         u.remac(doc.as_mut(), TIME).expect("remac");
@@ -243,7 +254,13 @@ pub(super) fn value_cases(b: &mut Builder) {
         env2p.ok(),
     );
     let env0 = seal(F::Dotenv, DOTENV, 2, None, 0, &none);
-    env0.push(b, "ok_dotenv_v2_padding_0", "Format 2 with padding 0: only the marker byte pads.", env0.text(), env0.ok());
+    env0.push(
+        b,
+        "ok_dotenv_v2_padding_0",
+        "Format 2 with padding 0: only the marker byte pads.",
+        env0.text(),
+        env0.ok(),
+    );
     let json2 = seal(F::Json, JSON, 2, None, 32, &none);
     json2.push(
         b,
@@ -281,7 +298,13 @@ pub(super) fn value_cases(b: &mut Builder) {
         env1.ok(),
     );
     let json1 = seal(F::Json, JSON, 1, None, 0, &none);
-    json1.push(b, "ok_json_v1", "A JSON file in format 1: `ENC[v1:n:...]`, `ENC[v1:b:...]` and so on.", json1.text(), json1.ok());
+    json1.push(
+        b,
+        "ok_json_v1",
+        "A JSON file in format 1: `ENC[v1:n:...]`, `ENC[v1:b:...]` and so on.",
+        json1.text(),
+        json1.ok(),
+    );
     let yaml1 = seal(F::Yaml, YAML, 1, None, 0, &none);
     yaml1.push(b, "ok_yaml_v1", "A YAML file in format 1.", yaml1.text(), yaml1.ok());
 
@@ -299,7 +322,13 @@ pub(super) fn value_cases(b: &mut Builder) {
         v[empty] = lines[empty].replace(&c, &a);
         v.concat()
     };
-    env2.push(b, "mac_mismatch_values_swapped", "The values of DB_HOST and EMPTY swapped (both ciphertexts intact).", swapped, Outcome::Err("MacMismatch"));
+    env2.push(
+        b,
+        "mac_mismatch_values_swapped",
+        "The values of DB_HOST and EMPTY swapped (both ciphertexts intact).",
+        swapped,
+        Outcome::Err("MacMismatch"),
+    );
     env2.push(
         b,
         "mac_mismatch_line_removed",
@@ -309,11 +338,23 @@ pub(super) fn value_cases(b: &mut Builder) {
     );
     let mut v: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     v[mac] = flip_hex_digit(lines[mac]);
-    env2.push(b, "mac_mismatch_mac_edited", "One hex digit of the MAC changed.", v.concat(), Outcome::Err("MacMismatch"));
+    env2.push(
+        b,
+        "mac_mismatch_mac_edited",
+        "One hex digit of the MAC changed.",
+        v.concat(),
+        Outcome::Err("MacMismatch"),
+    );
     let com = lines.iter().position(|l| l.starts_with("#ENVSEAL_COMMITMENT=")).unwrap_or(0);
     let mut v: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     v[com] = flip_hex_digit(lines[com]);
-    env2.push(b, "commitment_mismatch_edited", "One hex digit of the commitment changed.", v.concat(), Outcome::Err("CommitmentMismatch"));
+    env2.push(
+        b,
+        "commitment_mismatch_edited",
+        "One hex digit of the commitment changed.",
+        v.concat(),
+        Outcome::Err("CommitmentMismatch"),
+    );
     let mut v: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     v[com] = lines[com].to_uppercase();
     env2.push(
@@ -354,13 +395,25 @@ pub(super) fn value_cases(b: &mut Builder) {
         let s = env2.stored(&host_path).replacen("ENC[v2:", "ENC[v02:", 1);
         set_sealed(doc, &host_path, &s);
     });
-    env2.push(b, "malformed_value_version_v02", "`ENC[v02:` (non-canonical version digits), MAC recomputed.", v02, Outcome::Err("Malformed"));
+    env2.push(
+        b,
+        "malformed_value_version_v02",
+        "`ENC[v02:` (non-canonical version digits), MAC recomputed.",
+        v02,
+        Outcome::Err("Malformed"),
+    );
     let padded = env2.with_keys(|doc, _| {
         let s = env2.stored(&host_path);
         let s = format!("{}==]", &s[..s.len() - 1]);
         set_sealed(doc, &host_path, &s);
     });
-    env2.push(b, "malformed_value_base64_padding", "`==` padding inside a sealed value, MAC recomputed.", padded, Outcome::Err("Malformed"));
+    env2.push(
+        b,
+        "malformed_value_base64_padding",
+        "`==` padding inside a sealed value, MAC recomputed.",
+        padded,
+        Outcome::Err("Malformed"),
+    );
     let v1_in_v2 = env2.with_keys(|doc, _| {
         let s = env1.stored(&host_path);
         set_sealed(doc, &host_path, &s);
@@ -376,7 +429,13 @@ pub(super) fn value_cases(b: &mut Builder) {
         let s = env2.stored(&host_path).replacen("ENC[v2:", "ENC[v3:", 1);
         set_sealed(doc, &host_path, &s);
     });
-    env2.push(b, "unsupported_value_version_3", "`ENC[v3:...]`, MAC recomputed.", v3, Outcome::Err("UnsupportedVersion"));
+    env2.push(
+        b,
+        "unsupported_value_version_3",
+        "`ENC[v3:...]`, MAC recomputed.",
+        v3,
+        Outcome::Err("UnsupportedVersion"),
+    );
     let j = json2.text();
     json2.push(
         b,
