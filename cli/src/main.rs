@@ -91,6 +91,8 @@ pub enum FormatArg {
     Yaml,
     /// Any bytes, as a streaming container.
     Binary,
+    /// An AWS Encryption SDK message (docs/ESDK.md).
+    Esdk,
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,7 +109,7 @@ enum Command {
     },
     /// Seal a file: values one by one for .env/JSON/YAML, the whole file otherwise.
     #[command(
-        after_help = "Examples:\n  envseal encrypt .env\n  envseal encrypt config.json --context app=billing --plain-keys '^PUBLIC_'\n  envseal encrypt big.tar -o big.tar.sealed\n  cat data | envseal encrypt - > data.sealed"
+        after_help = "Examples:\n  envseal encrypt .env\n  envseal encrypt config.json --context app=billing --plain-keys '^PUBLIC_'\n  envseal encrypt big.tar -o big.tar.sealed\n  cat data | envseal encrypt - > data.sealed\n  envseal encrypt data.bin --format esdk --kms aws-kms:arn:aws:kms:REGION:ACCOUNT:key/ID -o data.bin.encrypted"
     )]
     Encrypt {
         /// File to seal (`-` for stdin; output then goes to stdout unless -o).
@@ -126,13 +128,15 @@ enum Command {
         plain_keys: Option<String>,
         #[command(flatten)]
         kms: KmsOpts,
+        #[command(flatten)]
+        esdk: cmd::esdk::EsdkArgs,
         /// Print a JSON summary on stdout (when the output is a file).
         #[arg(long)]
         json: bool,
     },
     /// Open a sealed file; the plaintext goes to stdout unless -o or --in-place.
     #[command(
-        after_help = "Examples:\n  envseal decrypt .env\n  envseal decrypt big.tar.sealed -o big.tar\n  envseal decrypt .env --in-place"
+        after_help = "Examples:\n  envseal decrypt .env\n  envseal decrypt big.tar.sealed -o big.tar\n  envseal decrypt .env --in-place\n  envseal decrypt data.bin.encrypted -o data.bin      # an AWS Encryption SDK message (docs/ESDK.md)"
     )]
     Decrypt {
         /// Sealed file (`-` for stdin).
@@ -148,6 +152,8 @@ enum Command {
         context: Vec<(String, String)>,
         #[command(flatten)]
         kms: KmsOpts,
+        #[command(flatten)]
+        esdk: cmd::esdk::EsdkArgs,
     },
     /// Run a command with the secrets of sealed files in its environment (never on disk).
     #[command(
@@ -341,11 +347,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init { passphrase } => cmd::init::run(passphrase).await,
-        Command::Encrypt { path, output, format, context, plain_keys, kms, json } => {
-            cmd::encrypt::run(cmd::encrypt::Opts { path, output, format, context, plain_keys, kms, json }).await
+        Command::Encrypt { path, output, format, context, plain_keys, kms, esdk, json } => {
+            cmd::encrypt::run(cmd::encrypt::Opts { path, output, format, context, plain_keys, kms, esdk, json }).await
         }
-        Command::Decrypt { path, output, in_place, context, kms } => {
-            cmd::decrypt::run(path, output, in_place, context, kms).await
+        Command::Decrypt { path, output, in_place, context, kms, esdk } => {
+            cmd::decrypt::run(path, output, in_place, context, kms, esdk).await
         }
         Command::Run { files, pristine, kms, command } => cmd::run::run(files, pristine, kms, command).await,
         Command::Get { path, name, kms } => cmd::values::get(path, name, kms).await,

@@ -109,8 +109,9 @@ pub async fn run(
     in_place: bool,
     context: Vec<(String, String)>,
     kms: KmsOpts,
+    esdk: super::esdk::EsdkArgs,
 ) -> Result<ExitCode> {
-    let expected = super::context(&context.into_iter().collect())?;
+    let expected = super::context(&context.iter().cloned().collect())?;
     if in_place && fsio::is_std(&path) {
         return Err(crate::exit::fail(2, "--in-place needs a file, not `-`", None));
     }
@@ -122,6 +123,9 @@ pub async fn run(
     let mut input = fsio::open_input(&path)?;
     let mut head = Vec::with_capacity(8);
     input.by_ref().take(8).read_to_end(&mut head).with_context(|| format!("cannot read {}", path.display()))?;
+    if envseal_esdk::looks_like_message(&head) {
+        return super::esdk::decrypt(Cursor::new(head).chain(input), &out_path, &context, &kms, &esdk).await;
+    }
     if container::is_container(&head) {
         let mut input = Cursor::new(head).chain(input);
         let preamble = Preamble::read_from(&mut input)?;

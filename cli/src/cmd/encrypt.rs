@@ -21,6 +21,7 @@ pub struct Opts {
     pub context: Vec<(String, String)>,
     pub plain_keys: Option<String>,
     pub kms: KmsOpts,
+    pub esdk: super::esdk::EsdkArgs,
     pub json: bool,
 }
 
@@ -33,6 +34,9 @@ pub fn split_key(uri: &str) -> (&str, Option<&str>) {
 }
 
 pub async fn run(o: Opts) -> Result<ExitCode> {
+    if o.format == FormatArg::Esdk {
+        return super::esdk::encrypt(&o.path, o.output, &o.context, &o.kms, &o.esdk, o.json).await;
+    }
     let s = super::settings(&o.path, &o.kms, &o.context, o.plain_keys.clone())?;
     let ctx = super::context(&s.context)?;
     let mut kmses: Vec<(Arc<dyn Kms>, String)> = Vec::new();
