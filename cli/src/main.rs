@@ -273,6 +273,14 @@ enum Command {
         #[command(subcommand)]
         action: cmd::audit::AuditCmd,
     },
+    /// Take over files encrypted by sops or dotenvx; translate .sops.yaml (docs/MIGRATING.md).
+    #[command(
+        after_help = "Examples:\n  envseal import sops secrets.enc.yaml -o secrets.yaml\n  envseal import dotenvx .env --in-place\n  envseal import sops-config"
+    )]
+    Import {
+        #[command(subcommand)]
+        action: cmd::import::ImportCmd,
+    },
     /// Configuration (.envseal.toml) tools.
     #[command(after_help = "Examples:\n  envseal config explain prod/.env")]
     Config {
@@ -363,6 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { action, kms, json } => cmd::keys::run(action, kms, json).await,
         Command::Kms { action } => cmd::kms::run(action).await,
         Command::Iam { action } => cmd::iam::run(action),
+        Command::Import { action } => cmd::import::run(action).await,
         Command::Audit { action } => cmd::audit::run(action),
         Command::Config { action: ConfigCmd::Explain { path, json, kms } } => cmd::config_explain(path, json, &kms),
         Command::Completions { shell } => {

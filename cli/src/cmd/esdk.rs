@@ -15,7 +15,7 @@ use envseal_esdk::keyring::{AWS_KMS_PROVIDER_ID, ENVSEAL_PROVIDER_PREFIX};
 use envseal_esdk::{DecryptOptions, EncryptOptions, EsdkError, Keyring, KmsKeyring, RawAesKeyring, Suite};
 use zeroize::Zeroizing;
 
-use crate::backend::{self, Uri};
+use crate::backend::Uri;
 use crate::cmd::encrypt::split_key;
 use crate::fsio::{self, AtomicFile, Interruptible};
 use crate::{KmsOpts, exit};
@@ -108,12 +108,8 @@ pub async fn encrypt(
     let mut kms_keyrings = Vec::new();
     // Raw AES keys alone, unless a backend was asked for: no default keystore entry then.
     if raw.is_empty() || s.kms.1 != super::Source::Default {
-        for u in &s.kms.0 {
-            let (uri, key) = split_key(u);
-            let o = backend::open_with_key(&Uri::parse(uri)?)?;
-            let key =
-                key.map(str::to_string).or(o.key.filter(|_| s.key.1 != super::Source::Flag)).unwrap_or(s.key.0.clone());
-            kms_keyrings.push(KmsKeyring::new(o.kms, key));
+        for (kms, key) in super::import::open_keys(&s)? {
+            kms_keyrings.push(KmsKeyring::new(kms, key));
         }
     }
     let mut keyrings: Vec<&dyn Keyring> = kms_keyrings.iter().map(|k| k as &dyn Keyring).collect();

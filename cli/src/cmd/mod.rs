@@ -7,6 +7,7 @@ pub mod edit;
 pub mod encrypt;
 pub mod esdk;
 pub mod iam;
+pub mod import;
 pub mod init;
 pub mod inspect;
 pub mod keys;

@@ -162,12 +162,15 @@ impl MasterKey {
     }
 }
 
+/// An age identity (X25519 `AGE-SECRET-KEY-1...`, as sops uses).
+pub type AgeIdentity = Box<dyn age::Identity + Send + Sync>;
+
 /// Parses age identities (an age identity file: `AGE-SECRET-KEY-1...` lines and comments), as
 /// `SOPS_AGE_KEY_FILE` / `SOPS_AGE_KEY` hold them.
 ///
 /// # Errors
 /// [`MigrateError::Malformed`] (never quoting the keys).
-pub fn age_identities(text: &str) -> Result<Vec<Box<dyn age::Identity + Send + Sync>>, MigrateError> {
+pub fn age_identities(text: &str) -> Result<Vec<AgeIdentity>, MigrateError> {
     age::IdentityFile::from_buffer(text.as_bytes())
         .and_then(|f| f.into_identities().map_err(|e| std::io::Error::other(e.to_string())))
         .map_err(|e| MigrateError::Malformed(format!("not an age identity file: {}", e.kind())))
@@ -254,7 +257,7 @@ impl SopsFile {
     /// listing why each entry failed.
     pub async fn data_key(
         &self,
-        identities: &[Box<dyn age::Identity + Send + Sync>],
+        identities: &[AgeIdentity],
         open: &BackendOpener<'_>,
     ) -> Result<DataKey, MigrateError> {
         let groups = self.metadata.groups();
@@ -553,7 +556,7 @@ impl Rules {
     }
 }
 
-fn age_unwrap(enc: &str, identities: &[Box<dyn age::Identity + Send + Sync>]) -> Result<DataKey, String> {
+fn age_unwrap(enc: &str, identities: &[AgeIdentity]) -> Result<DataKey, String> {
     let reader = age::armor::ArmoredReader::new(enc.as_bytes());
     let d = age::Decryptor::new(reader).map_err(|e| e.to_string())?;
     let mut r = d.decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| e.to_string())?;
