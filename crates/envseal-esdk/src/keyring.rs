@@ -230,7 +230,9 @@ impl RawAesKeyring {
             24 => &AES_192_GCM,
             32 => &AES_256_GCM,
             n => {
-                return Err(EsdkError::InvalidOptions(format!("a raw AES wrapping key is 16, 24 or 32 bytes, not {n}")));
+                return Err(EsdkError::InvalidOptions(format!(
+                    "a raw AES wrapping key is 16, 24 or 32 bytes, not {n}"
+                )));
             }
         };
         // Invariant: the length was just matched to the algorithm.

@@ -159,7 +159,10 @@ impl Encryptor {
         let mut total = 0u64;
         loop {
             let n = read_up_to(&mut input, &mut buf)?;
-            let last = n < flen || input.fill_buf()?.is_empty();
+            // The final frame is always shorter than a full frame (empty when the input is a
+            // multiple of the frame length), as the ESDKs write it: some readers (the Python
+            // ESDK 3.x) refuse a final frame of the full frame length.
+            let last = n < flen;
             let iv = frame_iv(seq);
             let aad = frame_aad(&self.header.message_id, last, seq, n as u64);
             let tag = self.keys.content.seal_in_place(&iv, &aad, &mut buf[..n]);
