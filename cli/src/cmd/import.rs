@@ -55,17 +55,36 @@ pub enum SopsType {
     Ini,
 }
 
+/// Where and how an imported file is sealed (shared by the importers).
+#[derive(Args, Debug)]
+pub struct SealTo {
+    /// Write the sealed file here (`-` for stdout; default stdout unless --in-place).
+    #[arg(short, long, value_name = "OUT", conflicts_with = "in_place")]
+    output: Option<PathBuf>,
+    /// Replace the input file with the sealed one.
+    #[arg(long)]
+    in_place: bool,
+    /// Encryption context entry (repeatable).
+    #[arg(long = "context", value_name = "K=V", value_parser = parse_kv)]
+    context: Vec<(String, String)>,
+    /// Values whose dotted key path matches stay in clear (default: the .envseal.toml rule's;
+    /// for sops, else what sops left in clear through its unencrypted suffix/regex).
+    #[arg(long, value_name = "REGEX")]
+    plain_keys: Option<String>,
+    #[command(flatten)]
+    kms: KmsOpts,
+    /// Print a JSON summary on stdout (when the output is a file).
+    #[arg(long)]
+    json: bool,
+}
+
 /// Arguments of `import sops`.
 #[derive(Args, Debug)]
 pub struct SopsArgs {
     /// The sops file (or, with -r, a directory).
     path: PathBuf,
-    /// Write the sealed file here (`-` for stdout; default stdout unless --in-place).
-    #[arg(short, long, value_name = "OUT", conflicts_with = "in_place")]
-    output: Option<PathBuf>,
-    /// Replace the sops file with the sealed one.
-    #[arg(long)]
-    in_place: bool,
+    #[command(flatten)]
+    to: SealTo,
     /// Import every sops file under the directory (with --in-place).
     #[arg(short, long, requires = "in_place")]
     recursive: bool,
@@ -79,18 +98,6 @@ pub struct SopsArgs {
     /// Input type when the name does not say.
     #[arg(long = "input-type", value_enum)]
     input_type: Option<SopsType>,
-    /// Encryption context entry (repeatable).
-    #[arg(long = "context", value_name = "K=V", value_parser = parse_kv)]
-    context: Vec<(String, String)>,
-    /// Values whose dotted key path matches stay in clear (default: the rule's, else what sops
-    /// left in clear through its unencrypted suffix/regex).
-    #[arg(long, value_name = "REGEX")]
-    plain_keys: Option<String>,
-    #[command(flatten)]
-    kms: KmsOpts,
-    /// Print a JSON summary on stdout (when the output is a file).
-    #[arg(long)]
-    json: bool,
 }
 
 /// Arguments of `import dotenvx`.
@@ -98,26 +105,11 @@ pub struct SopsArgs {
 pub struct DotenvxArgs {
     /// The dotenvx .env file.
     path: PathBuf,
-    /// Write the sealed file here (`-` for stdout; default stdout unless --in-place).
-    #[arg(short, long, value_name = "OUT", conflicts_with = "in_place")]
-    output: Option<PathBuf>,
-    /// Replace the file with the sealed one.
-    #[arg(long)]
-    in_place: bool,
+    #[command(flatten)]
+    to: SealTo,
     /// The dotenvx keys file (default: .env.keys beside the file).
     #[arg(long, value_name = "FILE")]
     private_key_file: Option<PathBuf>,
-    /// Encryption context entry (repeatable).
-    #[arg(long = "context", value_name = "K=V", value_parser = parse_kv)]
-    context: Vec<(String, String)>,
-    /// Values whose key matches stay in clear.
-    #[arg(long, value_name = "REGEX")]
-    plain_keys: Option<String>,
-    #[command(flatten)]
-    kms: KmsOpts,
-    /// Print a JSON summary on stdout (when the output is a file).
-    #[arg(long)]
-    json: bool,
 }
 
 /// Arguments of `import sops-config`.
@@ -139,7 +131,7 @@ pub async fn run(cmd: ImportCmd) -> Result<ExitCode> {
     match cmd {
         ImportCmd::Sops(a) if a.recursive => sops_tree(&a).await,
         ImportCmd::Sops(a) => {
-            let out = target(&a.path, a.output.as_deref(), a.in_place)?;
+            let out = target(&a.path, a.to.output.as_deref(), a.to.in_place)?;
             sops_file(&a, &a.path, &out).await
         }
         ImportCmd::Dotenvx(a) => dotenvx(&a).await,
@@ -296,8 +288,8 @@ async fn sops_file(a: &SopsArgs, path: &Path, out: &Path) -> Result<ExitCode> {
     let doc = plain.to_document(out_format).map_err(fail)?;
     // Settings for the file being written (its .envseal.toml rule), flags first.
     let rules_path = if fsio::is_std(out) { path } else { out };
-    let mut kms = a.kms.clone();
-    let mut context = a.context.clone();
+    let mut kms = a.to.kms.clone();
+    let mut context = a.to.context.clone();
     if a.same_keys {
         let keys: Vec<MasterKey> = file.master_keys().into_iter().flatten().collect();
         kms.kms = keys.iter().filter_map(MasterKey::envseal_uri).collect();
@@ -326,7 +318,7 @@ async fn sops_file(a: &SopsArgs, path: &Path, out: &Path) -> Result<ExitCode> {
             }
         }
     }
-    let mut s = super::settings(rules_path, &kms, &context, a.plain_keys.clone())?;
+    let mut s = super::settings(rules_path, &kms, &context, a.to.plain_keys.clone())?;
     if s.plain_keys.is_none() {
         s.plain_keys = plain.plain_keys.clone();
     }
@@ -335,7 +327,7 @@ async fn sops_file(a: &SopsArgs, path: &Path, out: &Path) -> Result<ExitCode> {
     }
     let (sealed, keys) = seal_and_write(doc, &s, out).await?;
     if !fsio::is_std(out) {
-        if a.json {
+        if a.to.json {
             let v = serde_json::json!({
                 "source": path, "path": out, "from": "sops", "format": out_format.name(),
                 "values_decrypted": plain.decrypted_count(), "values_sealed": sealed, "keys": keys,
@@ -410,7 +402,7 @@ async fn sops_tree(a: &SopsArgs) -> Result<ExitCode> {
 }
 
 async fn dotenvx(a: &DotenvxArgs) -> Result<ExitCode> {
-    let out = target(&a.path, a.output.as_deref(), a.in_place)?;
+    let out = target(&a.path, a.to.output.as_deref(), a.to.in_place)?;
     let content = fsio::read_document(&a.path)?;
     let file_name = a.path.file_name().and_then(|n| n.to_str()).unwrap_or(".env");
     let name = envseal_migrate::dotenvx::private_key_name(file_name);
@@ -443,11 +435,11 @@ async fn dotenvx(a: &DotenvxArgs) -> Result<ExitCode> {
     drop(key_text);
     let imported = envseal_migrate::dotenvx::import(&content, &keys).map_err(fail)?;
     let rules_path = if fsio::is_std(&out) { a.path.as_path() } else { out.as_path() };
-    let s = super::settings(rules_path, &a.kms, &a.context, a.plain_keys.clone())?;
+    let s = super::settings(rules_path, &a.to.kms, &a.to.context, a.to.plain_keys.clone())?;
     let (decrypted, plain) = (imported.decrypted, imported.plain);
     let (sealed, keys) = seal_and_write(imported.document, &s, &out).await?;
     if !fsio::is_std(&out) {
-        if a.json {
+        if a.to.json {
             let v = serde_json::json!({
                 "source": a.path, "path": out, "from": "dotenvx", "format": "dotenv",
                 "values_decrypted": decrypted, "values_plain_before": plain, "values_sealed": sealed, "keys": keys,
