@@ -114,7 +114,7 @@ lines = [
     "# 1 GiB AWS Encryption SDK message: envseal vs aws-encryption-cli",
     "",
     f"{datetime.date.today()}, {os.cpu_count()} cores, {cpu()}, load {os.getloadavg()[0]:.2f}; `bash bench/esdk.sh`, "
-    f"{rounds} interleaved rounds; KMS: `envseal kms serve`; files on tmpfs. Wall time median (min-max), peak RSS median.",
+    f"{rounds} interleaved rounds; KMS: `envseal kms serve`; files on tmpfs. Wall time median (min-max), peak RSS the largest of the runs.",
     "",
     "| operation | tool | median s | min-max s | GiB/s (median) | peak RSS MiB (max) |",
     "| --- | --- | --- | --- | --- | --- |",
