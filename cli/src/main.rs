@@ -92,6 +92,8 @@ pub enum FormatArg {
     Yaml,
     /// Any bytes, as a streaming container.
     Binary,
+    /// An AWS Encryption SDK message (docs/ESDK.md).
+    Esdk,
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,7 +110,7 @@ enum Command {
     },
     /// Seal a file: values one by one for .env/JSON/YAML, the whole file otherwise.
     #[command(
-        after_help = "Examples:\n  envseal encrypt .env\n  envseal encrypt config.json --context app=billing --plain-keys '/PUBLIC_[^/]*'\n  envseal encrypt big.tar -o big.tar.sealed\n  cat data | envseal encrypt - > data.sealed"
+        after_help = "Examples:\n  envseal encrypt .env\n  envseal encrypt config.json --context app=billing --plain-keys '/PUBLIC_[^/]*'\n  envseal encrypt big.tar -o big.tar.sealed\n  cat data | envseal encrypt - > data.sealed\n  envseal encrypt data.bin --format esdk --kms aws-kms:arn:aws:kms:REGION:ACCOUNT:key/ID -o data.bin.encrypted"
     )]
     Encrypt {
         /// File to seal (`-` for stdin; output then goes to stdout unless -o).
@@ -132,13 +134,15 @@ enum Command {
         padding: Option<u32>,
         #[command(flatten)]
         kms: KmsOpts,
+        #[command(flatten)]
+        esdk: cmd::esdk::EsdkArgs,
         /// Print a JSON summary on stdout (when the output is a file).
         #[arg(long)]
         json: bool,
     },
     /// Open a sealed file; the plaintext goes to stdout unless -o or --in-place.
     #[command(
-        after_help = "Examples:\n  envseal decrypt .env\n  envseal decrypt big.tar.sealed -o big.tar\n  envseal decrypt .env --in-place"
+        after_help = "Examples:\n  envseal decrypt .env\n  envseal decrypt big.tar.sealed -o big.tar\n  envseal decrypt .env --in-place\n  envseal decrypt data.bin.encrypted -o data.bin      # an AWS Encryption SDK message (docs/ESDK.md)"
     )]
     Decrypt {
         /// Sealed file (`-` for stdin).
@@ -153,6 +157,8 @@ enum Command {
         open: trust::OpenOpts,
         #[command(flatten)]
         kms: KmsOpts,
+        #[command(flatten)]
+        esdk: cmd::esdk::EsdkArgs,
     },
     /// Run a command with the secrets of sealed files in its environment (never on disk).
     #[command(
@@ -288,6 +294,14 @@ enum Command {
         #[command(subcommand)]
         action: cmd::audit::AuditCmd,
     },
+    /// Take over files encrypted by sops or dotenvx; translate .sops.yaml (docs/MIGRATING.md).
+    #[command(
+        after_help = "Examples:\n  envseal import sops secrets.enc.yaml -o secrets.yaml\n  envseal import dotenvx .env --in-place\n  envseal import sops-config"
+    )]
+    Import {
+        #[command(subcommand)]
+        action: cmd::import::ImportCmd,
+    },
     /// Configuration (.envseal.toml) tools.
     #[command(after_help = "Examples:\n  envseal config explain prod/.env")]
     Config {
@@ -362,12 +376,22 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init { passphrase } => cmd::init::run(passphrase).await,
-        Command::Encrypt { path, output, format, context, plain_keys, padding, kms, json } => {
-            cmd::encrypt::run(cmd::encrypt::Opts { path, output, format, context, plain_keys, padding, kms, json })
-                .await
+        Command::Encrypt { path, output, format, context, plain_keys, padding, kms, esdk, json } => {
+            cmd::encrypt::run(cmd::encrypt::Opts {
+                path,
+                output,
+                format,
+                context,
+                plain_keys,
+                padding,
+                kms,
+                esdk,
+                json,
+            })
+            .await
         }
-        Command::Decrypt { path, output, in_place, open, kms } => {
-            cmd::decrypt::run(path, output, in_place, open, kms).await
+        Command::Decrypt { path, output, in_place, open, kms, esdk } => {
+            cmd::decrypt::run(path, output, in_place, open, kms, esdk).await
         }
         Command::Run { files, pristine, open, kms, command } => {
             cmd::run::run(files, pristine, open, kms, command).await
@@ -382,6 +406,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { action, kms, json } => cmd::keys::run(action, kms, json).await,
         Command::Kms { action } => cmd::kms::run(action).await,
         Command::Iam { action } => cmd::iam::run(action),
+        Command::Import { action } => cmd::import::run(action).await,
         Command::Audit { action } => cmd::audit::run(action),
         Command::Config { action: ConfigCmd::Explain { path, json, kms } } => cmd::config_explain(path, json, &kms),
         Command::Completions { shell } => {

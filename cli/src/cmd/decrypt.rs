@@ -151,6 +151,7 @@ pub async fn run(
     in_place: bool,
     open: OpenOpts,
     kms: KmsOpts,
+    esdk: super::esdk::EsdkArgs,
 ) -> Result<ExitCode> {
     let reading = trust::for_file(&path, &open).await?;
     if in_place && fsio::is_std(&path) {
@@ -164,6 +165,9 @@ pub async fn run(
     let mut input = fsio::open_input(&path)?;
     let mut head = Vec::with_capacity(8);
     input.by_ref().take(8).read_to_end(&mut head).with_context(|| format!("cannot read {}", path.display()))?;
+    if envseal_esdk::looks_like_message(&head) {
+        return super::esdk::decrypt(Cursor::new(head).chain(input), &out_path, &reading, &kms, &esdk).await;
+    }
     if container::is_container(&head) {
         let mut input = Cursor::new(head).chain(input);
         let preamble = Preamble::read_from(&mut input)?;

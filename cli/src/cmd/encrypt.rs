@@ -22,6 +22,7 @@ pub struct Opts {
     pub plain_keys: Option<String>,
     pub padding: Option<u32>,
     pub kms: KmsOpts,
+    pub esdk: super::esdk::EsdkArgs,
     pub json: bool,
 }
 
@@ -34,6 +35,9 @@ pub fn split_key(uri: &str) -> (&str, Option<&str>) {
 }
 
 pub async fn run(o: Opts) -> Result<ExitCode> {
+    if o.format == FormatArg::Esdk {
+        return super::esdk::encrypt(&o.path, o.output, &o.context, &o.kms, &o.esdk, o.json).await;
+    }
     let s = super::settings(&o.path, &o.kms, &o.context, o.plain_keys.clone())?;
     let ctx = super::context(&s.context)?;
     let mut kmses: Vec<(Arc<dyn Kms>, String)> = Vec::new();

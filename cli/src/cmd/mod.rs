@@ -5,7 +5,9 @@ pub mod audit;
 pub mod decrypt;
 pub mod edit;
 pub mod encrypt;
+pub mod esdk;
 pub mod iam;
+pub mod import;
 pub mod init;
 pub mod inspect;
 pub mod keys;
@@ -163,7 +165,7 @@ pub fn detect(path: &Path, arg: FormatArg, content: &[u8]) -> Format {
         FormatArg::Dotenv => Format::Dotenv,
         FormatArg::Json => Format::Json,
         FormatArg::Yaml => Format::Yaml,
-        FormatArg::Binary => Format::Binary,
+        FormatArg::Binary | FormatArg::Esdk => Format::Binary,
         FormatArg::Auto => {
             let p = (!crate::fsio::is_std(path)).then_some(path);
             let unnamed = p.and_then(Format::from_path).is_none();
