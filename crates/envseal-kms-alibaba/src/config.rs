@@ -128,12 +128,12 @@ impl RetryPolicy {
 
     /// The upper bound of the backoff before retry `retry` (from 0).
     pub fn ceiling(&self, retry: u32) -> Duration {
-        envseal_core::backoff::cap(self.base_delay, self.max_delay, retry)
+        envseal_core::retry::backoff_cap(self.base_delay, self.max_delay, retry)
     }
 
     /// A full-jitter backoff before retry `retry`: uniform in `[0, ceiling(retry))`.
     pub fn backoff(&self, retry: u32) -> Duration {
-        envseal_core::backoff::full_jitter(self.ceiling(retry))
+        envseal_core::retry::full_jitter(self.ceiling(retry))
     }
 }
 
