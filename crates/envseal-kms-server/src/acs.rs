@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use envseal_support::percent;
 
 use crate::auth::{AccessKey, Credentials, NonceCache};
 use crate::error::{Class, Fault};
@@ -159,14 +160,14 @@ fn verify_v3(
     let mut query = util::parse_pairs(&req.query)
         .ok_or_else(|| Fault::invalid("the query string is not valid percent-encoding"))?
         .into_iter()
-        .map(|(k, v)| (util::percent_encode(&k), util::percent_encode(&v)))
+        .map(|(k, v)| (percent::encode(&k), percent::encode(&v)))
         .collect::<Vec<_>>();
     query.sort();
     let canonical_query = query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
     let canonical_request = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         req.method,
-        util::encode_keeping(&req.decoded_path(), b"/"),
+        percent::encode_keeping(&req.decoded_path(), b"/"),
         canonical_query,
         canonical_headers,
         signed_headers.join(";"),
@@ -193,10 +194,10 @@ pub(crate) fn v2_string_to_sign(method: &str, params: &BTreeMap<String, String>)
     // BTreeMap iterates in key order: the sort the composer does.
     let canonical = params
         .iter()
-        .map(|(k, v)| format!("{}={}", util::percent_encode(k), util::percent_encode(v)))
+        .map(|(k, v)| format!("{}={}", percent::encode(k), percent::encode(v)))
         .collect::<Vec<_>>()
         .join("&");
-    format!("{method}&%2F&{}", util::percent_encode(&canonical))
+    format!("{method}&%2F&{}", percent::encode(&canonical))
 }
 
 /// `base64(HMAC-SHA1(secret + "&", string_to_sign))`.

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use envseal_support::percent;
 use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
@@ -68,14 +69,14 @@ fn credentials() -> Credentials {
     c
 }
 
-/// `util::percent_decode`.
+/// `envseal_support::percent::decode`.
 pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
-    util::percent_decode(s, plus_is_space)
+    percent::decode(s, plus_is_space)
 }
 
-/// `util::percent_encode` (RFC 3986, as both signature schemes use it).
+/// `envseal_support::percent::encode` (RFC 3986, as both signature schemes use it).
 pub fn percent_encode(s: &str) -> String {
-    util::percent_encode(s)
+    percent::encode(s)
 }
 
 /// `util::parse_pairs`: a query string or form body into decoded pairs.
@@ -250,7 +251,7 @@ impl Harness {
         p.insert("Signature".to_owned(), signature);
         let body = p
             .iter()
-            .map(|(k, v)| format!("{}={}", util::percent_encode(k), util::percent_encode(v)))
+            .map(|(k, v)| format!("{}={}", percent::encode(k), percent::encode(v)))
             .collect::<Vec<_>>()
             .join("&");
         let headers = [("content-type", "application/x-www-form-urlencoded"), ("host", "127.0.0.1")];

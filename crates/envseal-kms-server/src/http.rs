@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use envseal_support::percent;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming as Body};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -61,7 +62,7 @@ impl Incoming {
 
     /// The path, percent-decoded (as sent if it does not decode).
     pub(crate) fn decoded_path(&self) -> String {
-        util::percent_decode(&self.path, false).unwrap_or_else(|| self.path.clone())
+        percent::decode(&self.path, false).unwrap_or_else(|| self.path.clone())
     }
 }
 

@@ -16,6 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use envseal_support::percent;
+
 use crate::auth::{AccessKey, Credentials};
 use crate::error::{Class, Fault};
 use crate::http::Incoming;
@@ -90,7 +92,7 @@ fn canonical_query(raw: &str) -> Result<String, Fault> {
     let mut pairs: Vec<(String, String)> = util::parse_pairs(raw)
         .ok_or_else(|| Fault::invalid("the query string is not valid percent-encoding"))?
         .into_iter()
-        .map(|(k, v)| (util::percent_encode(&k), util::percent_encode(&v)))
+        .map(|(k, v)| (percent::encode(&k), percent::encode(&v)))
         .collect();
     pairs.sort();
     Ok(pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"))
@@ -99,7 +101,7 @@ fn canonical_query(raw: &str) -> Result<String, Fault> {
 /// `CanonicalURI`: the path, each segment URI-encoded once more (AWS encodes twice for every
 /// service but S3).
 fn canonical_uri(raw_path: &str) -> String {
-    if raw_path.is_empty() { "/".to_owned() } else { util::encode_keeping(raw_path, b"/") }
+    if raw_path.is_empty() { "/".to_owned() } else { percent::encode_keeping(raw_path, b"/") }
 }
 
 pub(crate) fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {

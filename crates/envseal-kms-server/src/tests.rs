@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use envseal_kms_mock::MockKms;
+use envseal_support::percent;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -78,8 +79,7 @@ fn v2_request(addr: &str, action: &str, extra: &[(&str, &str)], secret: &str, no
     p.insert("Timestamp".into(), util::iso8601(time));
     let sig = acs::v2_signature(secret, &acs::v2_string_to_sign("GET", &p));
     p.insert("Signature".into(), sig);
-    let q: Vec<String> =
-        p.iter().map(|(k, v)| format!("{}={}", util::percent_encode(k), util::percent_encode(v))).collect();
+    let q: Vec<String> = p.iter().map(|(k, v)| format!("{}={}", percent::encode(k), percent::encode(v))).collect();
     format!("GET /?{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n", q.join("&"))
 }
 

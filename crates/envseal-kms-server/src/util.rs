@@ -1,58 +1,10 @@
-//! Small wire helpers shared by both APIs: percent-encoding, query parsing, hashing, time
-//! formats, request ids.
+//! Small wire helpers shared by both APIs: query parsing, hashing, time formats, request ids.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::{digest, hmac};
+use envseal_support::percent;
 use subtle::ConstantTimeEq;
-
-/// RFC 3986 percent-encoding: every byte but the unreserved set `A-Z a-z 0-9 - _ . ~` becomes
-/// `%XX` (upper-case hex). This is the encoding both SigV4 and the Alibaba signatures use.
-pub(crate) fn percent_encode(s: &str) -> String {
-    encode_keeping(s, b"")
-}
-
-/// [`percent_encode`], but keeping the bytes of `keep` (e.g. `/` in a path).
-pub(crate) fn encode_keeping(s: &str, keep: &[u8]) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || keep.contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`, the form and query
-/// convention). `None` for a broken escape or bytes that are not UTF-8.
-pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hi = char::from(hex[0]).to_digit(16)?;
-                let lo = char::from(hex[1]).to_digit(16)?;
-                // Two hex digits fit in a byte.
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
 
 /// Parses `a=1&b=2` (query string or `application/x-www-form-urlencoded` body) into decoded
 /// pairs, in order. `None` if any part does not decode.
@@ -61,7 +13,7 @@ pub(crate) fn parse_pairs(s: &str) -> Option<Vec<(String, String)>> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            Some((percent_decode(k, true)?, percent_decode(v, true)?))
+            Some((percent::decode(k, true)?, percent::decode(v, true)?))
         })
         .collect()
 }
@@ -211,14 +163,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percent_round_trip() {
-        assert_eq!(percent_encode("a b*~/+é"), "a%20b%2A~%2F%2B%C3%A9");
-        assert_eq!(encode_keeping("/a b/", b"/"), "/a%20b/");
-        assert_eq!(percent_decode("a%20b+c%2B", true).unwrap(), "a b c+");
-        assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
-        assert!(percent_decode("%zz", true).is_none());
-        assert!(percent_decode("%4", true).is_none());
-        assert!(percent_decode("%ff", true).is_none(), "not UTF-8");
+    fn query_pairs() {
         assert_eq!(
             parse_pairs("a=1&b=&c&&d=x%3Dy").unwrap(),
             vec![
