@@ -7,6 +7,7 @@
 //! secret is cut out of every other message.
 
 use envseal_core::KmsError;
+use envseal_http::ApiFailure;
 use serde::Deserialize;
 
 /// Longest server message kept in an error.
@@ -19,6 +20,16 @@ pub(crate) struct ApiError {
     pub code: String,
     pub message: String,
     pub request_id: Option<String>,
+}
+
+impl ApiFailure for ApiError {
+    fn retryable(&self) -> bool {
+        ApiError::retryable(self)
+    }
+
+    fn certainly_not_processed(&self) -> bool {
+        ApiError::certainly_not_processed(self)
+    }
 }
 
 #[derive(Deserialize)]
