@@ -8,6 +8,7 @@ mod auth;
 mod aws;
 mod backend;
 mod error;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod hook;
