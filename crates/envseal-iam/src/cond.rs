@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envseal_support::wildcard::{Pattern, Token};
 
-use crate::eval::RequestContext;
+use crate::context::RequestContext;
 
 /// What a condition compares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use envseal_support::atomic::{self, Mode};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::eval::{Decision, PrincipalInfo, PrincipalKind, RequestContext, evaluate_with_session};
+use crate::context::{PrincipalInfo, PrincipalKind, RequestContext};
+use crate::eval::{Decision, evaluate_with_session};
 use crate::policy::Policy;
-use crate::sts::Session;
 
 /// Default account id.
 pub const DEFAULT_ACCOUNT: &str = "1234567890123456";
@@ -170,6 +170,34 @@ pub enum Target {
     Group(String),
     /// A role.
     Role(String),
+}
+
+/// A role session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// Role name.
+    pub role: String,
+    /// Session name.
+    pub session_name: Option<String>,
+    /// Inline session policy narrowing the role.
+    pub session_policy: Option<Policy>,
+    /// Whether the caller authenticated with MFA.
+    pub mfa: bool,
+    /// Issue time.
+    pub issued: SystemTime,
+    /// Expiry.
+    pub expires: SystemTime,
+}
+
+impl Session {
+    /// The session's ARN.
+    pub fn arn(&self, account: &str, flavor: Flavor) -> String {
+        let s = self.session_name.as_deref().unwrap_or("");
+        match flavor {
+            Flavor::Alibaba => format!("acs:ram::{account}:assumed-role/{}/{s}", self.role),
+            Flavor::Aws => format!("arn:aws:sts::{account}:assumed-role/{}/{s}", self.role),
+        }
+    }
 }
 
 /// A principal as authorization sees it.

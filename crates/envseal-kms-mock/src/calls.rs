@@ -36,7 +36,7 @@ impl Op {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Op::GenerateDataKey => 0,
             Op::Decrypt => 1,
@@ -87,26 +87,9 @@ impl CallCounts {
     }
 }
 
-/// Counters and (with the `faults` feature) what a test injects, behind one lock.
-#[derive(Debug, Default)]
-pub(crate) struct Control {
-    counts: [u64; 5],
-    #[cfg(feature = "faults")]
-    pub(crate) faults: crate::faults::Injector,
-}
-
-impl Control {
-    pub(crate) fn counts(&self) -> CallCounts {
-        let c = &self.counts;
+impl CallCounts {
+    /// The counts of an array indexed by [`Op::index`].
+    pub(crate) fn from_array(c: [u64; 5]) -> Self {
         CallCounts { generate_data_key: c[0], decrypt: c[1], encrypt: c[2], re_encrypt: c[3], key_management: c[4] }
-    }
-
-    pub(crate) fn reset_counts(&mut self) {
-        self.counts = [0; 5];
-    }
-
-    /// Counts a call to `op`.
-    pub(crate) fn count(&mut self, op: Op) {
-        self.counts[op.index()] += 1;
     }
 }

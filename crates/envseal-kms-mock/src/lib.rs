@@ -26,7 +26,6 @@ pub use crate::calls::{CallCounts, Op};
 pub use crate::faults::Fault;
 
 use crate::blob::VersionKeys;
-use crate::calls::Control;
 use crate::rng::Rng;
 
 /// The backend name, as recorded in [`WrappedKey::backend`].
@@ -353,6 +352,29 @@ impl MockKms {
             self.control().count(op);
             Ok(())
         }
+    }
+}
+
+/// Counters and (with the `faults` feature) what a test injects, behind one lock.
+#[derive(Debug, Default)]
+struct Control {
+    counts: [u64; 5],
+    #[cfg(feature = "faults")]
+    faults: crate::faults::Injector,
+}
+
+impl Control {
+    fn counts(&self) -> CallCounts {
+        CallCounts::from_array(self.counts)
+    }
+
+    fn reset_counts(&mut self) {
+        self.counts = [0; 5];
+    }
+
+    /// Counts a call to `op`.
+    fn count(&mut self, op: Op) {
+        self.counts[op.index()] += 1;
     }
 }
 

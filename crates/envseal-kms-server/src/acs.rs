@@ -32,7 +32,7 @@ use envseal_support::percent;
 
 use crate::auth::{AccessKey, Credentials, NonceCache};
 use crate::error::{Class, Fault};
-use crate::http::Incoming;
+use crate::request::Incoming;
 use crate::util;
 
 /// The V3 algorithm name.
@@ -75,6 +75,32 @@ fn check_time(stamp: &str, skew: Duration) -> Result<(), Fault> {
         ));
     }
     Ok(())
+}
+
+/// Parameters from the query string and, for a form body, from the body. A name given in both
+/// with different values is refused.
+pub(crate) fn params(req: &Incoming) -> Result<BTreeMap<String, String>, Fault> {
+    let mut out = BTreeMap::new();
+    let query = util::parse_pairs(&req.query)
+        .ok_or_else(|| Fault::invalid("the query string is not valid percent-encoding"))?;
+    let form = req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let body = if form && !req.body.is_empty() {
+        let text = std::str::from_utf8(&req.body)
+            .map_err(|_| Fault::new(Class::MalformedBody, "the form body is not UTF-8"))?;
+        util::parse_pairs(text)
+            .ok_or_else(|| Fault::new(Class::MalformedBody, "the form body is not valid percent-encoding"))?
+    } else {
+        Vec::new()
+    };
+    for (k, v) in query.into_iter().chain(body) {
+        if let Some(old) = out.get(&k)
+            && *old != v
+        {
+            return Err(Fault::invalid(format!("the parameter {k} is given twice with different values")));
+        }
+        out.insert(k, v);
+    }
+    Ok(out)
 }
 
 /// Verifies the request's signature (V3 when the Authorization header says so, else V2), its

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::backend::{self, DEFAULT_ROTATION, RotationPolicy};
 use crate::error::{Class, Fault};
-use crate::http::{Call, Incoming};
+use crate::request::{Call, Incoming};
 use crate::util::context_json;
 use crate::{DEFAULT_ALIBABA_REGION, acs, util};
 
@@ -153,32 +153,6 @@ impl Ali<'_, '_> {
     }
 }
 
-/// Parameters from the query string and, for a form body, from the body. A name given in both
-/// with different values is refused.
-pub(crate) fn params(req: &Incoming) -> Result<BTreeMap<String, String>, Fault> {
-    let mut out = BTreeMap::new();
-    let query = util::parse_pairs(&req.query)
-        .ok_or_else(|| Fault::invalid("the query string is not valid percent-encoding"))?;
-    let form = req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    let body = if form && !req.body.is_empty() {
-        let text = std::str::from_utf8(&req.body)
-            .map_err(|_| Fault::new(Class::MalformedBody, "the form body is not UTF-8"))?;
-        util::parse_pairs(text)
-            .ok_or_else(|| Fault::new(Class::MalformedBody, "the form body is not valid percent-encoding"))?
-    } else {
-        Vec::new()
-    };
-    for (k, v) in query.into_iter().chain(body) {
-        if let Some(old) = out.get(&k)
-            && *old != v
-        {
-            return Err(Fault::invalid(format!("the parameter {k} is given twice with different values")));
-        }
-        out.insert(k, v);
-    }
-    Ok(out)
-}
-
 /// `365d` or `31536000s` (Alibaba's RotationInterval forms).
 fn parse_interval(s: &str) -> Result<Duration, Fault> {
     let bad = || Fault::invalid("RotationInterval must be like 365d or 31536000s, between 7 and 365 days");
@@ -197,7 +171,7 @@ fn parse_interval(s: &str) -> Result<Duration, Fault> {
 
 /// Handles one Alibaba request: action, version, signature, then the action.
 pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value, Fault> {
-    let p = Params(params(req)?);
+    let p = Params(acs::params(req)?);
     let action = match (req.header("x-acs-action"), p.str("Action")) {
         (Some(h), Some(a)) if h != a => return Err(Fault::invalid("the Action parameter and x-acs-action disagree")),
         (Some(a), _) | (None, Some(a)) => a.to_owned(),

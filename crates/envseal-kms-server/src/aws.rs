@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::backend::{self, DEFAULT_ROTATION, RotationPolicy};
 use crate::error::{Class, Fault};
-use crate::http::{Call, Incoming};
+use crate::request::{Call, Incoming};
 use crate::util::context_json;
 use crate::{sigv4, util};
 

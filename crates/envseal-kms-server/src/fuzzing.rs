@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::auth::{AccessKey, Credentials, NonceCache};
 use crate::backend::Backend;
 use crate::error::Fault;
-use crate::http::{App, Call, Incoming};
+use crate::request::{App, Call, Incoming};
 use crate::{ServerConfig, acs, alibaba, aws, backend, sigv4, util};
 
 /// The access key id the harness signs with and the verifiers know.
@@ -102,22 +102,22 @@ pub fn context_from_json(s: &str) -> Result<envseal_core::EncryptionContext, Str
     backend::context_from_json(s).map_err(fault)
 }
 
-/// `alibaba::params`: the query string and, for a form body, the body's parameters.
+/// `acs::params`: the query string and, for a form body, the body's parameters.
 ///
 /// # Errors
 /// The fault's class and message.
 pub fn alibaba_params(r: &FuzzRequest<'_>) -> Result<BTreeMap<String, String>, String> {
-    alibaba::params(&incoming(r)).map_err(fault)
+    acs::params(&incoming(r)).map_err(fault)
 }
 
-/// `alibaba::params` then `acs::verify` (ACS3 Authorization header and canonical request, or
+/// `acs::params` then `acs::verify` (ACS3 Authorization header and canonical request, or
 /// the RPC V2 signature parameters), with [`ACCESS_KEY_ID`] known.
 ///
 /// # Errors
 /// The fault's class and message.
 pub fn acs_verify(r: &FuzzRequest<'_>) -> Result<(), String> {
     let req = incoming(r);
-    let params = alibaba::params(&req).map_err(fault)?;
+    let params = acs::params(&req).map_err(fault)?;
     let nonces = NonceCache::new(Duration::from_secs(60), NONCES);
     acs::verify(&req, &params, &credentials(), &nonces, Duration::from_secs(15 * 60)).map(|_| ()).map_err(fault)
 }

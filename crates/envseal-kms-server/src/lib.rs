@@ -13,6 +13,7 @@ mod error;
 pub mod fuzzing;
 mod hook;
 mod http;
+mod request;
 mod sigv4;
 mod sts;
 mod util;

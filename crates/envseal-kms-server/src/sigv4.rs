@@ -20,7 +20,7 @@ use envseal_support::percent;
 
 use crate::auth::{AccessKey, Credentials};
 use crate::error::{Class, Fault};
-use crate::http::Incoming;
+use crate::request::Incoming;
 use crate::util;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";

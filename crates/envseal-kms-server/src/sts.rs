@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::error::{Class, Fault};
 use crate::hook::{AssumeRoleInput, IssuedCredentials, StsRefusal};
-use crate::http::{Call, Incoming};
-use crate::{acs, alibaba, sigv4, util};
+use crate::request::{Call, Incoming};
+use crate::{acs, sigv4, util};
 
 /// The AWS STS API version served.
 pub(crate) const AWS_VERSION: &str = "2011-06-15";
@@ -75,7 +75,7 @@ fn assume(call: &mut Call<'_>, p: &BTreeMap<String, String>) -> Result<IssuedCre
 /// AWS STS (Query API): the body is a form, the answer XML.
 pub(crate) async fn handle_aws(call: &mut Call<'_>, req: &Incoming) -> Result<Value, Fault> {
     call.xml = true;
-    let p = alibaba::params(req)?;
+    let p = acs::params(req)?;
     call.action = get(&p, "Action").unwrap_or("").to_owned();
     if req.method != "POST" && req.method != "GET" {
         return Err(Fault::new(Class::UnknownAction, "STS requests are POST / (or GET /)"));

@@ -10,6 +10,7 @@ use envseal_core::retry::RetryPolicy;
 use reqwest::Url;
 use zeroize::Zeroizing;
 
+use crate::errors::invalid;
 use crate::names::{is_valid_key_name, normalize_mount};
 
 /// The Transit mount used when none is given.
@@ -247,10 +248,6 @@ fn same_server(a: &str, b: &str) -> bool {
         }
         _ => a.trim_end_matches('/') == b.trim_end_matches('/'),
     }
-}
-
-pub(crate) fn invalid(message: impl Into<String>) -> KmsError {
-    KmsError::InvalidRequest { message: message.into() }
 }
 
 /// A parsed `vault-transit://HOST[:PORT]/MOUNT/KEY` URI.

@@ -8,6 +8,17 @@ use envseal_core::KmsError;
 use envseal_http::ApiFailure;
 use serde::Deserialize;
 
+/// Sent by `VaultKms::encrypt` as `type` with every `encrypt`: Transit's encrypt creates a missing key ("upsert")
+/// when the token may, and the key type only matters then. No key type has this name, so a
+/// missing key is refused ("unknown key type") instead of created, and envseal reports
+/// `KeyNotFound`; an existing key ignores the field.
+pub(crate) const NO_UPSERT_TYPE: &str = "envseal-no-upsert";
+
+/// A [`KmsError::InvalidRequest`] (configuration, names, arguments).
+pub(crate) fn invalid(message: impl Into<String>) -> KmsError {
+    KmsError::InvalidRequest { message: message.into() }
+}
+
 /// Longest server message kept in an error.
 const MAX_MESSAGE: usize = 300;
 
@@ -145,7 +156,7 @@ fn classify_user_error(m: &str) -> Option<ApiError> {
     }
     // "unknown key type envseal-no-upsert": encrypt refused to create a missing key
     // (see `NO_UPSERT_TYPE`).
-    if m.contains(crate::kms::NO_UPSERT_TYPE)
+    if m.contains(NO_UPSERT_TYPE)
         || m.contains("key not found")
         || m.contains("no existing key named")
         || m.contains("not found")

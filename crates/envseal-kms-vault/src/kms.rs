@@ -22,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::config::{VaultConfig, VaultToken, invalid};
-use crate::errors::{ApiError, classify, server_message};
+use crate::config::{VaultConfig, VaultToken};
+use crate::errors::{ApiError, NO_UPSERT_TYPE, classify, invalid, server_message};
 use crate::keys::{KeyData, TransitKeyInfo};
 use crate::names::{MAX_BLOB_LEN, check_key_name, ciphertext_version, normalize_mount, parse_version};
 
@@ -35,12 +35,6 @@ pub const KEY_TYPE: &str = "aes256-gcm96";
 
 /// Prefix of the names [`KeyManager::create_key`] generates (`envseal-` + 32 hex digits).
 pub const GENERATED_NAME_PREFIX: &str = "envseal-";
-
-/// Sent as `type` with every `encrypt`: Transit's encrypt creates a missing key ("upsert")
-/// when the token may, and the key type only matters then. No key type has this name, so a
-/// missing key is refused ("unknown key type") instead of created, and envseal reports
-/// `KeyNotFound`; an existing key ignores the field.
-pub(crate) const NO_UPSERT_TYPE: &str = "envseal-no-upsert";
 
 /// Largest response body read (Transit answers are a few KB; a LIST of many keys more).
 const MAX_RESPONSE: usize = 8 << 20;
