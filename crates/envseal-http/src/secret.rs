@@ -9,9 +9,10 @@ use envseal_core::SecretBytes;
 use serde::{Deserialize, Deserializer, Serialize};
 use zeroize::Zeroizing;
 
-/// A body that zeroizes its buffer when the last reference (hyper's included) is dropped.
+/// A body that zeroizes its buffer when the last reference (hyper's included) is dropped
+/// ([`envseal_support::zeroizing::into_bytes`]).
 pub fn zeroizing_bytes(buf: Zeroizing<Vec<u8>>) -> Bytes {
-    Bytes::from_owner(ZeroizingBuf(buf))
+    envseal_support::zeroizing::into_bytes(buf)
 }
 
 /// `value` as a JSON body in a buffer wiped on drop ([`zeroizing_bytes`]). Sized from a first
@@ -40,15 +41,6 @@ impl std::io::Write for Counter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// Owner for [`Bytes::from_owner`]: zeroizes the buffer on drop.
-struct ZeroizingBuf(Zeroizing<Vec<u8>>);
-
-impl AsRef<[u8]> for ZeroizingBuf {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
     }
 }
 

@@ -238,7 +238,7 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
             if action == "GenerateDataKey"
                 && let Value::Object(o) = &mut out
             {
-                o.insert("Plaintext".into(), json!(STANDARD.encode(plaintext.expose_secret())));
+                o.insert("Plaintext".into(), json!(ali.call.secrets.base64(plaintext)));
             }
             Ok(out)
         }
@@ -274,7 +274,7 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
             Ok(json!({
                 "KeyId": opened.key_id,
                 "KeyVersionId": opened.key_version,
-                "Plaintext": STANDARD.encode(opened.plaintext.expose_secret()),
+                "Plaintext": ali.call.secrets.base64(opened.plaintext),
             }))
         }
         "ReEncrypt" => {

@@ -229,7 +229,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             if action == "GenerateDataKey"
                 && let Value::Object(o) = &mut out
             {
-                o.insert("Plaintext".into(), json!(STANDARD.encode(plaintext.expose_secret())));
+                o.insert("Plaintext".into(), json!(aws.call.secrets.base64(plaintext)));
             }
             Ok(out)
         }
@@ -266,7 +266,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             aws.call.authorize(Some(&opened.key_id)).await?;
             Ok(json!({
                 "KeyId": aws.arn(&opened.key_id),
-                "Plaintext": STANDARD.encode(opened.plaintext.expose_secret()),
+                "Plaintext": aws.call.secrets.base64(opened.plaintext),
                 "EncryptionAlgorithm": ALGORITHM,
                 "KeyMaterialId": opened.key_version,
             }))

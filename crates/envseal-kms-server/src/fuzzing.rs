@@ -179,6 +179,7 @@ impl Harness {
             params: Map::new(),
             resource_tags: None,
             xml: false,
+            secrets: crate::secrets::Secrets::default(),
         }
     }
 

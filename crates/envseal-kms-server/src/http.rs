@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use envseal_support::zeroizing;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming as Body};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -25,6 +26,7 @@ use crate::backend::Backend;
 use crate::error::{Class, Fault};
 use crate::hook::{Api, Outcome};
 use crate::request::{App, Call, Incoming};
+use crate::secrets::{Secrets, Syntax};
 use crate::{ApiSelect, ServerConfig, alibaba, aws, util};
 
 /// How long a client may take to send a request's headers.
@@ -181,6 +183,7 @@ async fn handle(app: &App, req: Request<Body>, peer: IpAddr) -> Response<Full<By
         params: Map::new(),
         resource_tags: None,
         xml: false,
+        secrets: Secrets::default(),
     };
     let work = async {
         let body = read_body(body, &parts.headers, app.cfg.max_body).await?;
@@ -313,7 +316,8 @@ fn aws_response(status: u16, call: &Call<'_>, body: Value) -> Response<Full<Byte
 }
 
 fn xml_response(status: u16, call: &Call<'_>, doc: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(doc)));
+    let body = call.secrets.render(doc.as_bytes(), Syntax::Xml);
+    let mut r = Response::new(Full::new(zeroizing::into_bytes(body)));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
     if let Ok(id) = HeaderValue::from_str(&call.request_id) {
@@ -327,7 +331,9 @@ fn alibaba_response(status: u16, call: &Call<'_>, body: Value) -> Response<Full<
 }
 
 fn json_response(status: u16, content_type: &'static str, call: &Call<'_>, body: Value) -> Response<Full<Bytes>> {
-    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()));
+    // The value holds no secret, only placeholders: the body is where they are written in.
+    let public = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+    let bytes = zeroizing::into_bytes(call.secrets.render(&public, Syntax::Json));
     let mut r = Response::new(Full::new(bytes));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = r.headers_mut();

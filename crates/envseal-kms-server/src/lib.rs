@@ -14,6 +14,7 @@ pub mod fuzzing;
 mod hook;
 mod http;
 mod request;
+mod secrets;
 mod sigv4;
 mod sts;
 mod util;

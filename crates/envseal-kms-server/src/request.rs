@@ -15,6 +15,7 @@ use crate::auth::NonceCache;
 use crate::backend::Backend;
 use crate::error::{Class, Fault};
 use crate::hook::{Api, RequestInfo};
+use crate::secrets::Secrets;
 
 /// Server state shared by every request.
 #[derive(Debug)]
@@ -77,6 +78,8 @@ pub(crate) struct Call<'a> {
     pub resource_tags: Option<BTreeMap<String, String>>,
     /// Answer in XML (AWS STS Query API): the handler's value is the document.
     pub xml: bool,
+    /// The answer's secrets, which its value holds placeholders of (see [`crate::secrets`]).
+    pub secrets: Secrets,
 }
 
 impl Call<'_> {

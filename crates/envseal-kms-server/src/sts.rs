@@ -95,6 +95,7 @@ pub(crate) async fn handle_aws(call: &mut Call<'_>, req: &Incoming) -> Result<Va
     match call.action.as_str() {
         "AssumeRole" => {
             let c = assume(call, &p)?;
+            let (secret, token) = (call.secrets.text(c.secret), call.secrets.text(c.security_token));
             Ok(Value::String(format!(
                 concat!(
                     "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">",
@@ -105,8 +106,8 @@ pub(crate) async fn handle_aws(call: &mut Call<'_>, req: &Incoming) -> Result<Va
                     "<ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></AssumeRoleResponse>"
                 ),
                 xml_escape(&c.access_key_id),
-                xml_escape(&c.secret),
-                xml_escape(&c.security_token),
+                secret,
+                token,
                 util::iso8601(c.expiration),
                 xml_escape(&c.assumed_role_arn),
                 xml_escape(&c.assumed_role_id),
@@ -154,8 +155,8 @@ pub(crate) async fn handle_alibaba(
             Ok(json!({
                 "Credentials": {
                     "AccessKeyId": c.access_key_id,
-                    "AccessKeySecret": c.secret.as_str(),
-                    "SecurityToken": c.security_token.as_str(),
+                    "AccessKeySecret": call.secrets.text(c.secret),
+                    "SecurityToken": call.secrets.text(c.security_token),
                     "Expiration": util::iso8601(c.expiration),
                 },
                 "AssumedRoleUser": {"Arn": c.assumed_role_arn, "AssumedRoleId": c.assumed_role_id},

@@ -5,3 +5,4 @@
 pub mod atomic;
 pub mod percent;
 pub mod wildcard;
+pub mod zeroizing;
