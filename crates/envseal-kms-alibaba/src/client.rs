@@ -13,7 +13,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::ResolvedEndpoint;
 use crate::credentials::Provider;
-use crate::errors::{ApiError, CallContext};
+use crate::error::{ApiError, CallContext};
 use crate::signer::{RpcCall, SignatureVersion, sign_rpc_call};
 use crate::time::format_utc;
 

@@ -22,7 +22,7 @@ use crate::client::{Api, Params, unexpected};
 use crate::config::AlibabaConfig;
 use crate::context::context_json;
 use crate::credentials::{Provider, invalid};
-use crate::errors::CallContext;
+use crate::error::CallContext;
 use crate::signer::SignatureVersion;
 use crate::uri::{AlibabaKeyUri, SCHEME, arn_region, check_alias_name, check_key_ref, is_alias_ref};
 

@@ -6,7 +6,7 @@ mod client;
 mod config;
 pub mod context;
 mod credentials;
-mod errors;
+mod error;
 mod kms;
 pub mod signer;
 mod time;

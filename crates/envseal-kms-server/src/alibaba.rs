@@ -13,9 +13,10 @@ use zeroize::Zeroizing;
 
 use crate::backend::{self, DEFAULT_ROTATION, RotationPolicy};
 use crate::error::{Class, Fault};
+use crate::hook::{self, context_json};
 use crate::request::{Call, Incoming};
-use crate::util::context_json;
-use crate::{DEFAULT_ALIBABA_REGION, acs, util};
+use crate::wire;
+use crate::{DEFAULT_ALIBABA_REGION, acs};
 
 /// The API version served.
 pub(crate) const VERSION: &str = "2016-01-20";
@@ -129,7 +130,7 @@ impl Ali<'_, '_> {
         json!({
             "KeyId": m.key_id,
             "Arn": self.arn(&m.key_id),
-            "CreationDate": util::iso8601(m.created_at),
+            "CreationDate": wire::iso8601(m.created_at),
             "Creator": self.account(),
             "Description": m.description,
             "KeyState": m.state.as_str(),
@@ -138,18 +139,18 @@ impl Ali<'_, '_> {
             "Origin": "Aliyun_KMS",
             "ProtectionLevel": m.protection_level.as_str(),
             "PrimaryKeyVersion": m.current_version,
-            "DeleteDate": m.deletion_date.map(util::iso8601).unwrap_or_default(),
+            "DeleteDate": m.deletion_date.map(wire::iso8601).unwrap_or_default(),
             "MaterialExpireTime": "",
             "AutomaticRotation": if enabled { "Enabled" } else { "Disabled" },
             "RotationInterval": policy.filter(|p| p.enabled).map(|p| format!("{}s", p.interval.as_secs())).unwrap_or_default(),
-            "NextRotationDate": be.next_rotation(m).map(util::iso8601).unwrap_or_default(),
-            "LastRotationDate": util::iso8601(last),
+            "NextRotationDate": be.next_rotation(m).map(wire::iso8601).unwrap_or_default(),
+            "LastRotationDate": wire::iso8601(last),
             "DeletionProtection": "Disabled",
         })
     }
 
     fn version(&self, key_id: &str, v: &KeyVersionInfo) -> Value {
-        json!({"KeyId": key_id, "KeyVersionId": v.id, "CreationDate": util::iso8601(v.created_at)})
+        json!({"KeyId": key_id, "KeyVersionId": v.id, "CreationDate": wire::iso8601(v.created_at)})
     }
 }
 
@@ -203,7 +204,7 @@ pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value,
     call.region = region.clone();
     call.security_token = req.header("x-acs-security-token").is_some() || p.str("SecurityToken").is_some();
     let values: Vec<(&str, Value)> = p.0.iter().map(|(k, v)| (k.as_str(), Value::String(v.clone()))).collect();
-    call.params = util::safe_params(values.iter().map(|(k, v)| (*k, v)));
+    call.params = hook::safe_params(values.iter().map(|(k, v)| (*k, v)));
     let mut ali = Ali { call, region };
     dispatch(&mut ali, &action, &p).await
 }

@@ -17,8 +17,10 @@ use serde_json::{Map, Value};
 use crate::auth::{AccessKey, Credentials, NonceCache};
 use crate::backend::Backend;
 use crate::error::Fault;
+use crate::mac;
 use crate::request::{App, Call, Incoming};
-use crate::{ServerConfig, acs, alibaba, aws, backend, sigv4, util};
+use crate::wire;
+use crate::{ServerConfig, acs, alibaba, aws, backend, sigv4};
 
 /// The access key id the harness signs with and the verifiers know.
 pub const ACCESS_KEY_ID: &str = "AKFUZZ";
@@ -79,19 +81,19 @@ pub fn percent_encode(s: &str) -> String {
     percent::encode(s)
 }
 
-/// `util::parse_pairs`: a query string or form body into decoded pairs.
+/// `wire::parse_pairs`: a query string or form body into decoded pairs.
 pub fn parse_pairs(s: &str) -> Option<Vec<(String, String)>> {
-    util::parse_pairs(s)
+    wire::parse_pairs(s)
 }
 
-/// `util::parse_amz_date` (`YYYYMMDDThhmmssZ`).
+/// `wire::parse_amz_date` (`YYYYMMDDThhmmssZ`).
 pub fn parse_amz_date(s: &str) -> Option<SystemTime> {
-    util::parse_amz_date(s)
+    wire::parse_amz_date(s)
 }
 
-/// `util::parse_iso8601` (Alibaba timestamps).
+/// `wire::parse_iso8601` (Alibaba timestamps).
 pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
-    util::parse_iso8601(s)
+    wire::parse_iso8601(s)
 }
 
 /// `backend::context_from_json`: Alibaba's `EncryptionContext` parameter (a JSON object).
@@ -195,18 +197,18 @@ impl Harness {
             return None;
         }
         let now = SystemTime::now();
-        let amz_date: String = util::iso8601(now).chars().filter(|c| *c != '-' && *c != ':').collect();
+        let amz_date: String = wire::iso8601(now).chars().filter(|c| *c != '-' && *c != ':').collect();
         let date = &amz_date[..8];
         let content_type = "application/x-amz-json-1.1";
         let host = "127.0.0.1";
         let canonical_request = format!(
             "POST\n/\n\ncontent-type:{content_type}\nhost:{host}\nx-amz-date:{amz_date}\nx-amz-target:{target}\n\ncontent-type;host;x-amz-date;x-amz-target\n{}",
-            util::sha256_hex(body)
+            mac::sha256_hex(body)
         );
         let scope = format!("{date}/us-east-1/kms/aws4_request");
         let string_to_sign =
-            format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", util::sha256_hex(canonical_request.as_bytes()));
-        let signature = hex::encode(util::hmac_sha256(
+            format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", mac::sha256_hex(canonical_request.as_bytes()));
+        let signature = hex::encode(mac::hmac_sha256(
             &sigv4::signing_key(SECRET, date, "us-east-1", "kms"),
             string_to_sign.as_bytes(),
         ));
@@ -233,7 +235,7 @@ impl Harness {
     /// # Errors
     /// The fault's class and message.
     pub fn alibaba(&self, params: &str) -> Option<Result<Value, String>> {
-        let mut p: BTreeMap<String, String> = util::parse_pairs(params)?.into_iter().collect();
+        let mut p: BTreeMap<String, String> = wire::parse_pairs(params)?.into_iter().collect();
         let n = self.nonce.get();
         self.nonce.set(n + 1);
         p.entry("Version".to_owned()).or_insert_with(|| alibaba::VERSION.to_owned());
@@ -242,7 +244,7 @@ impl Harness {
             ("SignatureMethod", "HMAC-SHA1".to_owned()),
             ("SignatureVersion", "1.0".to_owned()),
             ("SignatureNonce", format!("fuzz-{n}")),
-            ("Timestamp", util::iso8601(SystemTime::now())),
+            ("Timestamp", wire::iso8601(SystemTime::now())),
         ] {
             p.insert(k.to_owned(), v);
         }

@@ -27,7 +27,8 @@ use crate::error::{Class, Fault};
 use crate::hook::{Api, Outcome};
 use crate::request::{App, Call, Incoming};
 use crate::secrets::{Secrets, Syntax};
-use crate::{ApiSelect, ServerConfig, alibaba, aws, util};
+use crate::wire;
+use crate::{ApiSelect, ServerConfig, alibaba, aws};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -172,7 +173,7 @@ async fn handle(app: &App, req: Request<Body>, peer: IpAddr) -> Response<Full<By
         principal: String::new(),
         access_key_id: String::new(),
         resource: None,
-        request_id: util::uuid_v4(),
+        request_id: wire::uuid_v4(),
         host,
         signature: "-",
         source_ip: Some(peer),
@@ -287,7 +288,7 @@ async fn handle(app: &App, req: Request<Body>, peer: IpAddr) -> Response<Full<By
     if app.cfg.access_log {
         eprintln!(
             "{} {} {} sig={} principal={} key={} -> {}{} ({} ms)",
-            util::iso8601(SystemTime::now()),
+            wire::iso8601(SystemTime::now()),
             api.map_or("-", Api::as_str),
             if call.action.is_empty() { "-" } else { &call.action },
             call.signature,

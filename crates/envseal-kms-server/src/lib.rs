@@ -13,11 +13,12 @@ mod error;
 pub mod fuzzing;
 mod hook;
 mod http;
+mod mac;
 mod request;
 mod secrets;
 mod sigv4;
 mod sts;
-mod util;
+mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::error::{Class, Fault};
-use crate::hook::{AssumeRoleInput, IssuedCredentials, StsRefusal};
+use crate::hook::{self, AssumeRoleInput, IssuedCredentials, StsRefusal};
 use crate::request::{Call, Incoming};
-use crate::{acs, sigv4, util};
+use crate::wire;
+use crate::{acs, sigv4};
 
 /// The AWS STS API version served.
 pub(crate) const AWS_VERSION: &str = "2011-06-15";
@@ -87,7 +88,7 @@ pub(crate) async fn handle_aws(call: &mut Call<'_>, req: &Incoming) -> Result<Va
     call.region = verified.region.clone();
     call.security_token = req.header("x-amz-security-token").is_some();
     let values: Vec<(&str, Value)> = p.iter().map(|(k, v)| (k.as_str(), Value::String(v.clone()))).collect();
-    call.params = util::safe_params(values.iter().map(|(k, v)| (*k, v)));
+    call.params = hook::safe_params(values.iter().map(|(k, v)| (*k, v)));
     if get(&p, "Version") != Some(AWS_VERSION) {
         return Err(Fault::new(Class::UnsupportedVersion, format!("this emulator serves STS {AWS_VERSION}"))
             .with_codes((400, "InvalidParameterValue"), (400, "InvalidVersion")));
@@ -108,7 +109,7 @@ pub(crate) async fn handle_aws(call: &mut Call<'_>, req: &Incoming) -> Result<Va
                 xml_escape(&c.access_key_id),
                 secret,
                 token,
-                util::iso8601(c.expiration),
+                wire::iso8601(c.expiration),
                 xml_escape(&c.assumed_role_arn),
                 xml_escape(&c.assumed_role_id),
                 xml_escape(&call.request_id),
@@ -148,7 +149,7 @@ pub(crate) async fn handle_alibaba(
     call.region = get(p, "RegionId").unwrap_or(crate::DEFAULT_ALIBABA_REGION).to_owned();
     call.security_token = req.header("x-acs-security-token").is_some() || get(p, "SecurityToken").is_some();
     let values: Vec<(&str, Value)> = p.iter().map(|(k, v)| (k.as_str(), Value::String(v.clone()))).collect();
-    call.params = util::safe_params(values.iter().map(|(k, v)| (*k, v)));
+    call.params = hook::safe_params(values.iter().map(|(k, v)| (*k, v)));
     match call.action.as_str() {
         "AssumeRole" => {
             let c = assume(call, p)?;
@@ -157,7 +158,7 @@ pub(crate) async fn handle_alibaba(
                     "AccessKeyId": c.access_key_id,
                     "AccessKeySecret": call.secrets.text(c.secret),
                     "SecurityToken": call.secrets.text(c.security_token),
-                    "Expiration": util::iso8601(c.expiration),
+                    "Expiration": wire::iso8601(c.expiration),
                 },
                 "AssumedRoleUser": {"Arn": c.assumed_role_arn, "AssumedRoleId": c.assumed_role_id},
             }))

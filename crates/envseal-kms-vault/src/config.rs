@@ -10,7 +10,7 @@ use envseal_core::retry::RetryPolicy;
 use reqwest::Url;
 use zeroize::Zeroizing;
 
-use crate::errors::invalid;
+use crate::error::invalid;
 use crate::names::{is_valid_key_name, normalize_mount};
 
 /// The Transit mount used when none is given.

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::config::{VaultConfig, VaultToken};
-use crate::errors::{ApiError, NO_UPSERT_TYPE, classify, invalid, server_message};
+use crate::error::{ApiError, NO_UPSERT_TYPE, classify, invalid, server_message};
 use crate::keys::{KeyData, TransitKeyInfo};
 use crate::names::{MAX_BLOB_LEN, check_key_name, ciphertext_version, normalize_mount, parse_version};
 
@@ -322,8 +322,10 @@ struct Body<'a> {
     min_decryption_version: Option<u32>,
 }
 
+/// A Transit answer: what a call returns is in `data` (the other members, such as `request_id`
+/// and `lease_duration`, are not read).
 #[derive(Deserialize)]
-struct Envelope<T> {
+struct ApiResponse<T> {
     data: Option<T>,
 }
 
@@ -332,8 +334,8 @@ fn parse_data<T: DeserializeOwned>(body: &[u8]) -> Result<T, KmsError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return serde_json::from_slice(b"null").map_err(|_| unexpected("empty answer"));
     }
-    let envelope: Envelope<T> = serde_json::from_slice(body).map_err(|_| unexpected("answer"))?;
-    match envelope.data {
+    let response: ApiResponse<T> = serde_json::from_slice(body).map_err(|_| unexpected("answer"))?;
+    match response.data {
         Some(data) => Ok(data),
         None => serde_json::from_slice(b"null").map_err(|_| unexpected("answer without data")),
     }

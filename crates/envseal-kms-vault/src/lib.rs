@@ -3,7 +3,7 @@
 #![deny(missing_docs)]
 
 mod config;
-mod errors;
+mod error;
 mod keys;
 mod kms;
 mod names;

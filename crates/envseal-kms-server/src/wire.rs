@@ -1,10 +1,8 @@
-//! Small wire helpers shared by both APIs: query parsing, hashing, time formats, request ids.
+//! Wire formats shared by both APIs: query strings and form bodies, time formats, request ids.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::{digest, hmac};
 use envseal_support::percent;
-use subtle::ConstantTimeEq;
 
 /// Parses `a=1&b=2` (query string or `application/x-www-form-urlencoded` body) into decoded
 /// pairs, in order. `None` if any part does not decode.
@@ -16,26 +14,6 @@ pub(crate) fn parse_pairs(s: &str) -> Option<Vec<(String, String)>> {
             Some((percent::decode(k, true)?, percent::decode(v, true)?))
         })
         .collect()
-}
-
-/// Lower-case hex SHA-256.
-pub(crate) fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(digest::digest(&digest::SHA256, data))
-}
-
-/// HMAC-SHA256.
-pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data).as_ref().to_vec()
-}
-
-/// HMAC-SHA1 (Alibaba's RPC V2 signature only).
-pub(crate) fn hmac_sha1(key: &[u8], data: &[u8]) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key), data).as_ref().to_vec()
-}
-
-/// Constant-time equality of two strings (signatures, tokens).
-pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// `YYYY-MM-DDThh:mm:ssZ` (UTC), the form Alibaba uses for dates and timestamps.
@@ -88,74 +66,6 @@ pub(crate) fn uuid_v4() -> String {
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
-}
-
-/// Request parameters recorded as sent (key ids, names, sizes, options); anything else is
-/// left out of what hooks and the audit trail see.
-const SAFE_PARAMS: &[&str] = &[
-    "KeyId",
-    "AliasName",
-    "TargetKeyId",
-    "SourceKeyId",
-    "DestinationKeyId",
-    "KeyVersionId",
-    "NumberOfBytes",
-    "KeySpec",
-    "KeyUsage",
-    "ProtectionLevel",
-    "Origin",
-    "PendingWindowInDays",
-    "RotationInterval",
-    "RotationPeriodInDays",
-    "EnableAutomaticRotation",
-    "MinDecryptionVersion",
-    "EncryptionAlgorithm",
-    "DryRun",
-    "RoleArn",
-    "RoleSessionName",
-    "DurationSeconds",
-    "Limit",
-    "PageSize",
-    "PageNumber",
-];
-
-/// Parameters whose size (not value) is recorded, as `<Name>Bytes` (base64-decoded length).
-const SIZED_PARAMS: &[&str] = &["Plaintext", "CiphertextBlob", "Policy"];
-
-/// The recordable part of a request's parameters: [`SAFE_PARAMS`] as sent, and the sizes of
-/// [`SIZED_PARAMS`].
-pub(crate) fn safe_params<'a>(
-    params: impl IntoIterator<Item = (&'a str, &'a serde_json::Value)>,
-) -> serde_json::Map<String, serde_json::Value> {
-    let mut out = serde_json::Map::new();
-    for (name, value) in params {
-        if SAFE_PARAMS.contains(&name) {
-            let v = match value {
-                serde_json::Value::String(s) if s.len() > 256 => {
-                    let end = (0..=256).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-                    serde_json::Value::String(format!("{}…", &s[..end]))
-                }
-                serde_json::Value::String(_) | serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
-                    value.clone()
-                }
-                _ => continue,
-            };
-            out.insert(name.to_owned(), v);
-        } else if SIZED_PARAMS.contains(&name)
-            && let serde_json::Value::String(s) = value
-        {
-            let len = if name == "Policy" { s.len() } else { s.trim_end_matches('=').len() * 3 / 4 };
-            out.insert(format!("{name}Bytes"), serde_json::Value::from(len));
-        }
-    }
-    out
-}
-
-/// An encryption context as a JSON object (for hooks and the audit trail).
-pub(crate) fn context_json(ctx: &envseal_core::EncryptionContext) -> serde_json::Value {
-    serde_json::Value::Object(
-        ctx.iter().map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned()))).collect(),
-    )
 }
 
 #[cfg(test)]
