@@ -31,9 +31,7 @@ pub struct Query {
 
 /// `*` matches any run of characters (a `?` is an ordinary character here); case-insensitive.
 fn glob(pattern: &str, text: &str) -> bool {
-    let pattern = pattern.to_lowercase();
-    let tokens = pattern.chars().map(|c| if c == '*' { Token::AnyRun } else { Token::Char(c) });
-    Pattern::from_tokens(tokens, true).matches(text)
+    Pattern::with_syntax(pattern, true, |c| if c == '*' { Token::AnyRun } else { Token::Char(c) }).matches(text)
 }
 
 impl Query {

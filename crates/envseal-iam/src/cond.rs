@@ -257,21 +257,12 @@ fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
 /// [`LITERAL_STAR`] / [`LITERAL_QUESTION`] (what `${*}` / `${?}` became in [`substitute`])
 /// matching only a literal `*` / `?`.
 pub(crate) fn wildcard(pattern: &str, text: &str, ignore_case: bool) -> bool {
-    let folded;
-    let pattern = if ignore_case {
-        folded = pattern.to_lowercase();
-        folded.as_str()
-    } else {
-        pattern
-    };
-    let tokens = pattern.chars().map(|c| match c {
-        '*' => Token::AnyRun,
-        '?' => Token::AnyOne,
+    let syntax = |c| match c {
         LITERAL_STAR => Token::Char('*'),
         LITERAL_QUESTION => Token::Char('?'),
-        c => Token::Char(c),
-    });
-    Pattern::from_tokens(tokens, ignore_case).matches(text)
+        c => Pattern::standard(c),
+    };
+    Pattern::with_syntax(pattern, ignore_case, syntax).matches(text)
 }
 
 /// Replaces `${key}` policy variables. `escape_wildcards`: a variable's value is literal in a

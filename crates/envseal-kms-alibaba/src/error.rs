@@ -23,12 +23,17 @@ pub(crate) struct ApiError {
 }
 
 impl ApiFailure for ApiError {
+    /// Throttling or a transient server failure: worth retrying.
     fn retryable(&self) -> bool {
-        ApiError::retryable(self)
+        is_throttling(&self.code) || self.is_transient()
     }
 
+    /// Whether the server certainly did not act on the request (so even a call that must not
+    /// run twice may be retried): throttled, or refused as unavailable.
     fn certainly_not_processed(&self) -> bool {
-        ApiError::certainly_not_processed(self)
+        is_throttling(&self.code)
+            || self.status == 503
+            || matches!(self.code.as_str(), "ServiceUnavailableTemporary" | "SignatureNonceUsed")
     }
 }
 
@@ -86,19 +91,6 @@ impl ApiError {
         }
         s.push(')');
         s
-    }
-
-    /// Throttling or a transient server failure: worth retrying.
-    pub(crate) fn retryable(&self) -> bool {
-        is_throttling(&self.code) || self.is_transient()
-    }
-
-    /// Whether the server certainly did not act on the request (so even a call that must not
-    /// run twice may be retried): throttled, or refused as unavailable.
-    pub(crate) fn certainly_not_processed(&self) -> bool {
-        is_throttling(&self.code)
-            || self.status == 503
-            || matches!(self.code.as_str(), "ServiceUnavailableTemporary" | "SignatureNonceUsed")
     }
 
     fn is_transient(&self) -> bool {

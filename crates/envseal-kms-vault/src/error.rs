@@ -46,17 +46,20 @@ pub(crate) enum ApiError {
     Invalid(String),
 }
 
-impl ApiError {
-    /// Whether a retry may succeed.
-    pub(crate) fn retryable(&self) -> bool {
+impl ApiFailure for ApiError {
+    /// Throttled, or unavailable in a way a retry may fix.
+    fn retryable(&self) -> bool {
         matches!(self, ApiError::Throttled(_) | ApiError::Unavailable { retryable: true, .. })
     }
 
-    /// Whether a retry is safe for a call that must not run twice (e.g. rotate).
-    pub(crate) fn certainly_not_processed(&self) -> bool {
+    /// Throttled, or refused before acting (412, 503, a redirect): safe to resend a call that
+    /// must not run twice (e.g. rotate).
+    fn certainly_not_processed(&self) -> bool {
         matches!(self, ApiError::Throttled(_) | ApiError::Unavailable { processed: false, .. })
     }
+}
 
+impl ApiError {
     /// The [`KmsError`] for a call on `key` (version numbers are added by the caller where
     /// it knows them: see `VaultKms::decrypt`).
     pub(crate) fn into_kms_error(self, key: &str, mount: &str) -> KmsError {
@@ -79,16 +82,6 @@ impl ApiError {
             ApiError::Unavailable { message, retryable, .. } => KmsError::Unavailable { message, retryable },
             ApiError::Invalid(message) => KmsError::InvalidRequest { message },
         }
-    }
-}
-
-impl ApiFailure for ApiError {
-    fn retryable(&self) -> bool {
-        ApiError::retryable(self)
-    }
-
-    fn certainly_not_processed(&self) -> bool {
-        ApiError::certainly_not_processed(self)
     }
 }
 

@@ -3,9 +3,9 @@
 //!
 //! The whole text must match (no implicit `*` at either end). Matching is greedy with
 //! backtracking to the last `*` only, so it runs in `O(pattern × text)` at worst and needs no
-//! allocation beyond the two character vectors. Patterns with other syntax (IAM's `${*}`, a
-//! literal star; audit queries where `?` is an ordinary character) are built from
-//! [`Token`]s by their owners.
+//! allocation beyond the two character vectors. Patterns in another syntax (IAM's `${*}`, a
+//! literal star; audit queries where `?` is an ordinary character) say what each character
+//! stands for ([`Pattern::with_syntax`]).
 
 /// One element of a pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,9 +26,26 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// `*` and `?` are wildcards, every other character is literal. With `ignore_case`, the
-    /// pattern and the texts are compared in lower case (Unicode, as `str::to_lowercase`).
+    /// `*` and `?` are wildcards, every other character is literal ([`Pattern::standard`]).
+    /// With `ignore_case`, the pattern and the texts are compared in lower case (Unicode, as
+    /// `str::to_lowercase`).
     pub fn new(pattern: &str, ignore_case: bool) -> Self {
+        Self::with_syntax(pattern, ignore_case, Self::standard)
+    }
+
+    /// The standard syntax: `*` is [`Token::AnyRun`], `?` is [`Token::AnyOne`].
+    pub fn standard(c: char) -> Token {
+        match c {
+            '*' => Token::AnyRun,
+            '?' => Token::AnyOne,
+            c => Token::Char(c),
+        }
+    }
+
+    /// A pattern in another syntax: `syntax` says what each character of `pattern` (lowered
+    /// first with `ignore_case`) stands for. E.g. IAM's `${*}` (a literal star) or audit
+    /// queries, where `?` is an ordinary character.
+    pub fn with_syntax(pattern: &str, ignore_case: bool, syntax: impl Fn(char) -> Token) -> Self {
         let folded;
         let pattern = if ignore_case {
             folded = pattern.to_lowercase();
@@ -36,35 +53,7 @@ impl Pattern {
         } else {
             pattern
         };
-        let tokens = pattern
-            .chars()
-            .map(|c| match c {
-                '*' => Token::AnyRun,
-                '?' => Token::AnyOne,
-                c => Token::Char(c),
-            })
-            .collect();
-        Self { tokens, ignore_case }
-    }
-
-    /// A pattern from tokens, for other syntaxes. With `ignore_case`, each literal character
-    /// is lowered (`char::to_lowercase`, which may give several) and texts are lowered as in
-    /// [`Pattern::new`]; pass tokens of an already lowered string for exact `str` semantics.
-    pub fn from_tokens(tokens: impl IntoIterator<Item = Token>, ignore_case: bool) -> Self {
-        let tokens = if ignore_case {
-            tokens
-                .into_iter()
-                .flat_map(|t| -> Box<dyn Iterator<Item = Token>> {
-                    match t {
-                        Token::Char(c) => Box::new(c.to_lowercase().map(Token::Char)),
-                        other => Box::new(std::iter::once(other)),
-                    }
-                })
-                .collect()
-        } else {
-            tokens.into_iter().collect()
-        };
-        Self { tokens, ignore_case }
+        Self { tokens: pattern.chars().map(syntax).collect(), ignore_case }
     }
 
     /// Whether the whole of `text` matches.
@@ -150,17 +139,16 @@ mod tests {
     }
 
     #[test]
-    fn tokens_for_other_syntaxes() {
-        // A literal star: only a `*` matches it.
-        let p = Pattern::from_tokens([Token::Char('a'), Token::Char('*'), Token::Char('b')], false);
+    fn other_syntaxes() {
+        // `#` for a literal star: only a `*` matches it.
+        let p = Pattern::with_syntax("a#b", false, |c| if c == '#' { Token::Char('*') } else { Pattern::standard(c) });
         assert!(p.matches("a*b"));
         assert!(!p.matches("aXb"));
         // `?` as an ordinary character.
-        let p =
-            Pattern::from_tokens("x?*".chars().map(|c| if c == '*' { Token::AnyRun } else { Token::Char(c) }), true);
+        let p = Pattern::with_syntax("x?*", true, |c| if c == '*' { Token::AnyRun } else { Token::Char(c) });
         assert!(p.matches("X?yz"));
         assert!(!p.matches("Xyz"));
-        assert_eq!(Pattern::from_tokens([Token::Char('A')], true), Pattern::new("a", true));
+        assert_eq!(Pattern::with_syntax("A*", true, Pattern::standard), Pattern::new("a*", true));
     }
 
     #[test]
