@@ -110,6 +110,22 @@ pub fn error_chain(e: reqwest::Error) -> String {
     message
 }
 
+/// Longest server message kept in an error: enough to act on, too short to carry a body.
+pub const MAX_SERVER_MESSAGE: usize = 300;
+
+/// Cuts a server's message to [`MAX_SERVER_MESSAGE`] bytes, at a character boundary, marking
+/// the cut with `…`.
+pub fn bound_message(message: &mut String) {
+    if message.len() > MAX_SERVER_MESSAGE {
+        let mut cut = MAX_SERVER_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+}
+
 fn invalid(message: String) -> KmsError {
     KmsError::InvalidRequest { message }
 }
@@ -117,6 +133,16 @@ fn invalid(message: String) -> KmsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_bounded_on_char_boundaries() {
+        let mut m = "é".repeat(400);
+        bound_message(&mut m);
+        assert!(m.ends_with('…') && m.len() <= MAX_SERVER_MESSAGE + '…'.len_utf8(), "{}", m.len());
+        let mut short = "short".to_owned();
+        bound_message(&mut short);
+        assert_eq!(short, "short");
+    }
 
     #[test]
     fn loopback_hosts() {

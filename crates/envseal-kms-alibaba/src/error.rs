@@ -8,10 +8,8 @@
 
 use envseal_core::KmsError;
 use envseal_http::ApiFailure;
+use envseal_http::client::bound_message;
 use serde::Deserialize;
-
-/// Longest server message kept in an error.
-const MAX_MESSAGE: usize = 300;
 
 /// A parsed error answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,14 +198,7 @@ pub(crate) fn scrub(message: &str, secrets: &[&str]) -> String {
         }
     }
     m.retain(|c| !c.is_control());
-    if m.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !m.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        m.truncate(cut);
-        m.push('…');
-    }
+    bound_message(&mut m);
     m
 }
 
@@ -322,7 +313,7 @@ mod tests {
         let text = format!("{e} {e:?}");
         assert!(!text.contains("sk-secret-value") && !text.contains("Plaintext=abc"), "{text}");
         let long = "é".repeat(1000);
-        assert!(scrub(&long, &[]).len() <= MAX_MESSAGE + '…'.len_utf8());
+        assert!(scrub(&long, &[]).len() <= envseal_http::client::MAX_SERVER_MESSAGE + '…'.len_utf8());
         assert_eq!(scrub("a\nb\u{7}c", &[]), "abc");
     }
 }

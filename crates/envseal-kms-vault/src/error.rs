@@ -6,6 +6,7 @@
 
 use envseal_core::KmsError;
 use envseal_http::ApiFailure;
+use envseal_http::client::bound_message;
 use serde::Deserialize;
 
 /// Sent by `VaultKms::encrypt` as `type` with every `encrypt`: Transit's encrypt creates a missing key ("upsert")
@@ -18,9 +19,6 @@ pub(crate) const NO_UPSERT_TYPE: &str = "envseal-no-upsert";
 pub(crate) fn invalid(message: impl Into<String>) -> KmsError {
     KmsError::InvalidRequest { message: message.into() }
 }
-
-/// Longest server message kept in an error.
-const MAX_MESSAGE: usize = 300;
 
 /// What a failed call means, before the key name and versions are added.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,14 +97,7 @@ pub(crate) fn server_message(body: &[u8], secret: &str) -> String {
     if !secret.is_empty() && joined.contains(secret) {
         joined = joined.replace(secret, "[REDACTED]");
     }
-    if joined.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !joined.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        joined.truncate(cut);
-        joined.push('…');
-    }
+    bound_message(&mut joined);
     joined
 }
 
@@ -240,7 +231,7 @@ mod tests {
         assert!(text.contains("[REDACTED]"), "{text}");
         let long = "é".repeat(1000);
         let m = server_message(&body(&[&long]), "");
-        assert!(m.len() <= MAX_MESSAGE + '…'.len_utf8());
+        assert!(m.len() <= envseal_http::client::MAX_SERVER_MESSAGE + '…'.len_utf8());
         assert_eq!(server_message(b"not json", "x"), "");
         assert_eq!(server_message(&body(&["a", " ", "b"]), ""), "a; b");
     }
