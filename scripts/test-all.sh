@@ -75,6 +75,13 @@ if cargo tree -p envseal-core --no-default-features --features rustcrypto -e nor
   exit 1
 fi
 
+step "test code stays out of the binary: no mock fault injection, no fuzzing entry points"
+if cargo tree -p envseal-cli -e features,normal --prefix none --locked \
+  | grep -Eq 'envseal-kms-mock feature "faults"|envseal-kms-server feature "fuzzing"'; then
+  echo "the envseal binary would be built with a test-only feature (faults or fuzzing)" >&2
+  exit 1
+fi
+
 step "supply chain: cargo deny (licences, bans, sources; advisories where GitHub is reachable)"
 bash scripts/deny.sh
 
