@@ -76,8 +76,8 @@ if cargo tree -p envseal-core --no-default-features --features rustcrypto -e nor
 fi
 
 step "test code stays out of the binary: no mock fault injection, no fuzzing entry points"
-if cargo tree -p envseal-cli -e features,normal --prefix none --locked \
-  | grep -Eq 'envseal-kms-mock feature "faults"|envseal-kms-server feature "fuzzing"'; then
+tree=$(cargo tree -p envseal-cli -e features,normal --prefix none --locked)
+if grep -Eq 'envseal-kms-mock feature "faults"|envseal-kms-server feature "fuzzing"' <<<"$tree"; then
   echo "the envseal binary would be built with a test-only feature (faults or fuzzing)" >&2
   exit 1
 fi
