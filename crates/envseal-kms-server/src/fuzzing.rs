@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use envseal_support::percent;
 use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::auth::{AccessKey, Credentials, NonceCache};
 use crate::backend::Backend;
@@ -163,26 +163,7 @@ impl Harness {
     }
 
     fn call(&self) -> Call<'_> {
-        Call {
-            app: &self.app,
-            api: None,
-            action: String::new(),
-            principal: String::new(),
-            access_key_id: String::new(),
-            resource: None,
-            request_id: "fuzz".to_owned(),
-            host: "127.0.0.1".to_owned(),
-            signature: "-",
-            source_ip: None,
-            user_agent: String::new(),
-            region: String::new(),
-            security_token: false,
-            context: BTreeMap::new(),
-            params: Map::new(),
-            resource_tags: None,
-            xml: false,
-            secrets: crate::secrets::Secrets::default(),
-        }
+        Call::new(&self.app, "fuzz".to_owned(), "127.0.0.1".to_owned())
     }
 
     /// An AWS KMS JSON 1.1 request `X-Amz-Target: target` with `body`, signed with SigV4 and

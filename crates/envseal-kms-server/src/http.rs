@@ -1,7 +1,6 @@
 //! The HTTP server: accept loop, graceful shutdown, body limit, timeouts, telling the two APIs
 //! apart, and writing each API's success and error shapes.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -18,7 +17,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::auth::NonceCache;
@@ -26,7 +25,7 @@ use crate::backend::Backend;
 use crate::error::{Class, Fault};
 use crate::hook::{Api, Outcome};
 use crate::request::{App, Call, Incoming};
-use crate::secrets::{Secrets, Syntax};
+use crate::secrets::Syntax;
 use crate::wire;
 use crate::{ApiSelect, ServerConfig, alibaba, aws};
 
@@ -162,30 +161,14 @@ async fn handle(app: &App, req: Request<Body>, peer: IpAddr) -> Response<Full<By
     let query = parts.uri.query().unwrap_or("").to_owned();
     let shape = shape(&parts.headers, &query);
     let host = parts.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1").to_owned();
-    let mut call = Call {
-        app,
-        api: match shape {
-            Shape::Aws => Some(Api::Aws),
-            Shape::Alibaba => Some(Api::Alibaba),
-            Shape::Unknown => None,
-        },
-        action: String::new(),
-        principal: String::new(),
-        access_key_id: String::new(),
-        resource: None,
-        request_id: wire::uuid_v4(),
-        host,
-        signature: "-",
-        source_ip: Some(peer),
-        user_agent: parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
-        region: String::new(),
-        security_token: false,
-        context: BTreeMap::new(),
-        params: Map::new(),
-        resource_tags: None,
-        xml: false,
-        secrets: Secrets::default(),
+    let mut call = Call::new(app, wire::uuid_v4(), host);
+    call.api = match shape {
+        Shape::Aws => Some(Api::Aws),
+        Shape::Alibaba => Some(Api::Alibaba),
+        Shape::Unknown => None,
     };
+    call.source_ip = Some(peer);
+    call.user_agent = parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let work = async {
         let body = read_body(body, &parts.headers, app.cfg.max_body).await?;
         let req = Incoming {

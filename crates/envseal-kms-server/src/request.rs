@@ -82,7 +82,31 @@ pub(crate) struct Call<'a> {
     pub secrets: Secrets,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    /// A request of `app`, with this id and `Host`, nothing known of it yet.
+    pub(crate) fn new(app: &'a App, request_id: String, host: String) -> Self {
+        Call {
+            app,
+            api: None,
+            action: String::new(),
+            principal: String::new(),
+            access_key_id: String::new(),
+            resource: None,
+            request_id,
+            host,
+            signature: "-",
+            source_ip: None,
+            user_agent: String::new(),
+            region: String::new(),
+            security_token: false,
+            context: BTreeMap::new(),
+            params: Map::new(),
+            resource_tags: None,
+            xml: false,
+            secrets: Secrets::default(),
+        }
+    }
+
     /// What the hook sees of this request.
     pub(crate) fn info(&self) -> RequestInfo<'_> {
         RequestInfo {
