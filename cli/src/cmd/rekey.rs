@@ -146,12 +146,8 @@ async fn rekey_container(path: &Path, kms: &KmsOpts, reading: &Reading, quiet: b
     let mut out = AtomicFile::create(path, 0o644)?;
     let input = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     container::rekey(&opener, &rs, input, out.file()).await.map_err(|e| not_allowed(path, reading, e))?;
-    let (new, _) = {
-        let mut f = out.reopen()?;
-        let mut head = vec![0u8; 0];
-        f.read_to_end(&mut head)?;
-        Preamble::parse(&head)?
-    };
+    // (Already proven by `container::rekey`; read back here only to report the new entries.)
+    let new = Preamble::read_from(&mut std::io::BufReader::new(out.reopen()?))?;
     out.commit()?;
     Ok(new.entries)
 }

@@ -3,7 +3,6 @@
 #![deny(missing_docs)]
 
 pub mod aead;
-pub mod backoff;
 pub mod container;
 pub mod context;
 pub mod datakey;
@@ -14,6 +13,7 @@ mod kdf;
 pub mod kms;
 mod pipeline;
 pub mod random;
+pub mod retry;
 pub mod rewrap;
 mod sealer;
 pub mod values;

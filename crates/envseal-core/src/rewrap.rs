@@ -44,10 +44,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use tokio::sync::{OnceCell, Semaphore};
@@ -61,6 +59,8 @@ use crate::envelope::{self, Envelope, FieldKey};
 use crate::error::{Error, FormatError, KeyAttempt, KmsError};
 use crate::kms::{Kms, WrappedKey};
 use crate::values::{self, FILE_ID_LEN, ValueKeys};
+
+pub use crate::retry::{RetryPolicy, SleepFn};
 
 /// Smallest blob a KMS can return for a wrapped 256-bit key: AES key wrap (RFC 3394/5649) adds
 /// 8 bytes to 32; every AEAD-based backend adds more. Used by [`Verify::Structure`].
@@ -90,89 +90,6 @@ pub enum Verify {
     /// own context, but the commitment is not checked, so in this mode each entry is replaced
     /// only by its own re-encryption: nothing is merged or dropped.
     Structure,
-}
-
-/// A sleep function: returns a future that completes after the duration.
-pub type SleepFn = Arc<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// Retries of retryable KMS errors ([`KmsError::is_retryable`]: throttling, transient outages),
-/// with exponential backoff and full jitter: before retry `n` (from 0), sleep a uniformly random
-/// time in `[0, min(max_delay, base_delay × 2^n)]`.
-#[derive(Clone)]
-pub struct RetryPolicy {
-    /// Most attempts per KMS call, the first included (1 = no retry).
-    pub max_attempts: u32,
-    /// Backoff cap of the first retry.
-    pub base_delay: Duration,
-    /// Largest backoff cap.
-    pub max_delay: Duration,
-    sleep: SleepFn,
-}
-
-impl fmt::Debug for RetryPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryPolicy")
-            .field("max_attempts", &self.max_attempts)
-            .field("base_delay", &self.base_delay)
-            .field("max_delay", &self.max_delay)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for RetryPolicy {
-    /// 6 attempts, 50 ms first cap, 5 s largest cap (about 8 s of backoff at most per call).
-    fn default() -> Self {
-        Self {
-            max_attempts: 6,
-            base_delay: Duration::from_millis(50),
-            max_delay: Duration::from_secs(5),
-            sleep: Arc::new(thread_sleep),
-        }
-    }
-}
-
-/// Sleeps on a short-lived thread and wakes the task through a oneshot channel: works under any
-/// executor. Retries are rare, so a thread per backoff is cheap enough.
-fn thread_sleep(d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let spawned = std::thread::Builder::new().name("envseal-backoff".into()).spawn(move || {
-        std::thread::sleep(d);
-        let _ = tx.send(());
-    });
-    Box::pin(async move {
-        if spawned.is_ok() {
-            let _ = rx.await;
-        }
-    })
-}
-
-impl RetryPolicy {
-    /// No retry: every error is returned at once.
-    pub fn none() -> Self {
-        Self { max_attempts: 1, ..Self::default() }
-    }
-
-    /// `max_attempts` attempts with the given delays.
-    pub fn new(max_attempts: u32, base_delay: Duration, max_delay: Duration) -> Self {
-        Self { max_attempts: max_attempts.max(1), base_delay, max_delay, ..Self::default() }
-    }
-
-    /// Uses `sleep` for backoff delays (e.g. `tokio::time::sleep` boxed, to avoid a thread per
-    /// retry under Tokio).
-    pub fn with_sleep(mut self, sleep: SleepFn) -> Self {
-        self.sleep = sleep;
-        self
-    }
-
-    /// The backoff cap before retry `retry` (from 0): `min(max_delay, base_delay × 2^retry)`.
-    pub fn cap(&self, retry: u32) -> Duration {
-        crate::backoff::cap(self.base_delay, self.max_delay, retry)
-    }
-
-    /// A full-jitter delay before retry `retry`: uniform in `[0, cap(retry)]`, from the OS CSPRNG.
-    pub fn delay(&self, retry: u32) -> Duration {
-        crate::backoff::full_jitter(self.cap(retry))
-    }
 }
 
 /// Counters of a [`Rewrapper`] (all of its calls so far).
@@ -1168,20 +1085,6 @@ pub async fn remove_entries_from_value_keys(rm: &RemoveEntries<'_>, file: &Value
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_caps_and_jitter() {
-        let p = RetryPolicy::new(5, Duration::from_millis(10), Duration::from_millis(100));
-        assert_eq!(p.cap(0), Duration::from_millis(10));
-        assert_eq!(p.cap(1), Duration::from_millis(20));
-        assert_eq!(p.cap(3), Duration::from_millis(80));
-        assert_eq!(p.cap(4), Duration::from_millis(100));
-        assert_eq!(p.cap(200), Duration::from_millis(100));
-        for r in 0..50 {
-            assert!(p.delay(r % 6) <= p.cap(r % 6));
-        }
-        assert_eq!(RetryPolicy::none().max_attempts, 1);
-    }
 
     #[test]
     fn versions_compare_numerically_when_decimal() {

@@ -8,12 +8,14 @@
 //! identical AES-256-GCM output), and the loader checks every case on every engine.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::{fmt, fs, io};
 
 use envseal_core::container::{PendingContainer, Preamble};
 use envseal_core::envelope::{Envelope, FieldKey};
 use envseal_core::{DataKey, EncryptionContext, Engine, WrappedKey};
 
-use crate::{EXPECT_OK, Format, Vector};
+use crate::{EXPECT_OK, Format, Vector, json_files};
 
 mod values;
 
@@ -1013,6 +1015,66 @@ fn field_cases(b: &mut Builder) {
         c.input_with(|s| put_u16(s, l.blob_len, 0)),
         Outcome::Err("Malformed"),
     );
+}
+
+/// How the files on disk compare with what the generator produces.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DirDiff {
+    /// Generated cases with no file on disk (relative paths).
+    pub missing: Vec<String>,
+    /// Files whose bytes differ from the generated text.
+    pub changed: Vec<String>,
+    /// `*.json` files on disk that the generator does not produce.
+    pub stale: Vec<String>,
+    /// Files identical to the generated text.
+    pub same: usize,
+}
+
+impl DirDiff {
+    /// True when the files on disk are exactly the generated ones.
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.changed.is_empty() && self.stale.is_empty()
+    }
+}
+
+impl fmt::Display for DirDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} identical", self.same)?;
+        for (what, list) in [("missing", &self.missing), ("changed", &self.changed), ("stale", &self.stale)] {
+            if !list.is_empty() {
+                write!(f, "; {what}: {}", list.join(", "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compares the generated cases with the files under `dir` (the `--check` logic).
+///
+/// # Errors
+/// I/O errors reading `dir`.
+pub fn diff_dir(dir: &Path, cases: &[Case]) -> io::Result<DirDiff> {
+    let mut diff = DirDiff::default();
+    for case in cases {
+        match fs::read(dir.join(&case.path)) {
+            Ok(bytes) if bytes == case.vector.to_json().as_bytes() => diff.same += 1,
+            Ok(_) => diff.changed.push(case.path.clone()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => diff.missing.push(case.path.clone()),
+            Err(e) => return Err(e),
+        }
+    }
+    for path in json_files(dir)? {
+        let rel = relative(dir, &path);
+        if !cases.iter().any(|c| c.path == rel) {
+            diff.stale.push(rel);
+        }
+    }
+    Ok(diff)
+}
+
+fn relative(dir: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(dir).unwrap_or(path);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 #[cfg(test)]

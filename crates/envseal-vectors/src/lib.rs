@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod generate;
 
+pub use crate::generate::{DirDiff, diff_dir};
+
 /// The sealed forms a vector can hold (FORMAT.md §4, §5, §5.6 and §10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -407,7 +409,7 @@ pub fn load_dir(dir: &Path) -> io::Result<Vec<(PathBuf, Vector)>> {
 }
 
 /// The `*.json` files under `dir/container` and `dir/field`, sorted; missing folders are empty.
-fn json_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn json_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for format in Format::ALL {
         let sub = dir.join(format.dir_name());
@@ -425,66 +427,6 @@ fn json_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
-}
-
-/// How the files on disk compare with what the generator produces.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct DirDiff {
-    /// Generated cases with no file on disk (relative paths).
-    pub missing: Vec<String>,
-    /// Files whose bytes differ from the generated text.
-    pub changed: Vec<String>,
-    /// `*.json` files on disk that the generator does not produce.
-    pub stale: Vec<String>,
-    /// Files identical to the generated text.
-    pub same: usize,
-}
-
-impl DirDiff {
-    /// True when the files on disk are exactly the generated ones.
-    pub fn is_clean(&self) -> bool {
-        self.missing.is_empty() && self.changed.is_empty() && self.stale.is_empty()
-    }
-}
-
-impl fmt::Display for DirDiff {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} identical", self.same)?;
-        for (what, list) in [("missing", &self.missing), ("changed", &self.changed), ("stale", &self.stale)] {
-            if !list.is_empty() {
-                write!(f, "; {what}: {}", list.join(", "))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Compares the generated cases with the files under `dir` (the `--check` logic).
-///
-/// # Errors
-/// I/O errors reading `dir`.
-pub fn diff_dir(dir: &Path, cases: &[generate::Case]) -> io::Result<DirDiff> {
-    let mut diff = DirDiff::default();
-    for case in cases {
-        match fs::read(dir.join(&case.path)) {
-            Ok(bytes) if bytes == case.vector.to_json().as_bytes() => diff.same += 1,
-            Ok(_) => diff.changed.push(case.path.clone()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => diff.missing.push(case.path.clone()),
-            Err(e) => return Err(e),
-        }
-    }
-    for path in json_files(dir)? {
-        let rel = relative(dir, &path);
-        if !cases.iter().any(|c| c.path == rel) {
-            diff.stale.push(rel);
-        }
-    }
-    Ok(diff)
-}
-
-fn relative(dir: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(dir).unwrap_or(path);
-    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// Hex (lowercase) for byte fields.

@@ -7,10 +7,9 @@
 //! secret is cut out of every other message.
 
 use envseal_core::KmsError;
+use envseal_http::ApiFailure;
+use envseal_http::client::bound_message;
 use serde::Deserialize;
-
-/// Longest server message kept in an error.
-const MAX_MESSAGE: usize = 300;
 
 /// A parsed error answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +18,21 @@ pub(crate) struct ApiError {
     pub code: String,
     pub message: String,
     pub request_id: Option<String>,
+}
+
+impl ApiFailure for ApiError {
+    /// Throttling or a transient server failure: worth retrying.
+    fn retryable(&self) -> bool {
+        is_throttling(&self.code) || self.is_transient()
+    }
+
+    /// Whether the server certainly did not act on the request (so even a call that must not
+    /// run twice may be retried): throttled, or refused as unavailable.
+    fn certainly_not_processed(&self) -> bool {
+        is_throttling(&self.code)
+            || self.status == 503
+            || matches!(self.code.as_str(), "ServiceUnavailableTemporary" | "SignatureNonceUsed")
+    }
 }
 
 #[derive(Deserialize)]
@@ -75,19 +89,6 @@ impl ApiError {
         }
         s.push(')');
         s
-    }
-
-    /// Throttling or a transient server failure: worth retrying.
-    pub(crate) fn retryable(&self) -> bool {
-        is_throttling(&self.code) || self.is_transient()
-    }
-
-    /// Whether the server certainly did not act on the request (so even a call that must not
-    /// run twice may be retried): throttled, or refused as unavailable.
-    pub(crate) fn certainly_not_processed(&self) -> bool {
-        is_throttling(&self.code)
-            || self.status == 503
-            || matches!(self.code.as_str(), "ServiceUnavailableTemporary" | "SignatureNonceUsed")
     }
 
     fn is_transient(&self) -> bool {
@@ -197,14 +198,7 @@ pub(crate) fn scrub(message: &str, secrets: &[&str]) -> String {
         }
     }
     m.retain(|c| !c.is_control());
-    if m.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !m.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        m.truncate(cut);
-        m.push('…');
-    }
+    bound_message(&mut m);
     m
 }
 
@@ -319,7 +313,7 @@ mod tests {
         let text = format!("{e} {e:?}");
         assert!(!text.contains("sk-secret-value") && !text.contains("Plaintext=abc"), "{text}");
         let long = "é".repeat(1000);
-        assert!(scrub(&long, &[]).len() <= MAX_MESSAGE + '…'.len_utf8());
+        assert!(scrub(&long, &[]).len() <= envseal_http::client::MAX_SERVER_MESSAGE + '…'.len_utf8());
         assert_eq!(scrub("a\nb\u{7}c", &[]), "abc");
     }
 }

@@ -5,14 +5,24 @@
 //! which they come from); an unknown 400 stays `InvalidRequest`, never a silent success.
 
 use envseal_core::KmsError;
+use envseal_http::ApiFailure;
+use envseal_http::client::bound_message;
 use serde::Deserialize;
 
-/// Longest server message kept in an error.
-const MAX_MESSAGE: usize = 300;
+/// Sent by `VaultKms::encrypt` as `type` with every `encrypt`: Transit's encrypt creates a missing key ("upsert")
+/// when the token may, and the key type only matters then. No key type has this name, so a
+/// missing key is refused ("unknown key type") instead of created, and envseal reports
+/// `KeyNotFound`; an existing key ignores the field.
+pub(crate) const NO_UPSERT_TYPE: &str = "envseal-no-upsert";
+
+/// A [`KmsError::InvalidRequest`] (configuration, names, arguments).
+pub(crate) fn invalid(message: impl Into<String>) -> KmsError {
+    KmsError::InvalidRequest { message: message.into() }
+}
 
 /// What a failed call means, before the key name and versions are added.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Failure {
+pub(crate) enum ApiError {
     /// 401 / 403.
     Denied(String),
     /// The key does not exist.
@@ -27,44 +37,48 @@ pub(crate) enum Failure {
     BadCiphertext,
     /// 429.
     Throttled(String),
-    /// 5xx, 412, or no answer at all. `processed` is false when the server certainly did
-    /// not act on the request (connection refused, 429, 503), so even a non-idempotent call
-    /// may be retried.
+    /// 5xx, 412, or a redirect. `processed` is false when the server certainly did not act on
+    /// the request (412, 503, a redirect), so even a non-idempotent call may be retried.
     Unavailable { message: String, retryable: bool, processed: bool },
     /// Any other 4xx.
     Invalid(String),
 }
 
-impl Failure {
-    /// Whether a retry may succeed.
-    pub(crate) fn retryable(&self) -> bool {
-        matches!(self, Failure::Throttled(_) | Failure::Unavailable { retryable: true, .. })
+impl ApiFailure for ApiError {
+    /// Throttled, or unavailable in a way a retry may fix.
+    fn retryable(&self) -> bool {
+        matches!(self, ApiError::Throttled(_) | ApiError::Unavailable { retryable: true, .. })
     }
 
-    /// Whether a retry is safe for a call that must not run twice (e.g. rotate).
-    pub(crate) fn certainly_not_processed(&self) -> bool {
-        matches!(self, Failure::Throttled(_) | Failure::Unavailable { processed: false, .. })
+    /// Throttled, or refused before acting (412, 503, a redirect): safe to resend a call that
+    /// must not run twice (e.g. rotate).
+    fn certainly_not_processed(&self) -> bool {
+        matches!(self, ApiError::Throttled(_) | ApiError::Unavailable { processed: false, .. })
     }
+}
 
+impl ApiError {
     /// The [`KmsError`] for a call on `key` (version numbers are added by the caller where
     /// it knows them: see `VaultKms::decrypt`).
     pub(crate) fn into_kms_error(self, key: &str, mount: &str) -> KmsError {
         match self {
-            Failure::Denied(message) => KmsError::AccessDenied { message },
-            Failure::KeyNotFound => KmsError::KeyNotFound { key: key.to_owned() },
-            Failure::NoMount(message) => KmsError::InvalidRequest {
+            ApiError::Denied(message) => KmsError::AccessDenied { message },
+            ApiError::KeyNotFound => KmsError::KeyNotFound { key: key.to_owned() },
+            ApiError::NoMount(message) => KmsError::InvalidRequest {
                 message: format!("no Transit secrets engine is mounted at {mount}/ ({message})"),
             },
-            Failure::BelowMinimum => KmsError::KeyVersionBelowMinimum {
+            ApiError::BelowMinimum => KmsError::KeyVersionBelowMinimum {
                 key: key.to_owned(),
                 version: "unknown".into(),
                 min: "unknown".into(),
             },
-            Failure::VersionNotFound => KmsError::KeyVersionNotFound { key: key.to_owned(), version: "unknown".into() },
-            Failure::BadCiphertext => KmsError::InvalidCiphertext,
-            Failure::Throttled(message) => KmsError::Throttled { message },
-            Failure::Unavailable { message, retryable, .. } => KmsError::Unavailable { message, retryable },
-            Failure::Invalid(message) => KmsError::InvalidRequest { message },
+            ApiError::VersionNotFound => {
+                KmsError::KeyVersionNotFound { key: key.to_owned(), version: "unknown".into() }
+            }
+            ApiError::BadCiphertext => KmsError::InvalidCiphertext,
+            ApiError::Throttled(message) => KmsError::Throttled { message },
+            ApiError::Unavailable { message, retryable, .. } => KmsError::Unavailable { message, retryable },
+            ApiError::Invalid(message) => KmsError::InvalidRequest { message },
         }
     }
 }
@@ -83,33 +97,26 @@ pub(crate) fn server_message(body: &[u8], secret: &str) -> String {
     if !secret.is_empty() && joined.contains(secret) {
         joined = joined.replace(secret, "[REDACTED]");
     }
-    if joined.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !joined.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        joined.truncate(cut);
-        joined.push('…');
-    }
+    bound_message(&mut joined);
     joined
 }
 
 /// Classifies a non-2xx answer. `message` is [`server_message`] of the body.
-pub(crate) fn classify(status: u16, message: String) -> Failure {
+pub(crate) fn classify(status: u16, message: String) -> ApiError {
     let m = message.to_ascii_lowercase();
     let with_status = |what: &str| {
         if message.is_empty() { format!("{what} (HTTP {status})") } else { format!("{message} (HTTP {status})") }
     };
     match status {
-        401 | 403 => Failure::Denied(with_status("permission denied")),
-        404 if m.contains("no handler for route") => Failure::NoMount(with_status("route not found")),
-        404 => Failure::KeyNotFound,
-        429 => Failure::Throttled(with_status("rate limited")),
+        401 | 403 => ApiError::Denied(with_status("permission denied")),
+        404 if m.contains("no handler for route") => ApiError::NoMount(with_status("route not found")),
+        404 => ApiError::KeyNotFound,
+        429 => ApiError::Throttled(with_status("rate limited")),
         // 412: a performance standby has not caught up yet; 503: sealed or standby. Neither
         // acted on the request.
-        412 | 503 => Failure::Unavailable { message: with_status("unavailable"), retryable: true, processed: false },
-        500..=599 => Failure::Unavailable { message: with_status("server error"), retryable: true, processed: true },
-        300..=399 => Failure::Unavailable {
+        412 | 503 => ApiError::Unavailable { message: with_status("unavailable"), retryable: true, processed: false },
+        500..=599 => ApiError::Unavailable { message: with_status("server error"), retryable: true, processed: true },
+        300..=399 => ApiError::Unavailable {
             message: format!(
                 "the server answered with a redirect (HTTP {status}); envseal does not follow redirects with a \
                  token: point VAULT_ADDR at the active node"
@@ -117,31 +124,31 @@ pub(crate) fn classify(status: u16, message: String) -> Failure {
             retryable: false,
             processed: false,
         },
-        400..=499 => classify_user_error(&m).unwrap_or_else(|| Failure::Invalid(with_status("bad request"))),
-        _ => Failure::Unavailable { message: with_status("unexpected status"), retryable: false, processed: true },
+        400..=499 => classify_user_error(&m).unwrap_or_else(|| ApiError::Invalid(with_status("bad request"))),
+        _ => ApiError::Unavailable { message: with_status("unexpected status"), retryable: false, processed: true },
     }
 }
 
 /// Transit's user errors (400), by message. Order matters: the version messages mention
 /// "min decryption version" and "not found" too.
-fn classify_user_error(m: &str) -> Option<Failure> {
+fn classify_user_error(m: &str) -> Option<ApiError> {
     if m.contains("cannot set min decryption version") || m.contains("version is too new") {
-        return Some(Failure::VersionNotFound);
+        return Some(ApiError::VersionNotFound);
     }
     if m.contains("disallowed by policy") || m.contains("min decryption version") || m.contains("too old") {
-        return Some(Failure::BelowMinimum);
+        return Some(ApiError::BelowMinimum);
     }
     // "unknown key type envseal-no-upsert": encrypt refused to create a missing key
     // (see `NO_UPSERT_TYPE`).
-    if m.contains(crate::kms::NO_UPSERT_TYPE)
+    if m.contains(NO_UPSERT_TYPE)
         || m.contains("key not found")
         || m.contains("no existing key named")
         || m.contains("not found")
     {
-        return Some(Failure::KeyNotFound);
+        return Some(ApiError::KeyNotFound);
     }
     if m.contains("ciphertext") || m.contains("message authentication failed") || m.contains("base64") {
-        return Some(Failure::BadCiphertext);
+        return Some(ApiError::BadCiphertext);
     }
     None
 }
@@ -224,7 +231,7 @@ mod tests {
         assert!(text.contains("[REDACTED]"), "{text}");
         let long = "é".repeat(1000);
         let m = server_message(&body(&[&long]), "");
-        assert!(m.len() <= MAX_MESSAGE + '…'.len_utf8());
+        assert!(m.len() <= envseal_http::client::MAX_SERVER_MESSAGE + '…'.len_utf8());
         assert_eq!(server_message(b"not json", "x"), "");
         assert_eq!(server_message(&body(&["a", " ", "b"]), ""), "a; b");
     }

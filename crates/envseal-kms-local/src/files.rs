@@ -1,10 +1,12 @@
 //! File-system rules of the keystore: private permissions, no symlinks, atomic writes, locks.
 
 use std::fs::{self, DirBuilder, File, Metadata, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::SystemTime;
+
+use envseal_support::atomic::{self, Mode};
 
 use crate::error::LocalError;
 
@@ -145,36 +147,14 @@ pub(crate) fn lock_shared(path: &Path) -> Result<File, LocalError> {
     Ok(f)
 }
 
-fn temp_in(dir: &Path, target: &Path) -> Result<tempfile::NamedTempFile, LocalError> {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(|e| LocalError::io(dir, e))?;
-    Ok(tmp)
-}
-
-fn parent_of(path: &Path) -> &Path {
-    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), LocalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LocalError::io(dir, e))
-}
-
-/// Replaces `path` atomically: temp file in the same directory (mode 0600), write, fsync,
-/// rename over `path`, fsync the directory. On any error the temp file is removed.
-/// Returns the stamp of the new file.
+/// Replaces `path` atomically with mode 0600 ([`envseal_support::atomic`]: temp file in the same
+/// directory, write, fsync, rename over `path`, fsync the directory; on any error the temp file
+/// is removed). Returns the stamp of the new file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<Stamp, LocalError> {
-    let dir = parent_of(path);
-    let mut tmp = temp_in(dir, path)?;
-    tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all()).map_err(|e| LocalError::io(tmp.path(), e))?;
-    let meta = tmp.as_file().metadata().map_err(|e| LocalError::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| LocalError::io(path, e.error))?;
-    sync_dir(dir)?;
-    // The rename changes the ctime of the inode; take the stamp of the file now at `path`.
+    let file = atomic::write(path, bytes, Mode::Fixed(0o600)).map_err(|e| LocalError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| LocalError::io(path, e))?;
+    // Take the stamp of the file now at `path` (the rename changed its ctime), unless another
+    // writer already replaced it.
     match stamp(path)? {
         Some(s) if s.ino == meta.ino() => Ok(s),
         _ => Ok(Stamp::of(&meta)),
@@ -183,9 +163,5 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<Stamp, LocalErro
 
 /// Creates `path` with `bytes` (mode 0600) atomically, failing if it already exists.
 pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), LocalError> {
-    let dir = parent_of(path);
-    let mut tmp = temp_in(dir, path)?;
-    tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all()).map_err(|e| LocalError::io(tmp.path(), e))?;
-    tmp.persist_noclobber(path).map_err(|e| LocalError::io(path, e.error))?;
-    sync_dir(dir)
+    atomic::write_new(path, bytes, Mode::Fixed(0o600)).map(drop).map_err(|e| LocalError::io(path, e))
 }
