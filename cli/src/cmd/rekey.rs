@@ -113,13 +113,7 @@ pub async fn rekey_document(
     let mut o = open_bytes(path, content, kms, reading).await?;
     let meta = o.unlocked.meta.clone();
     let kmses = backends_for_opening(&meta.keys, kms, reading)?;
-    let file = envseal_core::rewrap::ValueFile {
-        version: meta.version as u8,
-        context: &meta.context,
-        file_id: &meta.file_id,
-        keys: &meta.keys,
-        commitment: &meta.commitment,
-    };
+    let file = meta.file_ref()?;
     let check = file.check(Engine::default());
     let keep = verified_recipients(path, &kmses, &meta.keys, &file.kms_context()?, reading, &check, quiet).await?;
     let rs = recipients(&kmses, &keep)?;

@@ -809,13 +809,7 @@ impl Job {
     }
 
     async fn change_document(&self, path: &Path, doc: (Format, Vec<u8>), meta: &Metadata) -> Result<Change> {
-        let file = ValueFile {
-            version: u8::try_from(meta.version).unwrap_or(u8::MAX),
-            context: &meta.context,
-            file_id: &meta.file_id,
-            keys: &meta.keys,
-            commitment: &meta.commitment,
-        };
+        let file = meta.file_ref()?;
         match &self.op {
             Op::ToLatest | Op::To(_) => {
                 let mut keys = meta.keys.clone();
@@ -877,13 +871,7 @@ impl Job {
         let empty = envseal_core::EncryptionContext::new();
         let mut u = envseal_stores::unlock(doc.as_ref(), &refs, &empty, &self.backends.trust, engine).await?;
         let meta = u.meta.clone();
-        let file = ValueFile {
-            version: u8::try_from(meta.version).unwrap_or(u8::MAX),
-            context: &meta.context,
-            file_id: &meta.file_id,
-            keys: &keep,
-            commitment: &meta.commitment,
-        };
+        let file = ValueFile { keys: &keep, ..meta.file_ref()? };
         let check = file.check(engine);
         let reading = crate::trust::Reading {
             expected: empty.clone(),

@@ -58,7 +58,6 @@ use crate::entries::{self, Check, Trust, is_entry_fault};
 use crate::envelope::{self, Envelope, FieldKey};
 use crate::error::{Error, FormatError, KeyAttempt, KmsError};
 use crate::kms::{Kms, WrappedKey};
-use crate::values::{self, FILE_ID_LEN, ValueKeys};
 
 pub use crate::retry::{RetryPolicy, SleepFn};
 
@@ -284,36 +283,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A value-level sealed file's metadata, as far as a rewrap needs it (FORMAT.md §10.4).
-#[derive(Clone, Copy, Debug)]
-pub struct ValueFile<'a> {
-    /// The value-format version of the file ([`values::V1`] or [`values::V2`]).
-    pub version: u8,
-    /// The file's user context.
-    pub context: &'a EncryptionContext,
-    /// The file id.
-    pub file_id: &'a [u8; FILE_ID_LEN],
-    /// The wrapped-key entries.
-    pub keys: &'a [WrappedKey],
-    /// The stored key commitment (hex).
-    pub commitment: &'a str,
-}
-
-impl ValueFile<'_> {
-    /// The file's KMS context.
-    ///
-    /// # Errors
-    /// [`FormatError::InvalidContext`] if the context is full.
-    pub fn kms_context(&self) -> Result<EncryptionContext, FormatError> {
-        values::kms_context(self.context, self.file_id)
-    }
-
-    /// The check a data key must pass to be this file's (its key commitment).
-    pub fn check(&self, engine: Engine) -> impl Fn(&DataKey) -> Result<(), Error> + Send + Sync + '_ {
-        move |dk: &DataKey| {
-            Ok(ValueKeys::derive(engine, dk, *self.file_id, self.version, 0)?.check_commitment(self.commitment)?)
-        }
-    }
-}
+pub use crate::values::FileRef as ValueFile;
 
 /// Maps the errors of one entry's KMS call: an invalid blob is the entry's fault
 /// ([`FormatError::KeyEntryTampered`]); a wrong context on a bound object means it was altered.

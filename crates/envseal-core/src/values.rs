@@ -30,8 +30,10 @@ use crate::aead::{AeadKey, Engine, NONCE_LEN, SivKey, TAG_LEN};
 use crate::container::hex_lower;
 use crate::context::EncryptionContext;
 use crate::datakey::{DataKey, SecretBytes};
-use crate::error::FormatError;
+use crate::entries::{self, Recipient, Trust};
+use crate::error::{Error, FormatError};
 use crate::kdf::{self, Kdf};
+use crate::kms::{Kms, WrappedKey};
 
 /// File id length.
 pub const FILE_ID_LEN: usize = 32;
@@ -455,6 +457,96 @@ impl ValueKeys {
     pub fn mac_matches(computed_hex: &str, stored_hex: &str) -> bool {
         let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
         base16_decode(computed_hex, &mut a) && base16_decode(stored_hex, &mut b) && kdf::ct_eq(&a, &b)
+    }
+}
+
+/// What opens a value-level file, as its metadata states it (FORMAT.md §10.4).
+#[derive(Clone, Copy, Debug)]
+pub struct FileRef<'a> {
+    /// The format version (1 or 2).
+    pub version: u8,
+    /// The file id.
+    pub file_id: &'a [u8; FILE_ID_LEN],
+    /// The user context.
+    pub context: &'a EncryptionContext,
+    /// The wrapped-key entries.
+    pub keys: &'a [WrappedKey],
+    /// The stored key commitment (hex).
+    pub commitment: &'a str,
+    /// The file's padding (format 2).
+    pub padding: u32,
+}
+
+/// A value-level file's keys, with the entry they were verified through.
+#[derive(Debug)]
+pub struct OpenedFile {
+    /// The keys.
+    pub keys: ValueKeys,
+    /// The entry that unwrapped to the committed data key.
+    pub verified: WrappedKey,
+}
+
+/// A new value-level file's keys (format [`VERSION`]): a fresh file id and data key wrapped for
+/// `recipients`, **proven to open** — one entry unwrapped through its KMS and its data key checked
+/// against the new commitment — before any value is sealed with them. The data key never leaves
+/// this crate.
+///
+/// # Errors
+/// [`FormatError::LimitExceeded`] for no or too many recipients or a padding above
+/// [`MAX_PADDING`]; KMS errors; the errors of [`entries::unwrap_verified`] if the KMS does not
+/// give back what it wrapped.
+pub async fn new_file_keys(
+    recipients: &[Recipient<'_>],
+    context: &EncryptionContext,
+    padding: u32,
+    engine: Engine,
+) -> Result<(OpenedFile, [u8; FILE_ID_LEN], Vec<WrappedKey>), Error> {
+    check_padding(padding)?;
+    let file_id: [u8; FILE_ID_LEN] = crate::random::array();
+    let kctx = kms_context(context, &file_id)?;
+    let (dk, keys) = entries::wrap_new(recipients, &kctx).await?;
+    let vk = ValueKeys::derive(engine, &dk, file_id, VERSION, padding)?;
+    drop(dk);
+    let commitment = vk.commitment_hex();
+    let file = FileRef { version: VERSION, file_id: &file_id, context, keys: &keys, commitment: &commitment, padding };
+    let kmses: Vec<&dyn Kms> = recipients.iter().map(|r| r.kms).collect();
+    let (_, verified) = open_file_keys(&kmses, &file, &Trust::Discovery, engine).await?;
+    Ok((OpenedFile { keys: vk, verified }, file_id, keys))
+}
+
+/// Opens a value-level file's keys: the entries `trust` permits are tried in order until one
+/// unwraps and its data key passes the stored commitment (FORMAT.md §10.1). The data key never
+/// leaves this crate.
+///
+/// # Errors
+/// [`FormatError::UnsupportedVersion`]; the errors of [`entries::unwrap_verified`].
+pub async fn open_file_keys(
+    kmses: &[&dyn Kms],
+    file: &FileRef<'_>,
+    trust: &Trust,
+    engine: Engine,
+) -> Result<(ValueKeys, WrappedKey), Error> {
+    let kctx = file.kms_context()?;
+    let check = file.check(engine);
+    let (dk, index) = entries::unwrap_verified(kmses, file.keys, &kctx, trust, &check).await?;
+    let keys = ValueKeys::derive(engine, &dk, *file.file_id, file.version, file.padding)?;
+    Ok((keys, file.keys[index].clone()))
+}
+
+impl FileRef<'_> {
+    /// The file's KMS context.
+    ///
+    /// # Errors
+    /// [`FormatError::InvalidContext`] if the context is full.
+    pub fn kms_context(&self) -> Result<EncryptionContext, FormatError> {
+        kms_context(self.context, self.file_id)
+    }
+
+    /// The check a data key must pass to be this file's (its key commitment).
+    pub fn check(&self, engine: Engine) -> impl Fn(&DataKey) -> Result<(), Error> + Send + Sync + '_ {
+        move |dk: &DataKey| {
+            Ok(ValueKeys::derive(engine, dk, *self.file_id, self.version, 0)?.check_commitment(self.commitment)?)
+        }
     }
 }
 

@@ -181,8 +181,14 @@ async fn value_level_keys() {
     m.rotate_key(&key).await.unwrap();
 
     let rw = Rewrapper::new(kms.clone(), Target::Latest).with_retry(fast_retry());
-    let file =
-        ValueFile { version: values::V2, context: &context, file_id: &file_id, keys: &keys, commitment: &commitment };
+    let file = ValueFile {
+        version: values::V2,
+        context: &context,
+        file_id: &file_id,
+        keys: &keys,
+        commitment: &commitment,
+        padding: 32,
+    };
     let new = rw.rewrap_value_keys(&file).await.unwrap().entries.unwrap();
     assert_eq!(new[0].key_version, "2");
     // The new entry opens to the same data key: the stored value opens unchanged.

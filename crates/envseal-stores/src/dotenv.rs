@@ -9,7 +9,9 @@ use envseal_core::values::{KeyPath, PathSegment, ValueType};
 use envseal_dotenv::{Document as Env, LineEnding};
 use serde_json::{Map, Value};
 
-use crate::{Document, Entry, Format, Metadata, StoreError};
+use crate::document::{Document, Entry, Format};
+use crate::error::StoreError;
+use crate::meta::Metadata;
 
 /// Prefix of every metadata line.
 pub const META_PREFIX: &str = "#ENVSEAL_";

@@ -8,7 +8,9 @@ use envseal_core::values::{KeyPath, PathSegment, ValueType};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{Document, Entry, Format, Metadata, StoreError};
+use crate::document::{Document, Entry, Format};
+use crate::error::StoreError;
+use crate::meta::Metadata;
 
 /// The reserved top-level key holding envseal's metadata.
 pub const META_KEY: &str = "envseal";

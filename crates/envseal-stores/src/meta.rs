@@ -7,7 +7,7 @@ use envseal_core::values::FILE_ID_LEN;
 use envseal_core::{EncryptionContext, WrappedKey};
 use serde::{Deserialize, Serialize};
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// Metadata of a value-level sealed file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +66,23 @@ pub(crate) struct WireKey {
 }
 
 impl Metadata {
+    /// What opens the file, as core's value-level functions take it.
+    ///
+    /// # Errors
+    /// [`StoreError::Core`] with [`envseal_core::FormatError::UnsupportedVersion`] for a version
+    /// that is not a byte.
+    pub fn file_ref(&self) -> Result<envseal_core::values::FileRef<'_>, StoreError> {
+        Ok(envseal_core::values::FileRef {
+            version: u8::try_from(self.version)
+                .map_err(|_| StoreError::from(envseal_core::FormatError::UnsupportedVersion(u8::MAX)))?,
+            file_id: &self.file_id,
+            context: &self.context,
+            keys: &self.keys,
+            commitment: &self.commitment,
+            padding: self.padding.unwrap_or(0),
+        })
+    }
+
     /// The bytes the MAC covers besides the entries: version, context, plain-keys rule and
     /// (format 2) padding.
     pub(crate) fn mac_header(&self) -> Vec<u8> {

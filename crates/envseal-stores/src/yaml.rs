@@ -80,7 +80,9 @@ use serde_json::{Map, Value};
 use yaml_edit::validator::{Severity, Validator, ValidatorConfig};
 use yaml_edit::{Mapping, ParseErrorKind, Scalar, ScalarValue, Sequence, YamlFile, YamlNode, YamlValue};
 
-use crate::{Document, Entry, Format, Metadata, StoreError};
+use crate::document::{Document, Entry, Format};
+use crate::error::StoreError;
+use crate::meta::Metadata;
 
 /// The reserved top-level key holding envseal's metadata.
 pub const META_KEY: &str = "envseal";
