@@ -90,7 +90,7 @@ pub fn lookup(file: &Path) -> Result<(Option<PathBuf>, Option<Matched>)> {
                 std::fs::read_to_string(&candidate).with_context(|| format!("cannot read {}", candidate.display()))?;
             let cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
                 exit::fail(
-                    3,
+                    exit::Exit::BadInput,
                     format!("invalid {}: {}", candidate.display(), e.message()),
                     Some("see docs/CLI.md for the rule fields"),
                 )
@@ -98,7 +98,11 @@ pub fn lookup(file: &Path) -> Result<(Option<PathBuf>, Option<Matched>)> {
             let relative = abs.strip_prefix(d).unwrap_or(&abs).to_path_buf();
             for (index, rule) in cfg.rules.iter().enumerate() {
                 let glob = globset::GlobBuilder::new(&rule.path).literal_separator(true).build().map_err(|e| {
-                    exit::fail(3, format!("invalid glob in {} rule {}: {e}", candidate.display(), index + 1), None)
+                    exit::fail(
+                        exit::Exit::BadInput,
+                        format!("invalid glob in {} rule {}: {e}", candidate.display(), index + 1),
+                        None,
+                    )
                 })?;
                 if glob.compile_matcher().is_match(&relative) {
                     return Ok((Some(candidate.clone()), Some(Matched { index, rule: rule.clone(), relative })));

@@ -26,13 +26,15 @@ pub fn is_std(path: &Path) -> bool {
 pub fn check_target(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => Err(exit::fail(
-            3,
+            exit::Exit::BadInput,
             format!("refusing to write through a symlink: {}", path.display()),
             Some("pass the path of the real file, or -o to write elsewhere"),
         )),
-        Ok(m) if m.is_dir() => Err(exit::fail(3, format!("{} is a directory", path.display()), None)),
+        Ok(m) if m.is_dir() => {
+            Err(exit::fail(exit::Exit::BadInput, format!("{} is a directory", path.display()), None))
+        }
         Ok(m) if !m.is_file() => Err(exit::fail(
-            3,
+            exit::Exit::BadInput,
             format!("{} is not a regular file", path.display()),
             Some("use `-` and a pipe for streams"),
         )),
@@ -47,11 +49,11 @@ pub fn open_input(path: &Path) -> Result<Box<dyn Read + Send>> {
     }
     let m = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if m.is_dir() {
-        return Err(exit::fail(3, format!("{} is a directory", path.display()), None));
+        return Err(exit::fail(exit::Exit::BadInput, format!("{} is a directory", path.display()), None));
     }
     if !m.is_file() {
         return Err(exit::fail(
-            3,
+            exit::Exit::BadInput,
             format!("{} is not a regular file", path.display()),
             Some("pipe it in instead: `envseal ... - < FILE`"),
         ));
@@ -66,7 +68,7 @@ pub fn read_document(path: &Path) -> Result<Vec<u8>> {
     r.read_to_end(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
     if buf.len() as u64 > MAX_DOCUMENT {
         return Err(exit::fail(
-            3,
+            exit::Exit::BadInput,
             format!("{} is larger than 64 MiB", path.display()),
             Some("seal it with --format binary"),
         ));

@@ -127,7 +127,7 @@ pub fn open_audit(log: &Path, key: Option<&Path>, opts: AuditOptions) -> Result<
         k
     };
     AuditLog::open(log, key, opts)
-        .map_err(|e| exit::fail(4, format!("cannot open the audit log {}: {e}", log.display()), None))
+        .map_err(|e| exit::fail(exit::Exit::Io, format!("cannot open the audit log {}: {e}", log.display()), None))
 }
 
 /// Audit options of a kms serve / settings file.
@@ -138,7 +138,11 @@ pub fn audit_options(fsync: Option<&str>, on_failure: Option<&str>) -> Result<Au
         Some("never") => o.fsync = FsyncPolicy::Never,
         Some(d) => {
             let d: Duration = humantime::parse_duration(d).map_err(|_| {
-                exit::fail(2, format!("audit fsync must be always, never or a duration, not {d:?}"), None)
+                exit::fail(
+                    exit::Exit::Usage,
+                    format!("audit fsync must be always, never or a duration, not {d:?}"),
+                    None,
+                )
             })?;
             o.fsync = FsyncPolicy::Interval(d);
         }
@@ -147,7 +151,11 @@ pub fn audit_options(fsync: Option<&str>, on_failure: Option<&str>) -> Result<Au
         None | Some("closed") => FailMode::Closed,
         Some("open") => FailMode::Open,
         Some(other) => {
-            return Err(exit::fail(2, format!("audit on_failure must be closed or open, not {other:?}"), None));
+            return Err(exit::fail(
+                exit::Exit::Usage,
+                format!("audit on_failure must be closed or open, not {other:?}"),
+                None,
+            ));
         }
     };
     Ok(o)
@@ -168,7 +176,7 @@ fn load_profiles() -> Result<Profiles> {
     let path = profiles_path()?;
     let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
         exit::fail(
-            11,
+            exit::Exit::Denied,
             format!("cannot read the profiles file {}: {e}", path.display()),
             Some("create it (docs/IAM.md, Local keystore), or set ENVSEAL_PROFILES"),
         )
@@ -176,14 +184,18 @@ fn load_profiles() -> Result<Profiles> {
     // The file holds secrets: only the position of a syntax error is reported.
     toml::from_str(&text).map_err(|e| {
         let at = e.span().map(|s| format!(" at byte {}", s.start)).unwrap_or_default();
-        exit::fail(3, format!("the profiles file {} is not valid{at}", path.display()), None)
+        exit::fail(exit::Exit::BadInput, format!("the profiles file {} is not valid{at}", path.display()), None)
     })
 }
 
 /// Authenticates `profile` against `gov`'s IAM: a user's key, or a role assumed with one.
 fn authenticate(gov: &Governance, profiles: &Profiles, profile: &str, depth: usize) -> Result<LocalPrincipal> {
     let denied = |m: String| {
-        exit::fail(11, m, Some("check the profile's access key in profiles.toml and the keystore's IAM file"))
+        exit::fail(
+            exit::Exit::Denied,
+            m,
+            Some("check the profile's access key in profiles.toml and the keystore's IAM file"),
+        )
     };
     let p =
         profiles.profile.get(profile).ok_or_else(|| denied(format!("no profile {profile:?} in the profiles file")))?;
@@ -245,21 +257,24 @@ pub fn wrap_local(kms: Arc<dyn Kms>, dir: &Path, profile: Option<&str>) -> Resul
         return Ok(kms);
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let s: Settings = toml::from_str(&text).map_err(|e| exit::fail(14, format!("{}: {e}", path.display()), None))?;
+    let s: Settings = toml::from_str(&text)
+        .map_err(|e| exit::fail(exit::Exit::Keystore, format!("{}: {e}", path.display()), None))?;
     let rel = |p: &Path| if p.is_absolute() { p.to_owned() } else { dir.join(p) };
     let flavor = match s.flavor.as_deref() {
         None | Some("alibaba") => Flavor::Alibaba,
         Some("aws") => Flavor::Aws,
         Some(other) => {
             return Err(exit::fail(
-                14,
+                exit::Exit::Keystore,
                 format!("{}: flavor must be alibaba or aws, not {other:?}", path.display()),
                 None,
             ));
         }
     };
     let mut gov = match &s.iam {
-        Some(iam) => Governance::from_file(&rel(iam)).map_err(|e| exit::fail(14, e.to_string(), None))?,
+        Some(iam) => {
+            Governance::from_file(&rel(iam)).map_err(|e| exit::fail(exit::Exit::Keystore, e.to_string(), None))?
+        }
         None => Governance::new(envseal_iam::Iam::default()),
     };
     if let Some(a) = &s.audit {
@@ -271,7 +286,7 @@ pub fn wrap_local(kms: Arc<dyn Kms>, dir: &Path, profile: Option<&str>) -> Resul
         (Some(_), Some(p)) => authenticate(&gov, &load_profiles()?, p, 0)?,
         (Some(_), None) => {
             return Err(exit::fail(
-                11,
+                exit::Exit::Denied,
                 format!("the keystore {} enforces IAM policies: say who you are", dir.display()),
                 Some("pass --profile NAME or set ENVSEAL_PROFILE (profiles: $XDG_CONFIG_HOME/envseal/profiles.toml)"),
             ));

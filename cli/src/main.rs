@@ -415,7 +415,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::HelpExitCodes => {
-            out!("{}", exit::TABLE);
+            out!("{}", exit::table());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -23,7 +23,7 @@ use envseal_core::entries::{AllowedKey, Trust};
 use envseal_core::{EncryptionContext, Kms};
 use envseal_kms_local::LocalKms;
 
-use crate::backend::{self, Uri};
+use crate::backend;
 use crate::cmd::encrypt::split_key;
 use crate::config;
 
@@ -55,7 +55,7 @@ pub struct Reading {
     /// Where the trust comes from, for messages.
     pub source: String,
     /// Backends opened while resolving keys, by URI (reused to open the file).
-    pub opened: Vec<(Uri, Arc<dyn Kms>)>,
+    pub opened: Vec<(String, Arc<dyn Kms>)>,
 }
 
 impl Reading {
@@ -65,21 +65,12 @@ impl Reading {
     }
 }
 
-/// An allowed key as the user wrote it: a backend URI and the key after `#`, if any.
-fn parse_allowed(spec: &str) -> Result<(Uri, Option<String>)> {
+/// An allowed key as the user wrote it: a backend URI (checked) and the key after `#`, else the
+/// key the URI names itself (`aws-kms:alias/app`, a Transit or PKCS#11 key), if any.
+fn parse_allowed(spec: &str) -> Result<(String, Option<String>)> {
     let (uri, key) = split_key(spec);
-    let parsed = Uri::parse(uri)?;
-    let key = match (&parsed, key) {
-        (_, Some(k)) => Some(k.to_string()),
-        (Uri::Aws(k), None) if !k.is_empty() => Some(k.clone()),
-        _ => None,
-    };
-    Ok((parsed, key))
-}
-
-/// Whether a URI names its key itself (Vault, Alibaba, PKCS#11).
-fn names_key(uri: &Uri) -> bool {
-    matches!(uri, Uri::Vault(_) | Uri::Alibaba(_) | Uri::Pkcs11(_))
+    backend::name_of(uri)?;
+    Ok((uri.to_string(), key.map(str::to_string).or_else(|| backend::key_in_uri(uri))))
 }
 
 /// Resolves one allowed key to the canonical id its backend records in entries (a read-only
@@ -87,13 +78,13 @@ fn names_key(uri: &Uri) -> bool {
 /// PKCS#11) allows that key, and `local:`/`aws-kms:` allow every key of the backend. A backend
 /// that cannot be opened or asked keeps the key as written: it then matches only entries that
 /// record exactly that id.
-async fn resolve(uri: &Uri, key: Option<&str>, opened: &mut Vec<(Uri, Arc<dyn Kms>)>) -> Result<AllowedKey> {
-    let name = uri.backend_name();
-    if key.is_none() && !names_key(uri) {
+async fn resolve(uri: &str, key: Option<&str>, opened: &mut Vec<(String, Arc<dyn Kms>)>) -> Result<AllowedKey> {
+    let name = backend::name_of(uri)?;
+    if key.is_none() {
         return Ok(AllowedKey::new(name, "*"));
     }
     // Opening a file never creates a keystore: a missing one holds none of its keys.
-    if let (Uri::Local(_), Some(key)) = (uri, key)
+    if let (envseal_kms_local::BACKEND, Some(key)) = (name, key)
         && !LocalKms::exists(&backend::local_dir(uri)?)
     {
         return Ok(AllowedKey::new(name, key));
@@ -102,7 +93,7 @@ async fn resolve(uri: &Uri, key: Option<&str>, opened: &mut Vec<(Uri, Arc<dyn Km
         Some((_, k)) => (k.clone(), None),
         None => match backend::open_with_key(uri) {
             Ok(o) => {
-                opened.push((uri.clone(), o.kms.clone()));
+                opened.push((uri.to_string(), o.kms.clone()));
                 (o.kms, o.key)
             }
             Err(e) => match key {
@@ -155,11 +146,7 @@ pub async fn for_file(path: &Path, open: &OpenOpts) -> Result<Reading> {
             let (uri, key) = parse_allowed(u)?;
             // As sealing picks the key: `URI#KEY`, else the key the URI names, else the rule's
             // key, else the default.
-            let key = match key {
-                Some(k) => Some(k),
-                None if names_key(&uri) => None,
-                None => Some(m.rule.key.clone().unwrap_or_else(|| backend::DEFAULT_KEY.to_string())),
-            };
+            let key = key.or_else(|| Some(m.rule.key.clone().unwrap_or_else(|| backend::DEFAULT_KEY.to_string())));
             allowed.push(resolve(&uri, key.as_deref(), &mut opened).await?);
         }
         for u in &m.rule.allow {

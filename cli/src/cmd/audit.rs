@@ -123,11 +123,11 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
     if report.ok() {
         Ok(ExitCode::SUCCESS)
     } else if report.records() == 0 && report.unparseable_only() {
-        Err(exit::fail(3, format!("{} is not an envseal audit log", a.log.display()), None))
+        Err(exit::fail(exit::Exit::BadInput, format!("{} is not an envseal audit log", a.log.display()), None))
     } else {
         let _ = std::io::stdout().flush();
         Err(exit::fail(
-            7,
+            exit::Exit::Tampered,
             format!(
                 "the audit log {} was tampered with ({} problem(s) above)",
                 a.log.display(),
@@ -141,10 +141,14 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
 fn query(a: QueryArgs) -> Result<ExitCode> {
     let mut q = Query::default();
     if let Some(s) = &a.since {
-        q.since = Some(envseal_audit::parse_time(s).map_err(|e| exit::fail(2, format!("--since: {e}"), None))?);
+        q.since = Some(
+            envseal_audit::parse_time(s).map_err(|e| exit::fail(exit::Exit::Usage, format!("--since: {e}"), None))?,
+        );
     }
     if let Some(s) = &a.until {
-        q.until = Some(envseal_audit::parse_time(s).map_err(|e| exit::fail(2, format!("--until: {e}"), None))?);
+        q.until = Some(
+            envseal_audit::parse_time(s).map_err(|e| exit::fail(exit::Exit::Usage, format!("--until: {e}"), None))?,
+        );
     }
     q.principal = a.principal.clone();
     q.event = a.event.clone();
@@ -158,7 +162,7 @@ fn query(a: QueryArgs) -> Result<ExitCode> {
     let input = open_input(&a.log)?;
     let mut records = Vec::new();
     for r in envseal_audit::query(input, &q) {
-        let r = r.map_err(|e| exit::fail(3, format!("{}: {e}", a.log.display()), None))?;
+        let r = r.map_err(|e| exit::fail(exit::Exit::BadInput, format!("{}: {e}", a.log.display()), None))?;
         if a.json {
             outln!("{}", serde_json::to_string(&r)?);
         } else {

@@ -11,7 +11,7 @@ use envseal_core::{Engine, Kms, WrappedKey};
 use envseal_kms_local::LocalKms;
 use envseal_stores::Format;
 
-use crate::backend::{self, Uri};
+use crate::backend;
 use crate::cmd::encrypt::split_key;
 use crate::fsio::{self, AtomicFile, Interruptible};
 use crate::trust::{self, OpenOpts, Reading};
@@ -38,7 +38,7 @@ pub fn not_allowed(path: &Path, reading: &Reading, e: envseal_core::Error) -> an
         return anyhow::Error::new(e);
     }
     crate::exit::fail(
-        6,
+        crate::exit::Exit::NoKey,
         format!(
             "{}: its wrapped keys are not allowed for it (trusted: {}, from {}): {e}",
             path.display(),
@@ -63,7 +63,7 @@ pub fn metadata_stripped(doc: &dyn envseal_stores::Document) -> bool {
 pub async fn open_bytes(path: &Path, content: &[u8], kms: &KmsOpts, reading: &Reading) -> Result<Opened> {
     if container::is_container(content) {
         return Err(crate::exit::fail(
-            3,
+            crate::exit::Exit::BadInput,
             format!("{} is a sealed binary file, not a .env/JSON/YAML file", path.display()),
             Some("`envseal decrypt` opens it"),
         ));
@@ -78,7 +78,7 @@ pub async fn open_bytes(path: &Path, content: &[u8], kms: &KmsOpts, reading: &Re
     let Some(meta) = doc.metadata()? else {
         if metadata_stripped(doc.as_ref()) {
             return Err(crate::exit::fail(
-                7,
+                crate::exit::Exit::Tampered,
                 format!(
                     "{} has sealed values but no envseal metadata (removed, or the file was cut short)",
                     path.display()
@@ -121,10 +121,11 @@ pub fn backends_for_opening(all: &[WrappedKey], kms: &KmsOpts, reading: &Reading
     {
         return super::backends_for(entries, kms, &pre);
     }
-    let is_local = |u: &String| matches!(Uri::parse(split_key(u).0), Ok(Uri::Local(_)));
     let mut dirs = Vec::new();
-    for u in kms.kms.iter().filter(|u| is_local(u)) {
-        dirs.push(backend::local_dir(&Uri::parse(split_key(u).0)?)?);
+    for u in kms.kms.iter().map(|u| split_key(u).0) {
+        if backend::name_of(u)? == envseal_kms_local::BACKEND {
+            dirs.push(backend::local_dir(u)?);
+        }
     }
     if dirs.is_empty() {
         dirs.push(LocalKms::default_dir()?);
@@ -136,12 +137,20 @@ pub fn backends_for_opening(all: &[WrappedKey], kms: &KmsOpts, reading: &Reading
     if others.is_empty() {
         let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         return Err(crate::exit::fail(
-            14,
+            crate::exit::Exit::Keystore,
             format!("no keystore at {}: this file's key is in a local keystore", shown.join(", ")),
             Some("point ENVSEAL_HOME (or --kms local:DIR) at the keystore the file was sealed with"),
         ));
     }
-    let kms = KmsOpts { kms: kms.kms.iter().filter(|u| !is_local(u)).cloned().collect(), key: kms.key.clone() };
+    let kms = KmsOpts {
+        kms: kms
+            .kms
+            .iter()
+            .filter(|u| backend::name_of(split_key(u).0).ok() != Some(envseal_kms_local::BACKEND))
+            .cloned()
+            .collect(),
+        key: kms.key.clone(),
+    };
     super::backends_for(&others, &kms, &pre)
 }
 
@@ -155,7 +164,7 @@ pub async fn run(
 ) -> Result<ExitCode> {
     let reading = trust::for_file(&path, &open).await?;
     if in_place && fsio::is_std(&path) {
-        return Err(crate::exit::fail(2, "--in-place needs a file, not `-`", None));
+        return Err(crate::exit::fail(crate::exit::Exit::Usage, "--in-place needs a file, not `-`", None));
     }
     let out_path = match (output, in_place) {
         (Some(p), _) => p,
@@ -198,7 +207,11 @@ pub async fn run(
         .read_to_end(&mut content)
         .with_context(|| format!("cannot read {}", path.display()))?;
     if content.len() as u64 > fsio::MAX_DOCUMENT {
-        return Err(crate::exit::fail(3, "input larger than 64 MiB and not a sealed binary file", None));
+        return Err(crate::exit::fail(
+            crate::exit::Exit::BadInput,
+            "input larger than 64 MiB and not a sealed binary file",
+            None,
+        ));
     }
     let mut o = open_bytes(&path, &content, &kms, &reading).await?;
     o.unlocked.decrypt(o.doc.as_mut())?;

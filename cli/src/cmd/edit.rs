@@ -77,7 +77,7 @@ fn spawn_reaper(tmp: &Path) -> Option<std::process::Child> {
 
 pub async fn run(path: PathBuf, open: OpenOpts, kms: KmsOpts) -> Result<ExitCode> {
     if fsio::is_std(&path) {
-        return Err(exit::fail(2, "edit needs a file, not `-`", None));
+        return Err(exit::fail(exit::Exit::Usage, "edit needs a file, not `-`", None));
     }
     fsio::check_target(&path)?;
     let mut o = open_document(&path, &kms, &open).await?;
@@ -142,7 +142,11 @@ fn edit_loop(
             return Err(anyhow::Error::new(exit::Interrupted));
         }
         if !status.success() {
-            return Err(exit::fail(1, format!("the editor {ed:?} failed ({status}); the file is unchanged"), None));
+            return Err(exit::fail(
+                exit::Exit::Other,
+                format!("the editor {ed:?} failed ({status}); the file is unchanged"),
+                None,
+            ));
         }
         let after = zeroize::Zeroizing::new(std::fs::read(tmp).context("cannot read the edited file")?);
         if after.as_slice() == before {
@@ -165,7 +169,7 @@ fn edit_loop(
                 let mut answer = String::new();
                 std::io::stdin().read_line(&mut answer)?;
                 if answer.trim().eq_ignore_ascii_case("n") {
-                    return Err(exit::fail(3, "edit abandoned; the file is unchanged", None));
+                    return Err(exit::fail(exit::Exit::BadInput, "edit abandoned; the file is unchanged", None));
                 }
             }
             Err(e) => return Err(e.context("the edited file is invalid; the sealed file is unchanged")),

@@ -43,7 +43,7 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
     let mut kmses: Vec<(Arc<dyn Kms>, String)> = Vec::new();
     for u in &s.kms.0 {
         let (uri, key) = split_key(u);
-        let o = crate::backend::open_with_key(&crate::backend::Uri::parse(uri)?)?;
+        let o = crate::backend::open_with_key(uri)?;
         // Key: `URI#KEY`, else one named by the URI itself, else --key / config / default.
         let key =
             key.map(str::to_string).or(o.key.filter(|_| s.key.1 != super::Source::Flag)).unwrap_or(s.key.0.clone());
@@ -58,7 +58,7 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
     let format = super::detect(&o.path, o.format, &head);
     if container::is_container(&head) {
         return Err(exit::fail(
-            3,
+            exit::Exit::BadInput,
             format!("{} is already sealed", o.path.display()),
             Some("it is sealed already; `envseal decrypt` opens it"),
         ));
@@ -96,11 +96,15 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
         let mut content = Vec::new();
         input.take(fsio::MAX_DOCUMENT + 1).read_to_end(&mut content)?;
         if content.len() as u64 > fsio::MAX_DOCUMENT {
-            return Err(exit::fail(3, "input larger than 64 MiB", Some("seal it with --format binary")));
+            return Err(exit::fail(
+                exit::Exit::BadInput,
+                "input larger than 64 MiB",
+                Some("seal it with --format binary"),
+            ));
         }
         let mut doc = super::parse_doc(format, &content).map_err(|e| {
             exit::fail(
-                3,
+                exit::Exit::BadInput,
                 format!("{e:#}"),
                 Some("fix the syntax at the line given, or seal the file as opaque bytes with --format binary"),
             )
@@ -110,7 +114,7 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
             // off): sealing them again would seal the ciphertext, and hide the damage.
             Ok(None) if super::decrypt::metadata_stripped(doc.as_ref()) => {
                 return Err(exit::fail(
-                    3,
+                    exit::Exit::BadInput,
                     format!("{} already has sealed values (ENC[...]) but no envseal metadata", o.path.display()),
                     Some("restore the sealed file from version control; sealing it again would seal the ciphertext"),
                 ));
@@ -118,7 +122,7 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
             Ok(None) => {}
             Ok(Some(_)) => {
                 return Err(exit::fail(
-                    3,
+                    exit::Exit::BadInput,
                     format!("{} is already sealed", o.path.display()),
                     Some("`envseal set`/`edit` change a sealed file"),
                 ));
@@ -127,7 +131,7 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
             // reserved name (it is not a damaged sealed file).
             Err(envseal_stores::StoreError::Metadata(_)) => {
                 return Err(exit::fail(
-                    3,
+                    exit::Exit::BadInput,
                     format!("{} uses the reserved name `envseal` for its own data", o.path.display()),
                     Some(
                         "rename that key (JSON/YAML top-level `envseal`, or .env `#ENVSEAL_` lines): envseal keeps its metadata there",

@@ -12,10 +12,9 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use envseal_core::{Kms, WrappedKey};
 use envseal_esdk::keyring::{AWS_KMS_PROVIDER_ID, ENVSEAL_PROVIDER_PREFIX};
-use envseal_esdk::{DecryptOptions, EncryptOptions, EsdkError, Keyring, KmsKeyring, RawAesKeyring, Suite};
+use envseal_esdk::{DecryptOptions, EncryptOptions, Keyring, KmsKeyring, RawAesKeyring, Suite};
 use zeroize::Zeroizing;
 
-use crate::backend::Uri;
 use crate::cmd::encrypt::split_key;
 use crate::fsio::{self, AtomicFile, Interruptible};
 use crate::{KmsOpts, exit};
@@ -52,46 +51,15 @@ pub enum EsdkSuite {
 fn raw_keyrings(args: &EsdkArgs) -> Result<Vec<RawAesKeyring>> {
     let mut out = Vec::new();
     for spec in &args.raw_aes_keys {
-        let bad = || exit::fail(2, format!("--raw-aes-key {spec:?}: expected NAMESPACE/NAME=FILE"), None);
+        let bad =
+            || exit::fail(exit::Exit::Usage, format!("--raw-aes-key {spec:?}: expected NAMESPACE/NAME=FILE"), None);
         let (id, file) = spec.split_once('=').ok_or_else(bad)?;
         let (ns, name) = id.split_once('/').ok_or_else(bad)?;
         let key =
             Zeroizing::new(std::fs::read(file).with_context(|| format!("cannot read the raw AES key file {file}"))?);
-        out.push(RawAesKeyring::new(ns, name, key).map_err(|e| exit::fail(2, e.to_string(), None))?);
+        out.push(RawAesKeyring::new(ns, name, key).map_err(|e| exit::fail(exit::Exit::Usage, e.to_string(), None))?);
     }
     Ok(out)
-}
-
-/// Maps an ESDK error to the CLI's exit codes (docs/CLI.md).
-fn fail(e: EsdkError) -> anyhow::Error {
-    let (code, hint): (u8, Option<&str>) = match &e {
-        EsdkError::Kms(_) | EsdkError::Io(_) => return anyhow::Error::new(e),
-        EsdkError::NotEsdk | EsdkError::Malformed(_) | EsdkError::TrailingData | EsdkError::InvalidContext(_) => {
-            (3, None)
-        }
-        EsdkError::CommitmentPolicy | EsdkError::UnsupportedSuite { .. } => {
-            (10, Some("envseal opens ESDK messages of the committing suites 0x0478 and 0x0578 only (docs/ESDK.md)"))
-        }
-        EsdkError::UnsupportedVersion(_) | EsdkError::NonFramed => {
-            (10, Some("see docs/ESDK.md for what envseal implements"))
-        }
-        EsdkError::TooManyDataKeys { .. } => (3, Some("raise --max-encrypted-data-keys if the message is trusted")),
-        EsdkError::WrongContext(_) => (5, None),
-        EsdkError::InvalidOptions(_) => (2, None),
-        EsdkError::NoKeyOpened(_) | EsdkError::NotMine | EsdkError::WrongKey => (
-            6,
-            Some(
-                "pass the key: --kms aws-kms:ARN (AWS credentials and AWS_ENDPOINT_URL from the environment) or --raw-aes-key",
-            ),
-        ),
-        EsdkError::CommitmentMismatch
-        | EsdkError::HeaderTampered
-        | EsdkError::FrameTampered { .. }
-        | EsdkError::BadSignature => (7, Some("the message was altered; nothing was released")),
-        EsdkError::Truncated => (9, Some("the message is cut short; nothing was released")),
-        _ => (1, None),
-    };
-    exit::fail(code, e.to_string(), hint)
 }
 
 /// `envseal encrypt --format esdk`.
@@ -123,7 +91,7 @@ pub async fn encrypt(
         context: s.context.clone(),
     };
     let input = fsio::open_input(path)?;
-    let enc = envseal_esdk::begin_encrypt(&keyrings, &opts).await.map_err(fail)?;
+    let enc = envseal_esdk::begin_encrypt(&keyrings, &opts).await?;
     let keys: Vec<serde_json::Value> = enc
         .header()
         .edks
@@ -137,10 +105,10 @@ pub async fn encrypt(
     };
     let summary = if fsio::is_std(&out_path) {
         let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        enc.encrypt(input, Interruptible(&mut out)).map_err(fail)?
+        enc.encrypt(input, Interruptible(&mut out))?
     } else {
         let mut f = AtomicFile::create(&out_path, 0o644)?;
-        let s = enc.encrypt(input, BufWriter::with_capacity(1 << 20, Interruptible(f.file()))).map_err(fail)?;
+        let s = enc.encrypt(input, BufWriter::with_capacity(1 << 20, Interruptible(f.file())))?;
         f.commit()?;
         s
     };
@@ -183,7 +151,7 @@ pub async fn decrypt(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
     };
-    let header = envseal_esdk::read_header(&mut input, &opts).map_err(fail)?;
+    let header = envseal_esdk::read_header(&mut input, &opts)?;
     let raw = raw_keyrings(args)?;
     // The backends the entries name (the CLI's usual rules: --kms first, else each backend
     // from its environment, never creating a keystore just to open a message).
@@ -219,11 +187,7 @@ pub async fn decrypt(
         .iter()
         .filter_map(|u| {
             let (uri, key) = split_key(u);
-            let named = match Uri::parse(uri) {
-                Ok(Uri::Aws(k)) if !k.is_empty() => Some(k),
-                _ => None,
-            };
-            key.map(str::to_string).or(named)
+            key.map(str::to_string).or_else(|| crate::backend::key_in_uri(uri))
         })
         .filter(|k| k.starts_with("arn:") && k.contains(":key/"))
         .collect();
@@ -248,16 +212,16 @@ pub async fn decrypt(
     }
     let mut keyrings: Vec<&dyn Keyring> = raw.iter().map(|k| k as &dyn Keyring).collect();
     keyrings.extend(kms_keyrings.iter().map(|k| k as &dyn Keyring));
-    let dec = envseal_esdk::open(header, &keyrings, &opts).await.map_err(fail)?;
+    let dec = envseal_esdk::open(header, &keyrings, &opts).await?;
     if fsio::is_std(out_path) {
         let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
         if dec.header().suite.is_signed() {
             // Nothing reaches stdout before the signature verified: the ciphertext is copied
             // to an anonymous temp file while it is checked, then decrypted from there.
             let mut spool = tempfile::tempfile().context("cannot create a spool file for the ciphertext")?;
-            dec.decrypt_spooled(input, &mut spool, &mut Interruptible(&mut out)).map_err(fail)?;
+            dec.decrypt_spooled(input, &mut spool, &mut Interruptible(&mut out))?;
         } else {
-            dec.decrypt_streaming(input, &mut Interruptible(&mut out)).map_err(fail)?;
+            dec.decrypt_streaming(input, &mut Interruptible(&mut out))?;
         }
         out.flush()?;
     } else {
@@ -266,7 +230,7 @@ pub async fn decrypt(
         let mut f = AtomicFile::create(out_path, 0o600)?;
         {
             let mut w = BufWriter::with_capacity(1 << 20, Interruptible(f.file()));
-            dec.decrypt_to_staging(input, &mut w).map_err(fail)?;
+            dec.decrypt_to_staging(input, &mut w)?;
             w.flush().with_context(|| format!("cannot write {}", out_path.display()))?;
         }
         f.commit()?;

@@ -231,8 +231,13 @@ impl From<FlavorArg> for Flavor {
 }
 
 fn load(file: &Path) -> Result<Iam> {
-    Iam::load(file)
-        .map_err(|e| exit::fail(3, format!("{}: {e}", file.display()), Some("see docs/IAM.md for the file format")))
+    Iam::load(file).map_err(|e| {
+        exit::fail(
+            exit::Exit::BadInput,
+            format!("{}: {e}", file.display()),
+            Some("see docs/IAM.md for the file format"),
+        )
+    })
 }
 
 fn save(iam: &Iam, file: &Path) -> Result<()> {
@@ -244,7 +249,8 @@ fn record(opts: &AuditOpts, event: &str, target: &str) -> Result<()> {
     let Some(path) = &opts.audit_log else { return Ok(()) };
     let log = governance::open_audit_log(path, opts.audit_key.as_deref())?;
     let ev = Event::new(event, "iam").principal_local(&governance::os_user()).param("target", target).succeeded();
-    log.append(ev).map_err(|e| exit::fail(4, format!("cannot write the audit log {}: {e}", path.display()), None))?;
+    log.append(ev)
+        .map_err(|e| exit::fail(exit::Exit::Io, format!("cannot write the audit log {}: {e}", path.display()), None))?;
     Ok(())
 }
 
@@ -263,9 +269,9 @@ pub fn run(cmd: IamCmd) -> Result<ExitCode> {
         }
         IamCmd::CreateUser { file, name, groups, mfa, audit } => {
             let mut iam = load(&file)?;
-            iam.create_user(&name, &groups).map_err(|e| exit::fail(3, e.to_string(), None))?;
+            iam.create_user(&name, &groups).map_err(|e| exit::fail(exit::Exit::BadInput, e.to_string(), None))?;
             if mfa {
-                iam.set_user_mfa(&name, true).map_err(|e| exit::fail(3, e.to_string(), None))?;
+                iam.set_user_mfa(&name, true).map_err(|e| exit::fail(exit::Exit::BadInput, e.to_string(), None))?;
             }
             save(&iam, &file)?;
             record(&audit, "CreateUser", &name)?;
@@ -274,7 +280,7 @@ pub fn run(cmd: IamCmd) -> Result<ExitCode> {
         }
         IamCmd::DeleteUser { file, name, audit } => {
             let mut iam = load(&file)?;
-            iam.delete_user(&name).map_err(|e| exit::fail(3, e.to_string(), None))?;
+            iam.delete_user(&name).map_err(|e| exit::fail(exit::Exit::BadInput, e.to_string(), None))?;
             save(&iam, &file)?;
             record(&audit, "DeleteUser", &name)?;
             eprintln!("envseal: user {name} deleted");
@@ -282,7 +288,7 @@ pub fn run(cmd: IamCmd) -> Result<ExitCode> {
         }
         IamCmd::CreateAccessKey { file, user, json, audit } => {
             let mut iam = load(&file)?;
-            let k = iam.create_access_key(&user).map_err(|e| exit::fail(3, e.to_string(), None))?;
+            let k = iam.create_access_key(&user).map_err(|e| exit::fail(exit::Exit::BadInput, e.to_string(), None))?;
             save(&iam, &file)?;
             record(&audit, "CreateAccessKey", &format!("{user}/{}", k.id))?;
             if json {
@@ -305,14 +311,14 @@ pub fn run(cmd: IamCmd) -> Result<ExitCode> {
         IamCmd::UpdateAccessKey { file, id, status, audit } => {
             let mut iam = load(&file)?;
             iam.set_access_key_status(&id, matches!(status, StatusArg::Active))
-                .map_err(|e| exit::fail(3, e.to_string(), None))?;
+                .map_err(|e| exit::fail(exit::Exit::BadInput, e.to_string(), None))?;
             save(&iam, &file)?;
             record(&audit, "UpdateAccessKey", &id)?;
             Ok(ExitCode::SUCCESS)
         }
         IamCmd::DeleteAccessKey { file, id, audit } => {
             let mut iam = load(&file)?;
-            iam.delete_access_key(&id).map_err(|e| exit::fail(3, e.to_string(), None))?;
+            iam.delete_access_key(&id).map_err(|e| exit::fail(exit::Exit::BadInput, e.to_string(), None))?;
             save(&iam, &file)?;
             record(&audit, "DeleteAccessKey", &id)?;
             Ok(ExitCode::SUCCESS)
@@ -320,9 +326,9 @@ pub fn run(cmd: IamCmd) -> Result<ExitCode> {
         IamCmd::PutPolicy { file, name, document, audit } => {
             let mut iam = load(&file)?;
             let text = crate::fsio::read_text(&document)?;
-            let policy =
-                Policy::parse(&text).map_err(|e| exit::fail(3, format!("{}: {e}", document.display()), None))?;
-            iam.put_policy(&name, policy).map_err(|e| exit::fail(3, e.to_string(), None))?;
+            let policy = Policy::parse(&text)
+                .map_err(|e| exit::fail(exit::Exit::BadInput, format!("{}: {e}", document.display()), None))?;
+            iam.put_policy(&name, policy).map_err(|e| exit::fail(exit::Exit::BadInput, e.to_string(), None))?;
             save(&iam, &file)?;
             record(&audit, "PutPolicy", &name)?;
             Ok(ExitCode::SUCCESS)
@@ -330,7 +336,7 @@ pub fn run(cmd: IamCmd) -> Result<ExitCode> {
         IamCmd::AttachPolicy { file, policy, target, audit } => {
             let mut iam = load(&file)?;
             let (t, label) = target.resolve();
-            iam.attach_policy(&t, &policy).map_err(|e| exit::fail(3, e.to_string(), None))?;
+            iam.attach_policy(&t, &policy).map_err(|e| exit::fail(exit::Exit::BadInput, e.to_string(), None))?;
             save(&iam, &file)?;
             record(&audit, "AttachPolicy", &format!("{label}:{policy}"))?;
             Ok(ExitCode::SUCCESS)
@@ -338,7 +344,7 @@ pub fn run(cmd: IamCmd) -> Result<ExitCode> {
         IamCmd::DetachPolicy { file, policy, target, audit } => {
             let mut iam = load(&file)?;
             let (t, label) = target.resolve();
-            iam.detach_policy(&t, &policy).map_err(|e| exit::fail(3, e.to_string(), None))?;
+            iam.detach_policy(&t, &policy).map_err(|e| exit::fail(exit::Exit::BadInput, e.to_string(), None))?;
             save(&iam, &file)?;
             record(&audit, "DetachPolicy", &format!("{label}:{policy}"))?;
             Ok(ExitCode::SUCCESS)
@@ -353,15 +359,24 @@ fn simulate(a: SimulateArgs) -> Result<ExitCode> {
     let session_policy = match &a.session_policy {
         Some(p) => {
             let text = crate::fsio::read_text(p)?;
-            Some(Policy::parse(&text).map_err(|e| exit::fail(3, format!("{}: {e}", p.display()), None))?)
+            Some(
+                Policy::parse(&text)
+                    .map_err(|e| exit::fail(exit::Exit::BadInput, format!("{}: {e}", p.display()), None))?,
+            )
         }
         None => None,
     };
     let who = iam.parse_principal(&a.principal, session_policy, a.mfa).map_err(|e| {
-        exit::fail(2, format!("--principal: {e}"), Some("user/NAME, role/NAME[/SESSION], root or an access key id"))
+        exit::fail(
+            exit::Exit::Usage,
+            format!("--principal: {e}"),
+            Some("user/NAME, role/NAME[/SESSION], root or an access key id"),
+        )
     })?;
     let now = match &a.time {
-        Some(t) => humantime::parse_rfc3339_weak(t).map_err(|e| exit::fail(2, format!("--time: {e}"), None))?,
+        Some(t) => {
+            humantime::parse_rfc3339_weak(t).map_err(|e| exit::fail(exit::Exit::Usage, format!("--time: {e}"), None))?
+        }
         None => SystemTime::now(),
     };
     let mut ctx = RequestContext::new(&a.action, &a.resource, iam.principal_info(&who, flavor));
@@ -376,7 +391,7 @@ fn simulate(a: SimulateArgs) -> Result<ExitCode> {
     } else {
         outln!("{}: {d}", if d.allowed { "ALLOW" } else { "DENY" });
     }
-    Ok(if d.allowed { ExitCode::SUCCESS } else { ExitCode::from(11) })
+    Ok(if d.allowed { ExitCode::SUCCESS } else { crate::exit::Exit::Denied.status() })
 }
 
 impl TargetOpts {

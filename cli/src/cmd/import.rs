@@ -15,7 +15,7 @@ use envseal_migrate::sops::{MasterKey, SopsFile, SopsFormat};
 use envseal_stores::{Document, Format, SealSpec};
 
 use super::{Settings, Source};
-use crate::backend::{self, Uri};
+use crate::backend;
 use crate::cmd::encrypt::split_key;
 use crate::fsio;
 use crate::{KmsOpts, exit, parse_kv};
@@ -139,31 +139,10 @@ pub async fn run(cmd: ImportCmd) -> Result<ExitCode> {
     }
 }
 
-/// Exit codes for the importers' errors (docs/CLI.md).
-fn fail(e: MigrateError) -> anyhow::Error {
-    let (code, hint): (u8, Option<&str>) = match &e {
-        MigrateError::NotSops | MigrateError::NotDotenvx | MigrateError::Malformed(_) | MigrateError::Store(_) => {
-            (3, None)
-        }
-        MigrateError::Unsupported(_) => (10, Some("see docs/MIGRATING.md for what envseal reads")),
-        MigrateError::NoKeyOpened(_) => (
-            6,
-            Some(
-                "give an age identity (--age-identity, SOPS_AGE_KEY_FILE) or the KMS credentials (AWS SDK chain, VAULT_TOKEN)",
-            ),
-        ),
-        MigrateError::WrongKey(_) => (6, Some("check DOTENV_PRIVATE_KEY / --private-key-file")),
-        MigrateError::ValueTampered(_) => (7, Some("the file was altered after it was encrypted; nothing was written")),
-        MigrateError::MacMismatch => (8, Some("the file was altered after it was encrypted; nothing was written")),
-        _ => (1, None),
-    };
-    exit::fail(code, e.to_string(), hint)
-}
-
 /// Where the result goes: `-o`, else in place, else stdout.
 fn target(input: &Path, output: Option<&Path>, in_place: bool) -> Result<PathBuf> {
     if in_place && fsio::is_std(input) {
-        return Err(exit::fail(2, "--in-place needs a file, not `-`", None));
+        return Err(exit::fail(exit::Exit::Usage, "--in-place needs a file, not `-`", None));
     }
     Ok(match (output, in_place) {
         (Some(p), _) => p.to_path_buf(),
@@ -178,7 +157,7 @@ pub(crate) fn open_keys(s: &Settings) -> Result<Vec<(Arc<dyn Kms>, String)>> {
     let mut out = Vec::new();
     for u in &s.kms.0 {
         let (uri, key) = split_key(u);
-        let o = backend::open_with_key(&Uri::parse(uri)?)?;
+        let o = backend::open_with_key(uri)?;
         let key = key.map(str::to_string).or(o.key.filter(|_| s.key.1 != Source::Flag)).unwrap_or(s.key.0.clone());
         out.push((o.kms, key));
     }
@@ -217,7 +196,11 @@ fn sops_format(a: &SopsArgs, path: &Path) -> Result<SopsFormat> {
         });
     }
     SopsFormat::from_path(path).ok_or_else(|| {
-        exit::fail(3, format!("cannot tell the format of {} from its name", path.display()), Some("pass --input-type"))
+        exit::fail(
+            exit::Exit::BadInput,
+            format!("cannot tell the format of {} from its name", path.display()),
+            Some("pass --input-type"),
+        )
     })
 }
 
@@ -244,7 +227,7 @@ fn age_identities(a: &SopsArgs) -> Result<Vec<envseal_migrate::sops::AgeIdentity
     }
     let mut out = Vec::new();
     for t in texts {
-        out.extend(envseal_migrate::sops::age_identities(&t).map_err(fail)?);
+        out.extend(envseal_migrate::sops::age_identities(&t)?);
     }
     Ok(out)
 }
@@ -256,7 +239,7 @@ fn open_for_sops(mk: &MasterKey) -> Result<Option<Arc<dyn Kms>>, String> {
         MasterKey::AwsKms { .. } => backend::open_by_name("aws-kms").map_err(|e| format!("{e:#}")),
         MasterKey::VaultTransit { .. } => {
             let Some(uri) = mk.envseal_uri() else { return Ok(None) };
-            Uri::parse(&uri).and_then(|u| backend::open(&u)).map(Some).map_err(|e| format!("{e:#}"))
+            backend::open(&uri).map(Some).map_err(|e| format!("{e:#}"))
         }
         _ => Ok(None),
     }
@@ -265,10 +248,10 @@ fn open_for_sops(mk: &MasterKey) -> Result<Option<Arc<dyn Kms>>, String> {
 async fn sops_file(a: &SopsArgs, path: &Path, out: &Path) -> Result<ExitCode> {
     let format = sops_format(a, path)?;
     let content = fsio::read_document(path)?;
-    let file = SopsFile::parse(format, &content).map_err(fail)?;
+    let file = SopsFile::parse(format, &content)?;
     let identities = age_identities(a)?;
-    let data_key = file.data_key(&identities, &open_for_sops).await.map_err(fail)?;
-    let plain = file.decrypt(&data_key).map_err(fail)?;
+    let data_key = file.data_key(&identities, &open_for_sops).await?;
+    let plain = file.decrypt(&data_key)?;
     drop(data_key);
     let out_format = match (fsio::is_std(out), Format::from_path(out)) {
         (false, Some(f)) => f,
@@ -278,16 +261,22 @@ async fn sops_file(a: &SopsArgs, path: &Path, out: &Path) -> Result<ExitCode> {
             SopsFormat::Yaml => Format::Yaml,
             SopsFormat::Ini if !fsio::is_std(out) => {
                 return Err(exit::fail(
-                    2,
+                    exit::Exit::Usage,
                     "an INI file becomes JSON or YAML: name the output *.json or *.yaml with -o",
                     None,
                 ));
             }
             SopsFormat::Ini => Format::Json,
-            _ => return Err(exit::fail(10, format!("sops {} files are not supported", format.name()), None)),
+            _ => {
+                return Err(exit::fail(
+                    exit::Exit::Unsupported,
+                    format!("sops {} files are not supported", format.name()),
+                    None,
+                ));
+            }
         },
     };
-    let doc = plain.to_document(out_format).map_err(fail)?;
+    let doc = plain.to_document(out_format)?;
     // Settings for the file being written (its .envseal.toml rule), flags first.
     let rules_path = if fsio::is_std(out) { path } else { out };
     let mut kms = a.to.kms.clone();
@@ -300,7 +289,7 @@ async fn sops_file(a: &SopsArgs, path: &Path, out: &Path) -> Result<ExitCode> {
         }
         if kms.kms.is_empty() {
             return Err(exit::fail(
-                6,
+                exit::Exit::NoKey,
                 "--same-keys: none of the sops file's keys maps to an envseal backend (age and PGP have none)",
                 Some("name envseal keys with --kms, or a .envseal.toml rule"),
             ));
@@ -395,7 +384,7 @@ async fn sops_tree(a: &SopsArgs) -> Result<ExitCode> {
     );
     if failed > 0 {
         return Err(exit::fail(
-            1,
+            exit::Exit::Other,
             format!("{failed} file(s) could not be imported"),
             Some("each error is printed above; imported files were replaced, the others left as they were"),
         ));
@@ -417,7 +406,7 @@ async fn dotenvx(a: &DotenvxArgs) -> Result<ExitCode> {
                 .unwrap_or_else(|| a.path.parent().unwrap_or(Path::new(".")).join(".env.keys"));
             let text = fsio::read_document(&keys_file).map_err(|e| {
                 exit::fail(
-                    6,
+                    exit::Exit::NoKey,
                     format!("no {name} in the environment, and {e:#}"),
                     Some("pass --private-key-file or set it"),
                 )
@@ -425,7 +414,7 @@ async fn dotenvx(a: &DotenvxArgs) -> Result<ExitCode> {
             let doc = envseal_stores::parse(Format::Dotenv, &text)?;
             let entry = doc.entries().into_iter().rev().find(|e| e.path.display() == name).ok_or_else(|| {
                 exit::fail(
-                    6,
+                    exit::Exit::NoKey,
                     format!("{} has no {name}", keys_file.display()),
                     Some("the keys file dotenvx wrote for this file"),
                 )
@@ -433,9 +422,9 @@ async fn dotenvx(a: &DotenvxArgs) -> Result<ExitCode> {
             zeroize::Zeroizing::new(doc.decode_value(&entry.text)?)
         }
     };
-    let keys = envseal_migrate::dotenvx::PrivateKeys::parse(&key_text).map_err(fail)?;
+    let keys = envseal_migrate::dotenvx::PrivateKeys::parse(&key_text)?;
     drop(key_text);
-    let imported = envseal_migrate::dotenvx::import(&content, &keys).map_err(fail)?;
+    let imported = envseal_migrate::dotenvx::import(&content, &keys)?;
     let rules_path = if fsio::is_std(&out) { a.path.as_path() } else { out.as_path() };
     let s = super::settings(rules_path, &a.to.kms, &a.to.context, a.to.plain_keys.clone())?;
     let (decrypted, plain) = (imported.decrypted, imported.plain);
@@ -460,13 +449,13 @@ async fn dotenvx(a: &DotenvxArgs) -> Result<ExitCode> {
 
 fn sops_config(a: &SopsConfigArgs) -> Result<ExitCode> {
     let text = fsio::read_document(&a.path)?;
-    let t = envseal_migrate::sops::config::translate(&text).map_err(fail)?;
+    let t = envseal_migrate::sops::config::translate(&text)?;
     let name = a.path.file_name().and_then(|n| n.to_str()).unwrap_or(".sops.yaml");
     let toml = t.to_toml(name);
     let out = a.output.clone().unwrap_or_else(|| a.path.with_file_name(crate::config::FILE_NAME));
     if !fsio::is_std(&out) && out.exists() && !a.force {
         return Err(exit::fail(
-            3,
+            exit::Exit::BadInput,
             format!("{} exists", out.display()),
             Some("pass --force to replace it, or -o - to print"),
         ));

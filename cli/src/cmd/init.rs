@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use envseal_kms_local::{InitOptions, LocalKms, Unlock};
 
-use crate::backend::{self, Uri};
+use crate::backend;
 
 pub async fn run(passphrase: bool) -> Result<ExitCode> {
-    let dir = backend::local_dir(&Uri::Local(None))?;
+    let dir = backend::local_dir(backend::DEFAULT_URI)?;
     let unlock = if passphrase {
         backend::passphrase("New keystore passphrase: ")?
     } else {

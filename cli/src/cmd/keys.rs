@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use envseal_core::kms::{KeyMetadata, KeySpec, ProtectionLevel};
 
-use crate::backend::{self, Uri};
+use crate::backend;
 use crate::exit;
 
 #[derive(Subcommand, Debug)]
@@ -156,11 +156,10 @@ fn print_meta(m: &KeyMetadata, json: bool) -> Result<()> {
 }
 
 pub async fn run(cmd: KeysCmd, kms: Option<String>, json: bool) -> Result<ExitCode> {
-    let uri = Uri::parse(kms.as_deref().unwrap_or(backend::DEFAULT_URI))?;
-    let backend = backend::open(&uri)?;
-    let km = backend
-        .key_manager()
-        .ok_or_else(|| exit::fail(2, format!("the {} backend has no key management", backend.backend()), None))?;
+    let backend = backend::open(kms.as_deref().unwrap_or(backend::DEFAULT_URI))?;
+    let km = backend.key_manager().ok_or_else(|| {
+        exit::fail(exit::Exit::Usage, format!("the {} backend has no key management", backend.backend()), None)
+    })?;
     match cmd {
         KeysCmd::Create { description, alias, hsm, tags } => {
             let spec = KeySpec {
@@ -172,7 +171,7 @@ pub async fn run(cmd: KeysCmd, kms: Option<String>, json: bool) -> Result<ExitCo
                 // Refuse before creating anything, so a taken alias leaves no orphan key.
                 if km.describe_key(a).await.is_ok() {
                     return Err(exit::fail(
-                        2,
+                        exit::Exit::Usage,
                         format!("alias {a} already exists"),
                         Some("choose another alias, or move it later with `envseal keys alias create`"),
                     ));

@@ -11,12 +11,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use envseal_audit::{AlertRules, AlertSink, Alerter};
 use envseal_core::Kms;
-use envseal_core::kms::KeyManager;
 use envseal_governance::{Governance, ServerGovernance};
-use envseal_kms_mock::MockKms;
 use envseal_kms_server::{AccessKey, ApiSelect, Credentials, DEFAULT_MAX_BODY, Server, ServerConfig};
 
-use crate::backend::{self, Uri};
+use crate::backend;
 use crate::exit;
 
 /// `envseal kms ...`.
@@ -114,28 +112,36 @@ fn parse_access_key(s: &str) -> Result<AccessKey> {
     match s.split_once(':') {
         Some((id, secret)) if !id.is_empty() && !secret.is_empty() => Ok(AccessKey::new(id, secret, "dev")),
         // Never echo the value: it holds a secret.
-        _ => Err(exit::fail(2, "--access-key must be ID:SECRET", Some("e.g. --access-key AKDEV:dev-secret"))),
+        _ => Err(exit::fail(
+            exit::Exit::Usage,
+            "--access-key must be ID:SECRET",
+            Some("e.g. --access-key AKDEV:dev-secret"),
+        )),
     }
 }
 
-/// The backend, its description for the banner, and the default key.
+/// The backend, its description for the banner, and the default key. The emulator serves
+/// backends that manage their own keys in this process: the in-memory mock and the local
+/// keystore (opened without its governance: the server applies its own).
 async fn open_backend(spec: &str) -> Result<(Arc<dyn Kms>, String, Option<String>)> {
-    if spec == "mem" {
-        let mock = Arc::new(MockKms::new());
-        let key = mock.create_default_key();
-        mock.create_alias(backend::DEFAULT_KEY, &key).await?;
-        return Ok((mock, "mem (in-memory HSM mock; keys are lost on exit)".into(), Some(key)));
-    }
-    if spec.starts_with("local:") {
-        let uri = Uri::parse(spec)?;
-        let kms = backend::open_local_ungoverned(&uri)?;
-        let key = match kms.key_manager() {
-            Some(km) => km.describe_key(backend::DEFAULT_KEY).await.ok().map(|m| m.key_id),
-            None => None,
-        };
-        return Ok((kms, format!("{spec} (local keystore)"), key));
-    }
-    Err(exit::fail(2, format!("unknown backend {spec:?}"), Some("use --backend mem or --backend local:DIR")))
+    let what = match backend::name_of(spec) {
+        Ok(envseal_kms_mock::BACKEND) => "in-memory HSM mock; keys are lost on exit",
+        Ok(envseal_kms_local::BACKEND) => "local keystore",
+        _ => {
+            return Err(exit::fail(
+                exit::Exit::Usage,
+                format!("kms serve cannot serve backend {spec:?}"),
+                Some("use --backend mem or --backend local:DIR"),
+            ));
+        }
+    };
+    let opened = backend::open_ungoverned(spec)?;
+    let key = match (opened.key, opened.kms.key_manager()) {
+        (Some(k), _) => Some(k),
+        (None, Some(km)) => km.describe_key(backend::DEFAULT_KEY).await.ok().map(|m| m.key_id),
+        (None, None) => None,
+    };
+    Ok((opened.kms, format!("{spec} ({what})"), key))
 }
 
 /// Whether an `--iam` file is the old credentials-only list (`{"access_keys": [...]}`).
@@ -177,8 +183,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let mut account = None;
     let governance = if governed || args.audit_log.is_some() {
         let mut gov = match (&args.iam, governed) {
-            (Some(path), true) => Governance::from_file(path)
-                .map_err(|e| exit::fail(3, e.to_string(), Some("check it with `envseal iam validate`")))?,
+            (Some(path), true) => Governance::from_file(path).map_err(|e| {
+                exit::fail(exit::Exit::BadInput, e.to_string(), Some("check it with `envseal iam validate`"))
+            })?,
             _ => Governance::new(envseal_iam::Iam::default()),
         };
         if governed {
@@ -213,7 +220,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     if credentials.is_empty() {
         return Err(exit::fail(
-            2,
+            exit::Exit::Usage,
             "no access key to accept",
             Some("add access_keys to the IAM file, or pass --access-key"),
         ));

@@ -26,7 +26,7 @@ use anyhow::Result;
 use envseal_core::{EncryptionContext, Kms, WrappedKey};
 use envseal_stores::{Document, Format};
 
-use crate::backend::{self, Uri};
+use crate::backend;
 use crate::config::{self, Matched};
 use crate::{FormatArg, KmsOpts, exit};
 
@@ -100,8 +100,13 @@ pub fn settings(
 
 /// Builds an encryption context from pairs.
 pub fn context(pairs: &BTreeMap<String, String>) -> Result<EncryptionContext> {
-    EncryptionContext::from_pairs(pairs.iter().map(|(k, v)| (k.clone(), v.clone())))
-        .map_err(|e| exit::fail(2, e.to_string(), Some("context keys must be non-empty and not start with `envseal:`")))
+    EncryptionContext::from_pairs(pairs.iter().map(|(k, v)| (k.clone(), v.clone()))).map_err(|e| {
+        exit::fail(
+            exit::Exit::Usage,
+            e.to_string(),
+            Some("context keys must be non-empty and not start with `envseal:`"),
+        )
+    })
 }
 
 /// The backends needed to open a file with these entries: those given with --kms, then those
@@ -109,32 +114,34 @@ pub fn context(pairs: &BTreeMap<String, String>) -> Result<EncryptionContext> {
 /// names, that backend from its usual environment (the default local keystore,
 /// `VAULT_ADDR`/`VAULT_TOKEN`, ...).
 pub fn backends_for(entries: &[WrappedKey], opts: &KmsOpts, pre: &[Arc<dyn Kms>]) -> Result<Vec<Arc<dyn Kms>>> {
-    let uris: Vec<Uri> = opts.kms.iter().map(|u| Uri::parse(encrypt::split_key(u).0)).collect::<Result<_>>()?;
+    let used = |name: &str| entries.iter().any(|e| e.backend == name);
     let mut out: Vec<Arc<dyn Kms>> = Vec::new();
-    let mut have: Vec<&str> = Vec::new();
-    for u in &uris {
-        if entries.iter().any(|e| e.backend == u.backend_name()) && !have.contains(&u.backend_name()) {
-            out.push(backend::open(u)?);
-            have.push(u.backend_name());
+    let mut have: Vec<String> = Vec::new();
+    let uris: Vec<&str> = opts.kms.iter().map(|u| encrypt::split_key(u).0).collect();
+    for uri in uris {
+        let name = backend::name_of(uri)?;
+        if used(name) && !have.iter().any(|h| h == name) {
+            out.push(backend::open(uri)?);
+            have.push(name.to_string());
         }
     }
     for k in pre {
-        let name = backend_static(k.backend());
-        if entries.iter().any(|e| e.backend == name) && !have.contains(&name) {
+        let name = k.backend();
+        if used(name) && !have.iter().any(|h| h == name) {
             out.push(k.clone());
-            have.push(name);
+            have.push(name.to_string());
         }
     }
     let mut last_err = None;
     for e in entries {
-        if have.contains(&e.backend.as_str()) {
+        if have.contains(&e.backend) {
             continue;
         }
         // A backend that cannot be set up from the environment is skipped: another entry may
         // open the file; if none can, the error names each entry.
         match backend::open_by_name(&e.backend) {
             Ok(Some(k)) => {
-                have.push(backend_static(&e.backend));
+                have.push(e.backend.clone());
                 out.push(k);
             }
             Ok(None) => {}
@@ -144,17 +151,6 @@ pub fn backends_for(entries: &[WrappedKey], opts: &KmsOpts, pre: &[Arc<dyn Kms>]
     match (out.is_empty(), last_err) {
         (true, Some(err)) => Err(err),
         _ => Ok(out),
-    }
-}
-
-fn backend_static(name: &str) -> &'static str {
-    match name {
-        "local" => "local",
-        "vault-transit" => "vault-transit",
-        "aws-kms" => "aws-kms",
-        "pkcs11" => "pkcs11",
-        "alibaba-kms" => "alibaba-kms",
-        _ => "other",
     }
 }
 

@@ -84,7 +84,11 @@ pub async fn verified_recipients(
         }
     }
     if keep.is_empty() {
-        return Err(exit::fail(6, format!("{}: no entry verified: nothing to re-key for", path.display()), None));
+        return Err(exit::fail(
+            exit::Exit::NoKey,
+            format!("{}: no entry verified: nothing to re-key for", path.display()),
+            None,
+        ));
     }
     Ok(keep)
 }
@@ -150,7 +154,7 @@ pub async fn run(a: RekeyArgs) -> Result<ExitCode> {
     let mut summary = Vec::new();
     for path in &a.paths {
         if fsio::is_std(path) {
-            return Err(exit::fail(2, "rekey needs files, not `-`", None));
+            return Err(exit::fail(exit::Exit::Usage, "rekey needs files, not `-`", None));
         }
         fsio::check_target(path)?;
         let reading = trust::for_file(path, &a.open).await?;

@@ -27,9 +27,10 @@ use envseal_core::rewrap::{
 use envseal_core::{Kms, WrappedKey};
 use envseal_stores::{Document, Format, Metadata};
 
-use crate::backend::{self, Uri};
+use crate::FormatArg;
+use crate::backend;
+use crate::exit::{self, Exit};
 use crate::fsio::{self, AtomicFile};
-use crate::{FormatArg, exit};
 
 /// Consecutive files failing with a retryable KMS error (after their retries) that open the
 /// circuit breaker: the KMS is taken to be down, and no new file is started.
@@ -269,7 +270,11 @@ fn discover(paths: &[PathBuf], recursive: bool, journal: &Path) -> Result<Found>
         let m = fs::symlink_metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
         if m.is_dir() {
             if !recursive {
-                return Err(exit::fail(2, format!("{} is a directory", p.display()), Some("pass -r to walk it")));
+                return Err(exit::fail(
+                    exit::Exit::Usage,
+                    format!("{} is a directory", p.display()),
+                    Some("pass -r to walk it"),
+                ));
             }
             walk(p, journal, &mut found, &mut seen)?;
         } else {
@@ -354,7 +359,7 @@ type OpenedKms = (Arc<dyn Kms>, Option<String>);
 /// Backends opened once per job.
 struct Backends {
     /// `--kms`: the destination of --to, and the backend for entries of its backend name.
-    kms: Option<Uri>,
+    kms: Option<String>,
     open: Mutex<HashMap<Handle, OpenedKms>>,
     rewrappers: Mutex<HashMap<String, Arc<Rewrapper>>>,
     verify: Verify,
@@ -364,50 +369,50 @@ struct Backends {
 
 impl Backends {
     /// The handle of a URI; the default local keystore is the one entries open by name.
-    fn handle_of(u: &Uri) -> Result<Handle> {
-        if *u == Uri::parse(backend::DEFAULT_URI)? {
-            return Ok(Handle::Name(u.backend_name().to_string()));
+    fn handle_of(u: &str) -> Result<Handle> {
+        let name = backend::name_of(u)?;
+        if u == backend::DEFAULT_URI {
+            return Ok(Handle::Name(name.to_string()));
         }
-        Ok(Handle::Uri(format!("{u:?}")))
+        Ok(Handle::Uri(u.to_string()))
     }
 
     /// Opens (once) the backend of a handle; also returns the key its URI names, if any.
-    fn open(&self, h: &Handle, uri: Option<&Uri>) -> Result<OpenedKms> {
+    fn open(&self, h: &Handle) -> Result<OpenedKms> {
         // Held while opening: a passphrase or PIN prompt must not run twice at once.
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(k) = open.get(h) {
             return Ok(k.clone());
         }
-        let opened = match (h, uri) {
-            (Handle::Uri(_), Some(u)) => {
+        let opened = match h {
+            Handle::Uri(u) => {
                 let o = backend::open_with_key(u)?;
                 (o.kms, o.key)
             }
-            (Handle::Name(name), _) => match backend::open_by_name(name)? {
+            Handle::Name(name) => match backend::open_by_name(name)? {
                 Some(k) => (k, None),
                 None => {
                     return Err(exit::fail(
-                        6,
+                        exit::Exit::NoKey,
                         format!("no backend configured for wrapped keys of the {name:?} backend"),
                         Some("pass --kms with a URI of that backend"),
                     ));
                 }
             },
-            (Handle::Uri(u), None) => return Err(anyhow!("internal error: no URI for backend {u}")),
         };
         open.insert(h.clone(), opened.clone());
         Ok(opened)
     }
 
-    fn open_uri(&self, u: &Uri) -> Result<OpenedKms> {
-        self.open(&Self::handle_of(u)?, Some(u))
+    fn open_uri(&self, u: &str) -> Result<OpenedKms> {
+        self.open(&Self::handle_of(u)?)
     }
 
     /// The handle that opens entries of backend `name`: `--kms` when it is of that backend, else
     /// the backend's usual environment.
     fn source(&self, name: &str) -> Result<Handle> {
         match &self.kms {
-            Some(u) if u.backend_name() == name => Self::handle_of(u),
+            Some(u) if backend::name_of(u)? == name => Self::handle_of(u),
             _ => Ok(Handle::Name(name.to_string())),
         }
     }
@@ -416,12 +421,12 @@ impl Backends {
     fn dest(&self) -> Result<Handle> {
         match &self.kms {
             Some(u) => Self::handle_of(u),
-            None => Self::handle_of(&Uri::parse(backend::DEFAULT_URI)?),
+            None => Self::handle_of(backend::DEFAULT_URI),
         }
     }
 
     fn kms_of(&self, h: &Handle) -> Result<Arc<dyn Kms>> {
-        Ok(self.open(h, self.kms.as_ref())?.0)
+        Ok(self.open(h)?.0)
     }
 
     fn retry() -> RetryPolicy {
@@ -466,10 +471,7 @@ impl Backends {
                 // Entries on the destination backend are rewrapped there (ReEncrypt); a file
                 // with none is moved from the backend of its first entry.
                 let dest = self.dest()?;
-                let dest_name = match &self.kms {
-                    Some(u) => u.backend_name(),
-                    None => Uri::parse(backend::DEFAULT_URI)?.backend_name(),
-                };
+                let dest_name = backend::name_of(self.kms.as_deref().unwrap_or(backend::DEFAULT_URI))?;
                 let target = Target::Key(key.clone());
                 if names.contains(&dest_name) {
                     Ok(vec![self.rewrapper(&dest, &dest, target)?])
@@ -518,7 +520,7 @@ impl Signature {
         let now = fs::symlink_metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
         if Signature::of(&now) != *self {
             return Err(exit::fail(
-                4,
+                exit::Exit::Io,
                 format!("{} changed while it was being rewrapped; left as it is", path.display()),
                 Some("run the rewrap again"),
             ));
@@ -897,7 +899,7 @@ impl Job {
     /// The destination backend of --add-key and the key: from `URI#KEY`, else the key the URI
     /// names, else `ENVSEAL_KEY`, else the default key.
     fn add_dest(&self, uri: &str, key: &Option<String>) -> Result<(Arc<dyn Kms>, String)> {
-        let (kms, uri_key) = self.backends.open_uri(&Uri::parse(uri)?)?;
+        let (kms, uri_key) = self.backends.open_uri(uri)?;
         let key = key
             .clone()
             .or(uri_key)
@@ -1018,7 +1020,7 @@ fn write_bytes(path: &Path, loaded: Loaded, bytes: &[u8]) -> Result<()> {
 
 fn refuse_last(id: &str) -> anyhow::Error {
     exit::fail(
-        2,
+        exit::Exit::Usage,
         format!("refusing to remove the last wrapped-key entry ({id}): the file could not be opened any more"),
         Some("add another entry first (--add-key URI#KEY)"),
     )
@@ -1034,7 +1036,11 @@ fn write(path: &Path, loaded: Loaded, entries: Vec<WrappedKey>) -> Result<()> {
             file.seek(SeekFrom::Start(pre_len))?;
             let body = io::copy(&mut file, out.file()).with_context(|| format!("cannot write {}", path.display()))?;
             if body != sig.len - pre_len {
-                return Err(exit::fail(4, format!("{} changed while it was being rewrapped", path.display()), None));
+                return Err(exit::fail(
+                    exit::Exit::Io,
+                    format!("{} changed while it was being rewrapped", path.display()),
+                    None,
+                ));
             }
             sig.check(path)?;
             out.commit()
@@ -1138,7 +1144,7 @@ fn op_of(a: &RewrapArgs) -> Result<Op> {
     }
     if let Some(spec) = &a.add_key {
         let (uri, key) = super::encrypt::split_key(spec);
-        Uri::parse(uri)?;
+        backend::name_of(uri)?;
         return Ok(Op::Add { uri: uri.to_string(), key: key.map(str::to_string) });
     }
     if let Some(k) = &a.remove_key {
@@ -1151,7 +1157,10 @@ fn op_of(a: &RewrapArgs) -> Result<Op> {
 pub async fn run(a: RewrapArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let op = op_of(&a)?;
-    let kms = a.kms.as_deref().map(Uri::parse).transpose()?;
+    let kms = a.kms.clone();
+    if let Some(u) = &kms {
+        backend::name_of(u)?;
+    }
     let journal_path = match &a.journal {
         Some(j) => std::path::absolute(j)?,
         None => default_journal(&a.paths[0])?,
@@ -1252,17 +1261,17 @@ fn summarize(
     let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
     let failed: Vec<&Report> = reports.iter().filter(|r| r.status == Status::Failed).collect();
     let interrupted = exit::interrupted();
-    let code: u8 = if interrupted {
-        130
+    let code = if interrupted {
+        Exit::Interrupted
     } else if breaker.is_open() {
-        12
+        Exit::Unavailable
     } else if failed.is_empty() {
-        0
+        Exit::Success
     } else {
-        let codes: Vec<u8> = failed.iter().filter_map(|r| r.error.as_ref()).map(|e| exit::classify(e).0).collect();
+        let codes: Vec<Exit> = failed.iter().filter_map(|r| r.error.as_ref()).map(|e| exit::classify(e).0).collect();
         match codes.first() {
             Some(c) if codes.iter().all(|x| x == c) => *c,
-            _ => 1,
+            _ => Exit::Other,
         }
     };
     let processed = reports.iter().filter(|r| r.status != Status::Resumed).count();
@@ -1294,7 +1303,7 @@ fn summarize(
                     "rekeyed": r.rekeyed,
                     "unverifiable": r.unverifiable,
                     "error": r.error.as_ref().map(|e| format!("{e:#}")),
-                    "exit_code": r.error.as_ref().map(|e| exit::classify(e).0),
+                    "exit_code": r.error.as_ref().map(|e| exit::classify(e).0.code()),
                 })
             })
             .collect();
@@ -1316,7 +1325,7 @@ fn summarize(
             "data_key_passed_through": job.moved_notice.load(Ordering::SeqCst),
             "seconds": elapsed.as_secs_f64(),
             "files_per_second": rate,
-            "exit_code": code,
+            "exit_code": code.code(),
             "files": files,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -1362,7 +1371,7 @@ fn summarize(
             }
         }
     }
-    Ok(ExitCode::from(code))
+    Ok(code.status())
 }
 
 #[cfg(test)]

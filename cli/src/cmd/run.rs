@@ -40,7 +40,7 @@ pub async fn run(
             let name = env_name(&path);
             if name.is_empty() || name.contains('=') || name.contains('\0') || v.expose_secret().contains(&0) {
                 return Err(exit::fail(
-                    3,
+                    exit::Exit::BadInput,
                     format!("{name:?} in {} cannot be an environment variable", f.display()),
                     None,
                 ));
@@ -48,7 +48,7 @@ pub async fn run(
             vars.push((name, v.into_zeroizing()));
         }
     }
-    let (prog, args) = command.split_first().ok_or_else(|| exit::fail(2, "no command given", None))?;
+    let (prog, args) = command.split_first().ok_or_else(|| exit::fail(exit::Exit::Usage, "no command given", None))?;
     let mut cmd = std::process::Command::new(prog);
     cmd.args(args);
     if pristine {
@@ -64,5 +64,9 @@ pub async fn run(
     // exec replaces this process: the child's exit status is ours, signals reach it directly,
     // and our copies of the secrets vanish with our address space.
     let err = cmd.exec();
-    Err(exit::fail(127, format!("cannot run {prog:?}: {err}"), Some("check the command name and PATH")))
+    Err(exit::fail(
+        exit::Exit::CannotRun,
+        format!("cannot run {prog:?}: {err}"),
+        Some("check the command name and PATH"),
+    ))
 }

@@ -50,7 +50,7 @@ fn ty(t: TypeArg) -> ValueType {
 /// (`Unlocked::render_checked`).
 pub fn write_back(path: &Path, o: &super::decrypt::Opened) -> Result<()> {
     if fsio::is_std(path) {
-        return Err(exit::fail(2, "set/unset need a file, not `-`", None));
+        return Err(exit::fail(exit::Exit::Usage, "set/unset need a file, not `-`", None));
     }
     fsio::write_output(path, &o.unlocked.render_checked(o.doc.as_ref())?, 0o644)
 }
@@ -73,12 +73,14 @@ pub async fn set(
         }
         Some(v) => v.as_bytes().to_vec(),
         None => rpassword::prompt_password(format!("Value for {key}: "))
-            .map_err(|_| exit::fail(2, "no value given", Some("pass the value, or `-` to read it from stdin")))?
+            .map_err(|_| {
+                exit::fail(exit::Exit::Usage, "no value given", Some("pass the value, or `-` to read it from stdin"))
+            })?
             .into_bytes(),
     });
     let vt = ty(t);
     if o.doc.format() == Format::Dotenv && vt != ValueType::Str {
-        return Err(exit::fail(2, ".env values are strings", Some("drop --type")));
+        return Err(exit::fail(exit::Exit::Usage, ".env values are strings", Some("drop --type")));
     }
     o.unlocked.set(o.doc.as_mut(), &kp, vt, &value)?;
     write_back(&path, &o)?;

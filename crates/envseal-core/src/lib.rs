@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod aead;
+pub mod backend;
 pub mod container;
 pub mod context;
 pub mod datakey;

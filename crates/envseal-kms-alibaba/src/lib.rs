@@ -7,6 +7,7 @@ mod config;
 pub mod context;
 mod credentials;
 mod error;
+mod factory;
 mod kms;
 pub mod signer;
 mod time;
@@ -27,6 +28,7 @@ pub use crate::credentials::{
     AccessKeySecret, CredentialSource, Credentials, DEFAULT_METADATA_ENDPOINT, EcsRamRoleConfig,
     METADATA_TOKEN_TTL_SECONDS, REFRESH_FRACTION, SecurityToken,
 };
+pub use crate::factory::AlibabaFactory;
 pub use crate::kms::{AlibabaKms, BACKEND, CREATE_KEY_SPEC, DATA_KEY_SPEC, KEY_USAGE, MAX_BLOB_LEN, RotationPolicy};
 pub use crate::signer::SignatureVersion;
 pub use crate::uri::AlibabaKeyUri;

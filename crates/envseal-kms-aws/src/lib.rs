@@ -5,6 +5,7 @@
 mod api;
 pub mod context;
 mod error;
+mod factory;
 #[cfg(test)]
 mod fake;
 mod kms;
@@ -16,6 +17,7 @@ pub mod uri;
 pub use aws_config;
 /// Static credentials (for emulators and tests), from the SDK.
 pub use aws_sdk_kms::config::Credentials;
+pub use factory::{AwsFactory, SCHEME};
 pub use kms::{AwsKms, AwsKmsBuilder, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_OPERATION_TIMEOUT};
 pub use uri::{AwsKeyUri, KeyRefKind, UriError};
 

@@ -19,6 +19,13 @@ pub enum LocalError {
         /// The keystore directory.
         dir: PathBuf,
     },
+    /// The keystore is protected by a passphrase, and none was given (no `ENVSEAL_PASSPHRASE`,
+    /// nobody to ask).
+    #[error("the keystore at {} needs its passphrase", dir.display())]
+    PassphraseNeeded {
+        /// The keystore directory.
+        dir: PathBuf,
+    },
     /// [`LocalKms::init`](crate::LocalKms::init) found a keystore already there.
     #[error("a keystore already exists at {}", dir.display())]
     AlreadyExists {

@@ -4,6 +4,7 @@
 
 mod crypto;
 pub mod error;
+mod factory;
 mod files;
 mod format;
 mod kms;
@@ -11,6 +12,7 @@ mod store;
 mod unlock;
 
 pub use error::LocalError;
+pub use factory::{LocalFactory, SCHEME, dir_of};
 pub use kms::BACKEND;
 pub use store::{DEFAULT_ALIAS, KEYSTORE_FILE, LOCK_FILE, LocalKms};
 pub use unlock::{Argon2Params, InitOptions, MASTER_KEY_FILE, Unlock, UnlockMode};

@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod factory;
+pub use factory::{MemFactory, SCHEME};
 mod blob;
 mod calls;
 #[cfg(feature = "faults")]
@@ -265,6 +267,12 @@ impl MockKms {
         let mut st = self.state();
         let State { rng, ring } = &mut *st;
         ring.create(rng, &KeySpec::default())
+    }
+
+    /// Points [`factory::DEFAULT_ALIAS`] at `key` (a test helper like
+    /// [`MockKms::create_default_key`]: not a counted KMS call). Does nothing if the alias exists.
+    pub fn alias_default(&self, key: &str) {
+        self.state().ring.aliases.entry(factory::DEFAULT_ALIAS.to_owned()).or_insert_with(|| key.to_owned());
     }
 
     #[cfg(feature = "faults")]

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod blob;
+mod factory;
 mod kms;
 mod objects;
 mod pin;
@@ -10,6 +11,7 @@ mod token;
 pub mod uri;
 
 pub use blob::BACKEND;
+pub use factory::{Pkcs11Factory, SCHEME, URI_ENV};
 pub use kms::{Pkcs11Kms, Pkcs11Options};
 pub use objects::{APP_ALIAS, APP_KEY};
 pub use pin::{PIN_ENV, Pin, PinPrompt, PinRequest};

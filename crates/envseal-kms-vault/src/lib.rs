@@ -4,6 +4,7 @@
 
 mod config;
 mod error;
+mod factory;
 mod keys;
 mod kms;
 mod names;
@@ -14,6 +15,7 @@ mod tests;
 pub use crate::config::{
     DEFAULT_MOUNT, DEFAULT_TIMEOUT, TransitUri, URI_SCHEME, URI_SCHEME_HTTP, VaultConfig, VaultToken, default_retry,
 };
+pub use crate::factory::VaultFactory;
 pub use crate::keys::TransitKeyInfo;
 pub use crate::kms::{BACKEND, GENERATED_NAME_PREFIX, KEY_TYPE, VaultKms, associated_data};
 pub use crate::names::{ciphertext_version, is_valid_key_name};
