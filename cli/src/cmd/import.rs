@@ -235,13 +235,9 @@ fn age_identities(a: &SopsArgs) -> Result<Vec<envseal_migrate::sops::AgeIdentity
 /// Opens envseal's backend for a sops key: AWS KMS from the SDK chain, Transit from the
 /// address the file names (token from VAULT_TOKEN / BAO_TOKEN).
 fn open_for_sops(mk: &MasterKey) -> Result<Option<Arc<dyn Kms>>, String> {
-    match mk {
-        MasterKey::AwsKms { .. } => backend::open_by_name("aws-kms").map_err(|e| format!("{e:#}")),
-        MasterKey::VaultTransit { .. } => {
-            let Some(uri) = mk.envseal_uri() else { return Ok(None) };
-            backend::open(&uri).map(Some).map_err(|e| format!("{e:#}"))
-        }
-        _ => Ok(None),
+    match mk.envseal_uri() {
+        Some(uri) => backend::open(&uri).map(Some).map_err(|e| format!("{e:#}")),
+        None => Ok(None),
     }
 }
 
