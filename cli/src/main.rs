@@ -26,12 +26,17 @@ mod exit;
 mod fsio;
 mod governance;
 mod harden;
+mod open;
+mod opts;
+mod settings;
 mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+
+use crate::opts::{FormatArg, KmsOpts, TypeArg, parse_kv};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -66,34 +71,6 @@ struct Cli {
     profile: Option<String>,
     #[command(subcommand)]
     command: Command,
-}
-
-/// Options shared by commands that talk to a KMS.
-#[derive(Args, Debug, Clone, Default)]
-pub struct KmsOpts {
-    /// Backend URI (repeat to add wrapped-key entries when sealing). Default: `local:`.
-    #[arg(long = "kms", env = "ENVSEAL_KMS", value_name = "URI", value_delimiter = ',')]
-    pub kms: Vec<String>,
-    /// Key id or alias (default `alias/default`).
-    #[arg(long, env = "ENVSEAL_KEY", value_name = "KEY")]
-    pub key: Option<String>,
-}
-
-/// How to parse a file.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FormatArg {
-    /// From the file name, else the content.
-    Auto,
-    /// KEY=value lines.
-    Dotenv,
-    /// A JSON object.
-    Json,
-    /// A YAML mapping.
-    Yaml,
-    /// Any bytes, as a streaming container.
-    Binary,
-    /// An AWS Encryption SDK message (docs/ESDK.md).
-    Esdk,
 }
 
 #[derive(Subcommand, Debug)]
@@ -338,23 +315,6 @@ enum ConfigCmd {
     },
 }
 
-/// Type of a value given to `set`.
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum TypeArg {
-    /// A string.
-    String,
-    /// A number.
-    Number,
-    /// true/false.
-    Bool,
-    /// null.
-    Null,
-}
-
-pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| "expected KEY=VALUE".to_string())
-}
-
 fn main() -> ExitCode {
     if let Err(e) = harden::disable_core_dumps() {
         eprintln!("envseal: warning: core dumps could not be turned off ({e})");
@@ -408,7 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Iam { action } => cmd::iam::run(action),
         Command::Import { action } => cmd::import::run(action).await,
         Command::Audit { action } => cmd::audit::run(action),
-        Command::Config { action: ConfigCmd::Explain { path, json, kms } } => cmd::config_explain(path, json, &kms),
+        Command::Config { action: ConfigCmd::Explain { path, json, kms } } => cmd::config::explain(path, json, &kms),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "envseal", &mut std::io::stdout());

@@ -24,15 +24,15 @@ use envseal_core::{EncryptionContext, Kms};
 use envseal_kms_local::LocalKms;
 
 use crate::backend;
-use crate::cmd::encrypt::split_key;
 use crate::config;
+use crate::opts::split_key;
 
 /// Options of every command that opens a sealed file.
 #[derive(Args, Debug, Clone, Default)]
 pub struct OpenOpts {
     /// Required encryption context entry (repeatable): fail unless the file has it (added to
     /// the context a .envseal.toml rule requires).
-    #[arg(long = "context", value_name = "K=V", value_parser = crate::parse_kv)]
+    #[arg(long = "context", value_name = "K=V", value_parser = crate::opts::parse_kv)]
     pub context: Vec<(String, String)>,
     /// Trust entries wrapped under this key (`URI#KEY`, a URI naming a key, or a URI for every
     /// key of that backend); repeatable. Reading is then strict: other entries are refused
@@ -130,7 +130,7 @@ pub async fn for_file(path: &Path, open: &OpenOpts) -> Result<Reading> {
     for (k, v) in &open.context {
         context.insert(k.clone(), v.clone());
     }
-    let expected = crate::cmd::context(&context)?;
+    let expected = crate::settings::context(&context)?;
     let mut opened = Vec::new();
     let mut allowed = Vec::new();
     let mut sources = Vec::new();

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use super::decrypt::open_document;
+use crate::open::open_document;
+use crate::opts::KmsOpts;
 use crate::trust::OpenOpts;
-use crate::{KmsOpts, exit, fsio};
+use crate::{exit, fsio};
 
 /// A private directory for the plaintext: tmpfs (`/dev/shm`, `$XDG_RUNTIME_DIR`) when
 /// available, so it never reaches a disk; else the system temp dir.
@@ -83,7 +84,7 @@ pub async fn run(path: PathBuf, open: OpenOpts, kms: KmsOpts) -> Result<ExitCode
     let mut o = open_document(&path, &kms, &open).await?;
     let format = o.doc.format();
     let original = o.doc.render();
-    let mut plain_doc = super::parse_doc(format, &original)?;
+    let mut plain_doc = crate::open::parse_doc(format, &original)?;
     o.unlocked.decrypt(plain_doc.as_mut())?;
     let plaintext = zeroize::Zeroizing::new(plain_doc.render());
 
@@ -118,7 +119,7 @@ pub async fn run(path: PathBuf, open: OpenOpts, kms: KmsOpts) -> Result<ExitCode
 
 fn edit_loop(
     path: &Path,
-    o: &mut super::decrypt::Opened,
+    o: &mut crate::open::Opened,
     format: envseal_stores::Format,
     tmp: &Path,
     before: &[u8],
@@ -153,7 +154,7 @@ fn edit_loop(
             eprintln!("envseal: no changes");
             return Ok(ExitCode::SUCCESS);
         }
-        let parsed = super::parse_doc(format, &after).and_then(|mut d| {
+        let parsed = crate::open::parse_doc(format, &after).and_then(|mut d| {
             o.unlocked.reseal(d.as_mut())?;
             Ok(o.unlocked.render_checked(d.as_ref())?)
         });

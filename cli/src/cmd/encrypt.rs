@@ -10,8 +10,9 @@ use envseal_core::container::{self, Recipient, SealOptions};
 use envseal_core::{Engine, Kms};
 use envseal_stores::{Format, SealSpec};
 
+use crate::exit;
 use crate::fsio::{self, AtomicFile, Interruptible};
-use crate::{FormatArg, KmsOpts, exit};
+use crate::opts::{FormatArg, KmsOpts, entry_json, split_key};
 
 /// Options of `encrypt`.
 pub struct Opts {
@@ -26,27 +27,21 @@ pub struct Opts {
     pub json: bool,
 }
 
-/// Splits `URI#KEY` (a per-backend key) from a backend URI.
-pub fn split_key(uri: &str) -> (&str, Option<&str>) {
-    match uri.rsplit_once('#') {
-        Some((u, k)) if !k.is_empty() => (u, Some(k)),
-        _ => (uri, None),
-    }
-}
-
 pub async fn run(o: Opts) -> Result<ExitCode> {
     if o.format == FormatArg::Esdk {
         return super::esdk::encrypt(&o.path, o.output, &o.context, &o.kms, &o.esdk, o.json).await;
     }
-    let s = super::settings(&o.path, &o.kms, &o.context, o.plain_keys.clone())?;
-    let ctx = super::context(&s.context)?;
+    let s = crate::settings::settings(&o.path, &o.kms, &o.context, o.plain_keys.clone())?;
+    let ctx = crate::settings::context(&s.context)?;
     let mut kmses: Vec<(Arc<dyn Kms>, String)> = Vec::new();
     for u in &s.kms.0 {
         let (uri, key) = split_key(u);
         let o = crate::backend::open_with_key(uri)?;
         // Key: `URI#KEY`, else one named by the URI itself, else --key / config / default.
-        let key =
-            key.map(str::to_string).or(o.key.filter(|_| s.key.1 != super::Source::Flag)).unwrap_or(s.key.0.clone());
+        let key = key
+            .map(str::to_string)
+            .or(o.key.filter(|_| s.key.1 != crate::settings::Source::Flag))
+            .unwrap_or(s.key.0.clone());
         kmses.push((o.kms, key));
     }
     let recipients: Vec<Recipient<'_>> = kmses.iter().map(|(k, key)| Recipient { kms: k.as_ref(), key }).collect();
@@ -55,7 +50,7 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
     let mut input = fsio::open_input(&o.path)?;
     let mut head = Vec::with_capacity(8192);
     input.by_ref().take(8192).read_to_end(&mut head).with_context(|| format!("cannot read {}", o.path.display()))?;
-    let format = super::detect(&o.path, o.format, &head);
+    let format = crate::open::detect(&o.path, o.format, &head);
     if container::is_container(&head) {
         return Err(exit::fail(
             exit::Exit::BadInput,
@@ -102,7 +97,7 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
                 Some("seal it with --format binary"),
             ));
         }
-        let mut doc = super::parse_doc(format, &content).map_err(|e| {
+        let mut doc = crate::open::parse_doc(format, &content).map_err(|e| {
             exit::fail(
                 exit::Exit::BadInput,
                 format!("{e:#}"),
@@ -112,7 +107,7 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
         match doc.metadata() {
             // Sealed values without metadata (a sealed file whose metadata was removed or cut
             // off): sealing them again would seal the ciphertext, and hide the damage.
-            Ok(None) if super::decrypt::metadata_stripped(doc.as_ref()) => {
+            Ok(None) if crate::open::metadata_stripped(doc.as_ref()) => {
                 return Err(exit::fail(
                     exit::Exit::BadInput,
                     format!("{} already has sealed values (ENC[...]) but no envseal metadata", o.path.display()),
@@ -183,9 +178,4 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A wrapped-key entry as JSON (no blob bytes: they are long and useless to a reader).
-pub fn entry_json(e: &envseal_core::WrappedKey) -> serde_json::Value {
-    serde_json::json!({ "backend": e.backend, "key_id": e.key_id, "key_version": e.key_version, "wrapped_bytes": e.blob.len() })
 }

@@ -15,9 +15,10 @@ use envseal_esdk::keyring::{AWS_KMS_PROVIDER_ID, ENVSEAL_PROVIDER_PREFIX};
 use envseal_esdk::{DecryptOptions, EncryptOptions, Keyring, KmsKeyring, RawAesKeyring, Suite};
 use zeroize::Zeroizing;
 
-use crate::cmd::encrypt::split_key;
+use crate::exit;
 use crate::fsio::{self, AtomicFile, Interruptible};
-use crate::{KmsOpts, exit};
+use crate::opts::KmsOpts;
+use crate::opts::split_key;
 
 /// ESDK options of `encrypt` and `decrypt`.
 #[derive(Args, Debug, Clone, Default)]
@@ -72,11 +73,11 @@ pub async fn encrypt(
     json: bool,
 ) -> Result<ExitCode> {
     let raw = raw_keyrings(args)?;
-    let s = super::settings(path, kms, context, None)?;
+    let s = crate::settings::settings(path, kms, context, None)?;
     let mut kms_keyrings = Vec::new();
     // Raw AES keys alone, unless a backend was asked for: no default keystore entry then.
-    if raw.is_empty() || s.kms.1 != super::Source::Default {
-        for (kms, key) in super::import::open_keys(&s)? {
+    if raw.is_empty() || s.kms.1 != crate::settings::Source::Default {
+        for (kms, key) in crate::settings::open_keys(&s)? {
             kms_keyrings.push(KmsKeyring::new(kms, key));
         }
     }
@@ -170,7 +171,7 @@ pub async fn decrypt(
     let backends: Vec<Arc<dyn Kms>> = if entries.is_empty() {
         Vec::new()
     } else {
-        match super::decrypt::backends_for_opening(&entries, kms, reading) {
+        match crate::open::backends_for_opening(&entries, kms, reading) {
             Ok(b) => b,
             // A raw AES key may still open the message.
             Err(e) if !raw.is_empty() => {

@@ -187,10 +187,10 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "*")]
     resource: String,
     /// Encryption context entry (repeatable).
-    #[arg(long = "context", value_name = "K=V", value_parser = crate::parse_kv)]
+    #[arg(long = "context", value_name = "K=V", value_parser = crate::opts::parse_kv)]
     context: Vec<(String, String)>,
     /// Tag of the resource (repeatable), for attribute-based policies.
-    #[arg(long = "resource-tag", value_name = "K=V", value_parser = crate::parse_kv)]
+    #[arg(long = "resource-tag", value_name = "K=V", value_parser = crate::opts::parse_kv)]
     resource_tags: Vec<(String, String)>,
     /// The request was authenticated with MFA.
     #[arg(long)]

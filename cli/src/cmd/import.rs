@@ -14,11 +14,11 @@ use envseal_migrate::MigrateError;
 use envseal_migrate::sops::{MasterKey, SopsFile, SopsFormat};
 use envseal_stores::{Document, Format, SealSpec};
 
-use super::{Settings, Source};
 use crate::backend;
-use crate::cmd::encrypt::split_key;
+use crate::exit;
 use crate::fsio;
-use crate::{KmsOpts, exit, parse_kv};
+use crate::opts::{KmsOpts, parse_kv};
+use crate::settings::{Settings, open_keys};
 
 /// `envseal import` subcommands.
 #[derive(Subcommand, Debug)]
@@ -151,19 +151,6 @@ fn target(input: &Path, output: Option<&Path>, in_place: bool) -> Result<PathBuf
     })
 }
 
-/// Opens the backends and keys of the settings (`URI#KEY`, else the key the URI names, else
-/// --key / config / default), as `encrypt` does.
-pub(crate) fn open_keys(s: &Settings) -> Result<Vec<(Arc<dyn Kms>, String)>> {
-    let mut out = Vec::new();
-    for u in &s.kms.0 {
-        let (uri, key) = split_key(u);
-        let o = backend::open_with_key(uri)?;
-        let key = key.map(str::to_string).or(o.key.filter(|_| s.key.1 != Source::Flag)).unwrap_or(s.key.0.clone());
-        out.push((o.kms, key));
-    }
-    Ok(out)
-}
-
 /// Seals a plaintext document with the settings and writes it (atomically) to `out`.
 async fn seal_and_write(
     mut doc: Box<dyn Document>,
@@ -175,7 +162,7 @@ async fn seal_and_write(
     let padding = s.rule.as_ref().and_then(|m| m.rule.padding).unwrap_or(envseal_core::values::DEFAULT_PADDING);
     let spec = SealSpec {
         recipients: &recipients,
-        context: super::context(&s.context)?,
+        context: crate::settings::context(&s.context)?,
         plain_keys: s.plain_keys.clone(),
         padding,
         engine: Engine::default(),
@@ -183,7 +170,7 @@ async fn seal_and_write(
     let u = envseal_stores::seal(doc.as_mut(), &spec).await?;
     fsio::write_output(out, &u.render_checked(doc.as_ref())?, 0o644)?;
     let sealed = doc.entries().iter().filter(|e| envseal_core::values::is_sealed(&e.text)).count();
-    Ok((sealed, u.meta.keys.iter().map(super::encrypt::entry_json).collect()))
+    Ok((sealed, u.meta.keys.iter().map(crate::opts::entry_json).collect()))
 }
 
 fn sops_format(a: &SopsArgs, path: &Path) -> Result<SopsFormat> {
@@ -305,7 +292,7 @@ async fn sops_file(a: &SopsArgs, path: &Path, out: &Path) -> Result<ExitCode> {
             }
         }
     }
-    let mut s = super::settings(rules_path, &kms, &context, a.to.plain_keys.clone())?;
+    let mut s = crate::settings::settings(rules_path, &kms, &context, a.to.plain_keys.clone())?;
     if s.plain_keys.is_none() {
         s.plain_keys = plain.plain_keys.clone();
     }
@@ -422,7 +409,7 @@ async fn dotenvx(a: &DotenvxArgs) -> Result<ExitCode> {
     drop(key_text);
     let imported = envseal_migrate::dotenvx::import(&content, &keys)?;
     let rules_path = if fsio::is_std(&out) { a.path.as_path() } else { out.as_path() };
-    let s = super::settings(rules_path, &a.to.kms, &a.to.context, a.to.plain_keys.clone())?;
+    let s = crate::settings::settings(rules_path, &a.to.kms, &a.to.context, a.to.plain_keys.clone())?;
     let (decrypted, plain) = (imported.decrypted, imported.plain);
     let (sealed, keys) = seal_and_write(imported.document, &s, &out).await?;
     if !fsio::is_std(&out) {

@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use envseal_core::aead::TAG_LEN;
 use envseal_core::container::{self, Preamble};
 
-use super::encrypt::entry_json;
-use crate::{FormatArg, fsio};
+use crate::fsio;
+use crate::opts::FormatArg;
+use crate::opts::entry_json;
 
 fn modified(path: &std::path::Path) -> Option<String> {
     let m = std::fs::metadata(path).ok()?.modified().ok()?;
@@ -49,9 +50,9 @@ pub fn run(path: PathBuf, json: bool) -> Result<ExitCode> {
     } else {
         let mut content = head;
         input.take(fsio::MAX_DOCUMENT).read_to_end(&mut content)?;
-        let format = super::detect(&path, FormatArg::Auto, &content);
+        let format = crate::open::detect(&path, FormatArg::Auto, &content);
         let format = if format == envseal_stores::Format::Binary { envseal_stores::Format::Dotenv } else { format };
-        let doc = super::parse_doc(format, &content)?;
+        let doc = crate::open::parse_doc(format, &content)?;
         let meta = doc.metadata()?.ok_or(envseal_stores::StoreError::NotSealed)?;
         let entries = doc.entries();
         let sealed = entries.iter().filter(|e| envseal_core::values::is_sealed(&e.text)).count();

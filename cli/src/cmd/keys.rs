@@ -25,7 +25,7 @@ pub enum KeysCmd {
         #[arg(long)]
         hsm: bool,
         /// Tag (repeatable).
-        #[arg(long = "tag", value_name = "K=V", value_parser = crate::parse_kv)]
+        #[arg(long = "tag", value_name = "K=V", value_parser = crate::opts::parse_kv)]
         tags: Vec<(String, String)>,
     },
     /// List keys.

@@ -17,10 +17,11 @@ use envseal_core::container::{self, Opener, Preamble};
 use envseal_core::entries::{self, Check, Recipient};
 use envseal_core::{EncryptionContext, Engine, Kms, WrappedKey};
 
-use super::decrypt::{backends_for_opening, not_allowed, open_bytes};
+use crate::exit;
 use crate::fsio::{self, AtomicFile};
+use crate::open::{backends_for_opening, not_allowed, open_bytes};
+use crate::opts::KmsOpts;
 use crate::trust::{self, OpenOpts, Reading};
-use crate::{KmsOpts, exit};
 
 /// Arguments of `envseal rekey`.
 #[derive(Args, Debug)]
@@ -172,7 +173,7 @@ pub async fn run(a: RekeyArgs) -> Result<ExitCode> {
             eprintln!("envseal: re-keyed {} (new data key for {})", path.display(), keys.join(", "));
         }
         summary.push(serde_json::json!({
-            "path": path, "keys": entries.iter().map(super::encrypt::entry_json).collect::<Vec<_>>(),
+            "path": path, "keys": entries.iter().map(crate::opts::entry_json).collect::<Vec<_>>(),
         }));
     }
     if a.json {

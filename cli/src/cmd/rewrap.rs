@@ -27,10 +27,10 @@ use envseal_core::rewrap::{
 use envseal_core::{Kms, WrappedKey};
 use envseal_stores::{Document, Format, Metadata};
 
-use crate::FormatArg;
 use crate::backend;
 use crate::exit::{self, Exit};
 use crate::fsio::{self, AtomicFile};
+use crate::opts::FormatArg;
 
 /// Consecutive files failing with a retryable KMS error (after their retries) that open the
 /// circuit breaker: the KMS is taken to be down, and no new file is started.
@@ -568,7 +568,7 @@ fn load(path: &Path) -> Result<Loaded> {
     }
     let mut content = head;
     file.read_to_end(&mut content).with_context(|| format!("cannot read {}", path.display()))?;
-    let format = super::detect(path, FormatArg::Auto, &content);
+    let format = crate::open::detect(path, FormatArg::Auto, &content);
     let format = if format == Format::Binary { Format::Dotenv } else { format };
     let Ok(doc) = envseal_stores::parse(format, &content) else { return Ok(Loaded::NotSealed) };
     match doc.metadata()? {
@@ -650,7 +650,7 @@ fn entry_short(e: &WrappedKey) -> String {
 }
 
 fn keys_json(keys: &[WrappedKey]) -> serde_json::Value {
-    keys.iter().map(super::encrypt::entry_json).collect()
+    keys.iter().map(crate::opts::entry_json).collect()
 }
 
 struct Job {
@@ -1143,7 +1143,7 @@ fn op_of(a: &RewrapArgs) -> Result<Op> {
         return Ok(Op::To(k.clone()));
     }
     if let Some(spec) = &a.add_key {
-        let (uri, key) = super::encrypt::split_key(spec);
+        let (uri, key) = crate::opts::split_key(spec);
         backend::name_of(uri)?;
         return Ok(Op::Add { uri: uri.to_string(), key: key.map(str::to_string) });
     }

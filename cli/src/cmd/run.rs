@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use envseal_core::values::{KeyPath, PathSegment};
 
-use super::decrypt::open_document;
+use crate::exit;
+use crate::open::open_document;
+use crate::opts::KmsOpts;
 use crate::trust::OpenOpts;
-use crate::{KmsOpts, exit};
 
 /// Environment variable name for a key path: segments joined with `_` (`db.hosts[0]` →
 /// `db_hosts_0`).

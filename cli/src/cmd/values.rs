@@ -8,10 +8,11 @@ use anyhow::Result;
 use envseal_core::values::{KeyPath, ValueType};
 use envseal_stores::{Format, StoreError};
 
-use super::decrypt::open_document;
+use crate::exit;
 use crate::fsio;
+use crate::open::open_document;
+use crate::opts::{KmsOpts, TypeArg};
 use crate::trust::OpenOpts;
-use crate::{KmsOpts, TypeArg, exit};
 
 /// A user's key argument as a path: one name for .env, a dotted path or JSON pointer otherwise.
 pub fn key_path(format: Format, key: &str) -> Result<KeyPath> {
@@ -48,7 +49,7 @@ fn ty(t: TypeArg) -> ValueType {
 
 /// Writes a changed sealed document back, only once its bytes are proven to open
 /// (`Unlocked::render_checked`).
-pub fn write_back(path: &Path, o: &super::decrypt::Opened) -> Result<()> {
+pub fn write_back(path: &Path, o: &crate::open::Opened) -> Result<()> {
     if fsio::is_std(path) {
         return Err(exit::fail(exit::Exit::Usage, "set/unset need a file, not `-`", None));
     }

@@ -9,11 +9,9 @@ use crate::{BACKEND, MockKms};
 
 /// URI of the in-memory mock.
 pub const SCHEME: &str = "mem";
-/// The alias the mock's first key gets.
-pub const DEFAULT_ALIAS: &str = "alias/default";
 
 /// The mock's [`BackendFactory`]: each [`BackendFactory::open`] is a new, empty store with one
-/// key, aliased [`DEFAULT_ALIAS`], which the URI names.
+/// key, aliased [`DEFAULT_ALIAS`](crate::DEFAULT_ALIAS), which the URI names.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MemFactory;
 

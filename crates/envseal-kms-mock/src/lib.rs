@@ -32,6 +32,8 @@ use crate::rng::Rng;
 
 /// The backend name, as recorded in [`WrappedKey::backend`].
 pub const BACKEND: &str = "mock";
+/// The alias [`MockKms::alias_default`] sets (and the `mem` backend's first key gets).
+pub const DEFAULT_ALIAS: &str = "alias/default";
 
 /// Every alias starts with this prefix.
 pub const ALIAS_PREFIX: &str = "alias/";
@@ -269,10 +271,10 @@ impl MockKms {
         ring.create(rng, &KeySpec::default())
     }
 
-    /// Points [`factory::DEFAULT_ALIAS`] at `key` (a test helper like
+    /// Points [`DEFAULT_ALIAS`] at `key` (a test helper like
     /// [`MockKms::create_default_key`]: not a counted KMS call). Does nothing if the alias exists.
     pub fn alias_default(&self, key: &str) {
-        self.state().ring.aliases.entry(factory::DEFAULT_ALIAS.to_owned()).or_insert_with(|| key.to_owned());
+        self.state().ring.aliases.entry(DEFAULT_ALIAS.to_owned()).or_insert_with(|| key.to_owned());
     }
 
     #[cfg(feature = "faults")]
