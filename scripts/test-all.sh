@@ -76,7 +76,7 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "no import cycles between the files of a crate (scripts/check-cycles.py)"
 python3 scripts/check-cycles.py --self-test
 # core, stores and cli are being restructured (issue 13): their cycles are reported, not failed on.
-python3 scripts/check-cycles.py --allow envseal-core,envseal-stores,envseal-cli
+python3 scripts/check-cycles.py --allow envseal-core
 
 step "tests, both AEAD engines compiled in (every test runs against each)"
 cargo test --workspace --all-features --locked

@@ -310,7 +310,7 @@ fn help_exit_codes_matches_docs() {
     assert!(out.contains("130"));
 }
 
-/// STYLE.md §4: "CLI: one documented exit code per error class; an error line plus a hint line".
+/// docs/ARCHITECTURE.md, Conventions 4: one documented exit code per error class, an error line and a hint line.
 /// These errors print no hint line.
 #[test]
 fn every_error_has_a_hint_line() {

@@ -1,5 +1,5 @@
 //! The narrow seam between envseal and the AWS SDK: just the KMS calls this backend makes
-//! (STYLE.md §3, after tink's `KMSAPI`).
+//! (docs/ARCHITECTURE.md, Conventions 3, after tink's `KMSAPI`).
 //!
 //! [`crate::sdk::SdkApi`] implements it with `aws-sdk-kms`; unit tests use a fake. Requests and
 //! responses are plain structs, so the fake needs no SDK types, and everything above this seam

@@ -1,7 +1,7 @@
 //! The backend conformance suite: what every [`Kms`] (and [`KeyManager`]) must satisfy.
 //!
 //! The checks use only the traits, so one suite runs against the mock, the local keystore and
-//! each real server (STYLE.md §7). They panic with a message naming the backend and the rule
+//! each real server (docs/ARCHITECTURE.md, Conventions 7). They panic with a message naming the backend and the rule
 //! that failed.
 //!
 //! Backends differ where the KMS they drive differs (AWS's Encrypt takes 1..=4096 bytes,
