@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use envseal_core::container::{self, Preamble};
 use envseal_core::Engine;
+use envseal_core::container::{self, Preamble};
 
 use crate::fsio::{self, AtomicFile, Interruptible};
 use crate::open::{backends_for_opening, not_allowed, open_bytes};

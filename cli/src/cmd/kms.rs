@@ -124,13 +124,14 @@ fn parse_access_key(s: &str) -> Result<AccessKey> {
 /// backends that manage their own keys in this process: the in-memory mock and the local
 /// keystore (opened without its governance: the server applies its own).
 async fn open_backend(spec: &str) -> Result<(Arc<dyn Kms>, String, Option<String>)> {
-    let what = match backend::name_of(spec) {
-        Ok(envseal_kms_mock::BACKEND) => "in-memory HSM mock; keys are lost on exit",
-        Ok(envseal_kms_local::BACKEND) => "local keystore",
-        _ => {
+    let what = match backend::name_of(spec).ok() {
+        Some(envseal_kms_mock::BACKEND) => "in-memory HSM mock; keys are lost on exit",
+        Some(envseal_kms_local::BACKEND) => "local keystore",
+        known => {
+            let why = if known.is_some() { "kms serve cannot serve backend" } else { "unknown backend" };
             return Err(exit::fail(
                 exit::Exit::Usage,
-                format!("kms serve cannot serve backend {spec:?}"),
+                format!("{why} {spec:?}"),
                 Some("use --backend mem or --backend local:DIR"),
             ));
         }
