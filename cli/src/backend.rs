@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
-use envseal_backends::Registry;
-use envseal_core::Kms;
-use envseal_core::backend::{OpenEnv, Opened, Prompter};
-use envseal_kms_local::Unlock;
+use envseal_backends::{Registry, UnknownBackend};
+use envseal_core::backend::{OpenEnv, OpenError, Opened, Prompter};
+use envseal_core::{Kms, KmsError};
+use envseal_kms_local::{LocalError, Unlock};
 use zeroize::Zeroizing;
 
 use crate::exit;
@@ -62,7 +62,7 @@ pub fn local_dir(uri: &str) -> Result<PathBuf> {
 /// Opens a backend for sealing and key management (a local keystore is created on first use),
 /// under the governance its keystore configures.
 pub fn open_with_key(uri: &str) -> Result<Opened> {
-    governed(registry().open(uri, &env(true)).map_err(anyhow::Error::from_boxed)?)
+    governed(registry().open(uri, &env(true)).map_err(concrete)?)
 }
 
 /// Opens a backend, without the key its URI names.
@@ -72,16 +72,33 @@ pub fn open(uri: &str) -> Result<Arc<dyn Kms>> {
 
 /// Opens a backend without a keystore's governance (`kms serve`, which applies its own).
 pub fn open_ungoverned(uri: &str) -> Result<Opened> {
-    registry().open(uri, &env(true)).map_err(anyhow::Error::from_boxed)
+    registry().open(uri, &env(true)).map_err(concrete)
 }
 
 /// Opens the backend whose entries carry `name` from its usual environment, for opening files
 /// when no URI was given; `None` when this build lacks it or its environment names none.
 pub fn open_by_name(name: &str) -> Result<Option<Arc<dyn Kms>>> {
     let Some(factory) = registry().named(name) else { return Ok(None) };
-    match factory.open_default(&env(true)).map_err(anyhow::Error::from_boxed)? {
+    match factory.open_default(&env(true)).map_err(concrete)? {
         Some(o) => Ok(Some(governed(o)?.kms)),
         None => Ok(None),
+    }
+}
+
+/// Keeps the concrete type of a backend's error (a keystore problem, a KMS error, an unknown
+/// scheme), so that the exit-code classifier (`exit.rs`) finds it in the chain.
+fn concrete(e: OpenError) -> anyhow::Error {
+    let e = match e.downcast::<LocalError>() {
+        Ok(e) => return anyhow::Error::new(*e),
+        Err(e) => e,
+    };
+    let e = match e.downcast::<KmsError>() {
+        Ok(e) => return anyhow::Error::new(*e),
+        Err(e) => e,
+    };
+    match e.downcast::<UnknownBackend>() {
+        Ok(e) => anyhow::Error::new(*e),
+        Err(e) => anyhow::Error::from_boxed(e),
     }
 }
 

@@ -38,7 +38,9 @@ impl BackendFactory for Pkcs11Factory {
     }
 
     fn open(&self, uri: &str, env: &OpenEnv) -> Result<Opened, OpenError> {
-        let parsed: Pkcs11Uri = uri.parse()?;
+        let parsed: Pkcs11Uri = uri
+            .parse()
+            .map_err(|e| envseal_core::KmsError::InvalidRequest { message: format!("invalid PKCS#11 URI: {e}") })?;
         let prompter = env.prompter.clone();
         let options = Pkcs11Options::from_env().pin_prompt(move |req| {
             prompter.secret(&format!("PIN for PKCS#11 token {:?}: ", req.token_label)).map(|p| Pin::new(p.as_str()))
