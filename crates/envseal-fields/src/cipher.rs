@@ -274,6 +274,11 @@ impl FieldCipher {
         &self.inner.base
     }
 
+    /// The AEAD engine.
+    pub fn engine(&self) -> Engine {
+        self.inner.engine
+    }
+
     /// The cache policy.
     pub fn policy(&self) -> &CachePolicy {
         &self.inner.policy

@@ -7,7 +7,14 @@ pub mod context;
 pub mod error;
 pub mod index;
 pub mod keyref;
+#[cfg(feature = "sqlx-postgres")]
+pub mod pg;
 pub mod record;
+pub mod rotate;
+#[cfg(any(feature = "rusqlite", feature = "sqlx-postgres"))]
+mod sql;
+#[cfg(feature = "rusqlite")]
+pub mod sqlite;
 pub mod value;
 pub mod vault;
 

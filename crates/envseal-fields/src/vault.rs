@@ -208,6 +208,13 @@ pub trait KeyVault: Send + Sync + fmt::Debug {
     /// As [`KeyVault::get`].
     async fn list(&self, after: u64, limit: usize) -> Result<Vec<VaultRecord>, VaultError>;
 
+    /// An upper bound of the `seq` of every entry inserted (committed or not) before this call,
+    /// such that every later insert gets a larger `seq`: the "old keys" line of a rotation job.
+    ///
+    /// # Errors
+    /// Storage errors.
+    async fn snapshot(&self) -> Result<u64, VaultError>;
+
     /// Replaces an entry's envelope if it is still `old`; returns whether it was replaced.
     ///
     /// # Errors
@@ -283,7 +290,7 @@ pub(crate) mod memory {
     use super::*;
 
     #[derive(Debug, Default)]
-    pub(crate) struct MemoryVault(Mutex<Vec<VaultRecord>>);
+    pub(crate) struct MemoryVault(pub(crate) Mutex<Vec<VaultRecord>>);
 
     #[async_trait]
     impl KeyVault for MemoryVault {
@@ -318,6 +325,9 @@ pub(crate) mod memory {
         }
         async fn list(&self, after: u64, limit: usize) -> Result<Vec<VaultRecord>, VaultError> {
             Ok(self.0.lock().unwrap().iter().filter(|r| r.seq > after).take(limit).cloned().collect())
+        }
+        async fn snapshot(&self) -> Result<u64, VaultError> {
+            Ok(self.0.lock().unwrap().len() as u64)
         }
         async fn replace_envelope(&self, id: &KeyId, old: &[u8], new: &[u8]) -> Result<bool, VaultError> {
             let mut v = self.0.lock().unwrap();
