@@ -229,6 +229,14 @@ enum Command {
         after_help = "Examples:\n  envseal keys rotate alias/default && envseal rewrap -r secrets/ --to-latest\n  envseal rewrap -r secrets/ --dry-run\n  envseal rewrap -r secrets/ --to alias/new --jobs 32 --json\n  envseal rewrap -r secrets/ --resume          # after an interrupted run\n  envseal rewrap app.env --add-key local:#alias/backup\n\nSee docs/ROTATION.md."
     )]
     Rewrap(cmd::rewrap::RewrapArgs),
+    /// Rotate sealed database columns (envseal-fields): rewrap the key vault, re-key a table.
+    #[command(
+        after_help = "Examples:\n  envseal db rewrap --url postgres://app@db/app --to-latest\n  envseal db rekey --url postgres://app@db/app --table users --pk id --column email\n\nSee docs/FIELDS.md."
+    )]
+    Db {
+        #[command(subcommand)]
+        action: cmd::db::DbCmd,
+    },
     /// Manage KMS keys (create, list, rotate, ...).
     #[command(
         after_help = "Examples:\n  envseal keys list\n  envseal keys create --alias alias/app\n  envseal keys rotate alias/app"
@@ -354,6 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Edit { path, kms } => cmd::edit::run(path, kms).await,
         Command::Inspect { path, json } => cmd::inspect::run(path, json),
         Command::Rewrap(args) => cmd::rewrap::run(args).await,
+        Command::Db { action } => cmd::db::run(action).await,
         Command::Keys { action, kms, json } => cmd::keys::run(action, kms, json).await,
         Command::Kms { action } => cmd::kms::run(action).await,
         Command::Iam { action } => cmd::iam::run(action),

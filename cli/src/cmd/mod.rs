@@ -2,6 +2,7 @@
 //! defaults), backends for opening, format detection.
 
 pub mod audit;
+pub mod db;
 pub mod decrypt;
 pub mod edit;
 pub mod encrypt;

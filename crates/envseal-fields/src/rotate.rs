@@ -476,6 +476,8 @@ struct Job<'a> {
     columns: Vec<Column>,
     plans: Vec<IndexPlan>,
     started: Instant,
+    /// Rows that failed to open in this run: counted once, not retried by the sweeps.
+    failed: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Job<'_> {
@@ -498,9 +500,13 @@ impl Job<'_> {
         let ncols = self.columns.len();
         let mut updates = Vec::new();
         'rows: for row in rows {
+            if self.failed.lock().unwrap_or_else(|p| p.into_inner()).contains(&row.pk) {
+                continue;
+            }
             let (stale, unreadable) = cls.row(&self.plans, &row.cells, ncols);
             if unreadable {
                 t.fail(&row.pk);
+                self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(row.pk);
                 continue;
             }
             if !stale {
@@ -521,13 +527,13 @@ impl Job<'_> {
                 if let Some(bytes) = &row.cells[i] {
                     match self.columns[i].open(bytes, pk).await {
                         Ok(p) => plain[i] = Some(p.into_zeroizing()),
-                        Err(e)
-                            if matches!(e, Error::Core(_) | Error::UnknownKey { .. } | Error::WrongScope { .. })
-                                && !e.is_retryable() =>
-                        {
+                        Err(e) if row_failure(&e) => {
                             t.fail(&row.pk);
+                            self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(row.pk);
                             continue 'rows;
                         }
+                        // A KMS or key-vault problem (wrong base context, access denied, KMS
+                        // down, a tampered vault entry) is not this row's: stop, resumable.
                         Err(e) => return Err(e),
                     }
                 }
@@ -602,6 +608,25 @@ impl Job<'_> {
     }
 }
 
+/// Whether an error opening a cell is the row's own (its bytes), as opposed to a problem with
+/// the key, the KMS or the vault, which stops the job.
+fn row_failure(e: &Error) -> bool {
+    use envseal_core::FormatError as F;
+    match e {
+        Error::UnknownKey { .. } | Error::WrongScope { .. } | Error::Decode { .. } => true,
+        Error::Core(envseal_core::Error::Format(f)) => matches!(
+            f,
+            F::ValueTampered
+                | F::NotSealed
+                | F::UnsupportedVersion(_)
+                | F::UnsupportedSuite(_)
+                | F::Truncated
+                | F::LimitExceeded { .. }
+        ),
+        _ => false,
+    }
+}
+
 /// The data keys of each column that are old for a job with this snapshot.
 async fn classifier(vault: &dyn KeyVault, spec: &RekeySpec, snapshot: u64, tags: Vec<u8>) -> Result<Classifier, Error> {
     let mut old = Vec::with_capacity(spec.columns.len());
@@ -655,7 +680,7 @@ pub async fn rekey(
         }
         plans.push(IndexPlan { cell: ncols + k, fields, handle: job_cipher.index(&spec.table, &def)?, tag: 0 });
     }
-    let mut job = Job { spec, store, columns, plans, started };
+    let mut job = Job { spec, store, columns, plans, started, failed: std::sync::Mutex::new(HashSet::new()) };
     let mut report = RekeyReport { job: spec.job.clone(), dry_run: spec.dry_run, ..RekeyReport::default() };
 
     if spec.dry_run {
@@ -772,21 +797,18 @@ pub async fn rekey(
         sweeps += 1;
         total.scanned += scanned;
         remaining = pks.len() as u64;
-        if pks.is_empty() {
+        // A row that failed to open stays under its old key: stop when only those remain.
+        let todo: Vec<String> = {
+            let failed = job.failed.lock().unwrap_or_else(|p| p.into_inner());
+            pks.into_iter().filter(|p| !failed.contains(p)).collect()
+        };
+        if todo.is_empty() {
             break;
         }
-        for chunk in pks.chunks(spec.batch) {
+        for chunk in todo.chunks(spec.batch) {
             let rows = store.fetch_pks(chunk).await?;
             total.add(job.process(&cls, rows).await?);
             job.progress(Phase::Sweep, &total);
-        }
-        // A row that failed to open stays stale for ever: stop when only those remain.
-        if remaining <= total.failed {
-            let (pks, _) = job.scan(&cls, None).await?;
-            remaining = pks.len() as u64;
-            if remaining <= total.failed {
-                break;
-            }
         }
     }
     report.sweeps = sweeps;
@@ -919,12 +941,13 @@ pub async fn rewrap_vault(
     }
     let mut report = RewrapReport { job: spec.job.clone(), dry_run: spec.dry_run, ..RewrapReport::default() };
     let spec_text = spec.describe(rewrapper);
-    let mut cp = match (spec.dry_run, checkpoints.load(&spec.job).await?) {
-        (false, Some(cp)) if cp.phase != Phase::Done && cp.spec == spec_text => {
+    let stored = if spec.dry_run { None } else { checkpoints.load(&spec.job).await? };
+    let mut cp = match stored {
+        Some(cp) if cp.phase != Phase::Done && cp.spec == spec_text => {
             report.resumed = true;
             cp
         }
-        (false, Some(cp)) if cp.phase != Phase::Done => {
+        Some(cp) if cp.phase != Phase::Done => {
             return Err(Error::Schema(format!(
                 "job {} was started with another spec ({}); finish it, or use another job name",
                 spec.job, cp.spec
