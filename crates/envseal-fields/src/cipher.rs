@@ -18,14 +18,15 @@
 //! context, does not open.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use envseal_core::{CachePolicy, EncryptionContext, Engine, FormatError, Kms, Sealer, SecretBytes};
 use zeroize::Zeroizing;
 
-use crate::context::{ColumnContext, value_context};
+use crate::context::{scope_context, value_context};
 use crate::error::{Error, VaultError};
 use crate::index::{IndexDef, IndexKey, IndexQuery};
 use crate::keyref::{self, KeyId, KeyRef, ValueKey};
@@ -109,13 +110,36 @@ struct OpenEntry {
     table: Box<str>,
     column: Box<str>,
     created: Instant,
-    last_used: AtomicU64,
+    /// Set on use, cleared by the eviction sweep (the CLOCK approximation of LRU: a hit is one
+    /// relaxed load, not a write to a shared counter).
+    referenced: AtomicBool,
 }
+
+/// Hashes a [`KeyId`] by its first 8 bytes. Ids of entries in the map are CSPRNG output (only
+/// keys unwrapped by the KMS and checked against the vault are inserted), so they are spread
+/// evenly without a keyed hash; an id chosen by an attacker can only miss.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(b);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type KeyMap<V> = HashMap<KeyId, V, BuildHasherDefault<IdHasher>>;
 
 struct ColumnState {
     table: String,
     column: String,
-    context: ColumnContext,
+    /// Canonical encoding of the scope context (FORMAT.md §11.4), for key derivation.
+    scope: Vec<u8>,
     current: RwLock<Option<Arc<SealKey>>>,
     refill: tokio::sync::Mutex<()>,
 }
@@ -147,9 +171,8 @@ struct Inner {
     sealer: Sealer,
     columns: Nested<ColumnState>,
     indexes: Nested<IndexState>,
-    open: RwLock<HashMap<KeyId, Arc<OpenEntry>>>,
+    open: RwLock<KeyMap<OpenEntry>>,
     fetching: Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<()>>>>,
-    tick: AtomicU64,
     counters: Counters,
 }
 
@@ -231,9 +254,8 @@ impl FieldCipherBuilder {
                 sealer,
                 columns: Mutex::new(HashMap::new()),
                 indexes: Mutex::new(HashMap::new()),
-                open: RwLock::new(HashMap::new()),
+                open: RwLock::new(KeyMap::default()),
                 fetching: Mutex::new(HashMap::new()),
-                tick: AtomicU64::new(0),
                 counters: Counters::default(),
             }),
         })
@@ -311,7 +333,7 @@ impl FieldCipher {
         let state = Arc::new(ColumnState {
             table: table.to_string(),
             column: column.to_string(),
-            context: ColumnContext::new(&self.inner.base, table, column)?,
+            scope: scope_context(&self.inner.base, table, column)?.canonical_bytes(),
             current: RwLock::new(None),
             refill: tokio::sync::Mutex::new(()),
         });
@@ -362,28 +384,42 @@ impl FieldCipher {
 }
 
 impl Inner {
-    /// A cached opening key, if fresh.
-    fn cached(&self, id: &KeyId) -> Option<Arc<OpenEntry>> {
+    /// Runs `f` with the cached opening key of `id`, if there is a fresh one. The map's read
+    /// lock is held meanwhile (no reference count to touch on the hot path).
+    fn with_cached<R>(
+        &self,
+        id: &KeyId,
+        col: &ColumnState,
+        f: impl FnOnce(&ValueKey) -> R,
+    ) -> Option<Result<R, Error>> {
         let map = read(&self.open);
         let e = map.get(id)?;
         if e.created.elapsed() >= self.policy.max_age {
             return None;
         }
-        e.last_used.store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-        Some(e.clone())
+        if !e.referenced.load(Ordering::Relaxed) {
+            e.referenced.store(true, Ordering::Relaxed);
+        }
+        bump(&self.counters.open_hits);
+        Some(check_scope(e, col).map(|()| f(&e.key)))
     }
 
     fn remember(&self, id: KeyId, key: Arc<ValueKey>, table: &str, column: &str) {
         let mut map = write(&self.open);
-        if !map.contains_key(&id) && map.len() >= self.policy.capacity.max(1) {
-            // Evict expired entries first, else the least recently used; O(capacity), only on
-            // insertion.
+        let cap = self.policy.capacity.max(1);
+        if !map.contains_key(&id) && map.len() >= cap {
+            // Expired entries go first; then the CLOCK sweep: the first entry not used since
+            // the last sweep, clearing the bits it passes. O(capacity), on insertion only.
             map.retain(|_, e| e.created.elapsed() < self.policy.max_age);
-            if map.len() >= self.policy.capacity.max(1)
-                && let Some(victim) =
-                    map.iter().min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed)).map(|(k, _)| *k)
-            {
-                map.remove(&victim);
+            if map.len() >= cap {
+                let victim = map
+                    .iter()
+                    .find(|(_, e)| !e.referenced.swap(false, Ordering::Relaxed))
+                    .or_else(|| map.iter().next())
+                    .map(|(k, _)| *k);
+                if let Some(v) = victim {
+                    map.remove(&v);
+                }
             }
         }
         let entry = OpenEntry {
@@ -391,17 +427,14 @@ impl Inner {
             table: table.into(),
             column: column.into(),
             created: Instant::now(),
-            last_used: AtomicU64::new(self.tick.fetch_add(1, Ordering::Relaxed)),
+            referenced: AtomicBool::new(true),
         };
-        map.insert(id, Arc::new(entry));
+        map.insert(id, entry);
     }
 
-    /// The value key of `id` for opening a value of `col`.
+    /// The value key of `id` for opening a value of `col`, fetched from the vault and the KMS
+    /// (concurrent misses on one key wait for one fetch).
     async fn open_key(&self, id: KeyId, col: &ColumnState) -> Result<Arc<ValueKey>, Error> {
-        if let Some(e) = self.cached(&id) {
-            bump(&self.counters.open_hits);
-            return check_scope(&e, col);
-        }
         let gate = lock(&self.fetching).entry(id).or_default().clone();
         let _g = gate.lock().await;
         let result = self.fetch_open_key(id, col).await;
@@ -410,9 +443,12 @@ impl Inner {
     }
 
     async fn fetch_open_key(&self, id: KeyId, col: &ColumnState) -> Result<Arc<ValueKey>, Error> {
-        if let Some(e) = self.cached(&id) {
-            bump(&self.counters.open_hits);
-            return check_scope(&e, col);
+        // Another caller may have fetched it while this one waited at the gate.
+        if let Some(k) = self.with_cached(&id, col, |_| ()) {
+            k?;
+            if let Some(e) = read(&self.open).get(&id) {
+                return Ok(e.key.clone());
+            }
         }
         bump(&self.counters.open_misses);
         bump(&self.counters.vault_reads);
@@ -428,32 +464,44 @@ impl Inner {
         }
         bump(&self.counters.kms_calls);
         let dk = vault::open_entry(self.kms.as_ref(), self.engine, &self.base, &rec).await?;
-        let key = Arc::new(ValueKey::derive(self.engine, &dk, id));
+        let key = Arc::new(ValueKey::derive(self.engine, &dk, id, &col.scope));
         self.remember(id, key.clone(), &col.table, &col.column);
         Ok(key)
     }
 
-    /// Takes one use of the column's sealing key if it is within every limit; returns it with
-    /// the reserved nonce counter.
-    fn reserve(&self, col: &ColumnState, bytes: u64) -> Option<(Arc<SealKey>, u64)> {
-        let cur = read(&col.current).clone()?;
+    /// Seals with the column's current key if it is within every limit, taking one nonce
+    /// counter; `Ok(false)` when a new data key is needed (an exhausted or expired key is
+    /// retired here). The read lock is held while sealing: no reference count to touch.
+    fn seal_warm(
+        &self,
+        col: &ColumnState,
+        plaintext: &[u8],
+        pk: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Error> {
+        let bytes = plaintext.len() as u64;
+        let guard = read(&col.current);
+        let Some(cur) = guard.as_ref() else { return Ok(false) };
         let max_messages = self.policy.max_messages.min(keyref::MAX_MESSAGES_PER_KEY);
         let index = cur.messages.fetch_add(1, Ordering::Relaxed);
         let used = cur.bytes.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
         if index < max_messages && used <= self.policy.max_bytes && cur.created.elapsed() < self.policy.max_age {
-            return Some((cur, index));
+            cur.key.seal_into(index, plaintext, pk.map(str::as_bytes), out)?;
+            return Ok(true);
         }
         // Exhausted or expired: retire it (unless another caller already replaced it).
+        let stale = Arc::as_ptr(cur);
+        drop(guard);
         let mut w = write(&col.current);
-        if w.as_ref().is_some_and(|c| Arc::ptr_eq(c, &cur)) {
+        if w.as_ref().is_some_and(|c| Arc::as_ptr(c) == stale) {
             *w = None;
         }
-        None
+        Ok(false)
     }
 
     /// Makes a new data key for `col`, stores it in the vault, installs it for sealing and
     /// caches it for opening. Returns it with its first counter (0) reserved.
-    async fn new_seal_key(&self, col: &ColumnState, bytes: u64) -> Result<Arc<SealKey>, Error> {
+    async fn new_seal_key(&self, col: &ColumnState, bytes: u64) -> Result<Arc<ValueKey>, Error> {
         let mut attempts = 0;
         let (dk, rec) = loop {
             let rec = VaultRecord {
@@ -481,28 +529,28 @@ impl Inner {
             }
         };
         bump(&self.counters.data_keys_created);
-        let key = Arc::new(ValueKey::derive(self.engine, &dk, rec.id));
+        let key = Arc::new(ValueKey::derive(self.engine, &dk, rec.id, &col.scope));
         drop(dk);
         self.remember(rec.id, key.clone(), &col.table, &col.column);
         let sk = Arc::new(SealKey {
-            key,
+            key: key.clone(),
             created: Instant::now(),
             messages: AtomicU64::new(1),
             bytes: AtomicU64::new(bytes),
         });
-        *write(&col.current) = Some(sk.clone());
-        Ok(sk)
+        *write(&col.current) = Some(sk);
+        Ok(key)
     }
 }
 
-fn check_scope(e: &OpenEntry, col: &ColumnState) -> Result<Arc<ValueKey>, Error> {
+fn check_scope(e: &OpenEntry, col: &ColumnState) -> Result<(), Error> {
     if *e.table != *col.table || *e.column != *col.column {
         return Err(Error::WrongScope {
             expected: format!("{}.{}", col.table, col.column),
             found: format!("data key of {}.{}", e.table, e.column),
         });
     }
-    Ok(e.key.clone())
+    Ok(())
 }
 
 /// One column: seals and opens its values. Cheap to clone; get it once with
@@ -546,7 +594,7 @@ impl Column {
     /// KMS and vault errors when a new data key is needed; [`FormatError::LimitExceeded`] above
     /// 16 MiB.
     pub async fn seal(&self, plaintext: &[u8], pk: Option<&str>) -> Result<Sealed, Error> {
-        let mut out = Vec::with_capacity(keyref::OVERHEAD + plaintext.len() + 64);
+        let mut out = Vec::with_capacity(keyref::OVERHEAD + plaintext.len());
         self.seal_into(plaintext, pk, &mut out).await?;
         Ok(Sealed::from_bytes(out))
     }
@@ -570,18 +618,21 @@ impl Column {
             out.extend_from_slice(&self.inner.sealer.seal(plaintext, &ctx).await?);
             return Ok(());
         }
-        let n = plaintext.len() as u64;
-        let (key, counter) = match self.inner.reserve(&self.state, n) {
-            Some(k) => k,
-            None => {
-                let _refill = self.state.refill.lock().await;
-                match self.inner.reserve(&self.state, n) {
-                    Some(k) => k,
-                    None => (self.inner.new_seal_key(&self.state, n).await?, 0),
-                }
-            }
-        };
-        self.seal_with(&key.key, counter, plaintext, pk, out)
+        if self.inner.seal_warm(&self.state, plaintext, pk, out)? {
+            return Ok(());
+        }
+        // The cold path is boxed, so that the warm path's future stays small.
+        Box::pin(self.seal_cold(plaintext, pk, out)).await
+    }
+
+    async fn seal_cold(&self, plaintext: &[u8], pk: Option<&str>, out: &mut Vec<u8>) -> Result<(), Error> {
+        let _refill = self.state.refill.lock().await;
+        if self.inner.seal_warm(&self.state, plaintext, pk, out)? {
+            return Ok(());
+        }
+        let key = self.inner.new_seal_key(&self.state, plaintext.len() as u64).await?;
+        key.seal_into(0, plaintext, pk.map(str::as_bytes), out)?;
+        Ok(())
     }
 
     /// Seals with the column's current key if it has a fresh one, without any I/O; returns
@@ -593,40 +644,7 @@ impl Column {
         if self.inner.form != Form::KeyReference {
             return Ok(false);
         }
-        match self.inner.reserve(&self.state, plaintext.len() as u64) {
-            Some((key, counter)) => self.seal_with(&key.key, counter, plaintext, pk, out).map(|()| true),
-            None => Ok(false),
-        }
-    }
-
-    fn seal_with(
-        &self,
-        key: &ValueKey,
-        counter: u64,
-        plaintext: &[u8],
-        pk: Option<&str>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Error> {
-        // The context is encoded straight into `out`'s spare capacity, then handed to the
-        // envelope as the associated-data suffix: one buffer, no allocation when warm.
-        let start = out.len();
-        out.reserve(keyref::OVERHEAD + plaintext.len() + keyref::HEADER_LEN + self.state.context.encoded_len(pk));
-        self.state.context.encode_into(pk, out)?;
-        let ctx_len = out.len() - start;
-        // Move the context out of the way: the envelope is written at `start`. A small copy
-        // (tens of bytes) into a stack buffer when it fits.
-        let mut small = [0u8; 256];
-        let spilled;
-        let ctx: &[u8] = if ctx_len <= small.len() {
-            small[..ctx_len].copy_from_slice(&out[start..]);
-            &small[..ctx_len]
-        } else {
-            spilled = out[start..].to_vec();
-            &spilled
-        };
-        out.truncate(start);
-        key.seal_into(counter, plaintext, ctx, out)?;
-        Ok(())
+        self.inner.seal_warm(&self.state, plaintext, pk, out)
     }
 
     /// Opens a sealed value of row `pk` (either form).
@@ -654,8 +672,12 @@ impl Column {
             return Ok(());
         }
         let env = KeyRef::parse(sealed)?;
-        let key = self.inner.open_key(env.key_id, &self.state).await?;
-        self.open_with(&key, &env, pk, out)
+        let pkb = pk.map(str::as_bytes);
+        if let Some(r) = self.inner.with_cached(&env.key_id, &self.state, |k| k.open_into(&env, pkb, out)) {
+            return Ok(r??);
+        }
+        let key = Box::pin(self.inner.open_key(env.key_id, &self.state)).await?;
+        Ok(key.open_into(&env, pkb, out)?)
     }
 
     /// Opens with an already cached key, without any I/O; `Ok(false)` when the key must be
@@ -668,37 +690,11 @@ impl Column {
             return Ok(false);
         }
         let env = KeyRef::parse(sealed)?;
-        let Some(e) = self.inner.cached(&env.key_id) else { return Ok(false) };
-        bump(&self.inner.counters.open_hits);
-        let key = check_scope(&e, &self.state)?;
-        self.open_with(&key, &env, pk, out).map(|()| true)
-    }
-
-    fn open_with(
-        &self,
-        key: &ValueKey,
-        env: &KeyRef<'_>,
-        pk: Option<&str>,
-        out: &mut Zeroizing<Vec<u8>>,
-    ) -> Result<(), Error> {
-        // The context goes into the tail of `out`, past the plaintext's room, then is moved to
-        // a stack buffer as in `seal_with`.
-        let start = out.len();
-        out.reserve(env.plaintext_len() + keyref::HEADER_LEN + self.state.context.encoded_len(pk));
-        self.state.context.encode_into(pk, out)?;
-        let ctx_len = out.len() - start;
-        let mut small = [0u8; 256];
-        let spilled;
-        let ctx: &[u8] = if ctx_len <= small.len() {
-            small[..ctx_len].copy_from_slice(&out[start..]);
-            &small[..ctx_len]
-        } else {
-            spilled = out[start..].to_vec();
-            &spilled
-        };
-        out.truncate(start);
-        key.open_into(env, ctx, out)?;
-        Ok(())
+        let pkb = pk.map(str::as_bytes);
+        match self.inner.with_cached(&env.key_id, &self.state, |k| k.open_into(&env, pkb, out)) {
+            Some(r) => Ok(r?.map(|()| true)?),
+            None => Ok(false),
+        }
     }
 
     /// Seals a typed value ([`FieldValue`]).

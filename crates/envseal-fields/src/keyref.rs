@@ -3,14 +3,23 @@
 //!
 //! ```text
 //! envelope  = u8(0xE6) || key_id (16) || nonce (12) || ciphertext || tag (16)
-//! aad       = envelope[0..17] || canonical(context)
-//! value_key = HKDF-SHA-512(salt = key_id, IKM = data key, info = "envseal/v1/keyref/value-key", L = 32)
+//! value_key = HKDF-SHA-512(salt = key_id, IKM = data key,
+//!                          info = "envseal/v1/keyref/value-key" || canonical(scope context), L = 32)
+//! aad       = envelope[0..17] || row
+//! row       = 0x00                                   # no primary key
+//!           | 0x01 || u16(len(pk)) || pk             # the row's primary key, canonical text
 //! text      = "esk1:" || base64url-nopad(envelope)
 //! ```
 //!
+//! The scope context (the application's base context, `table` and `column`) is bound through
+//! the key: a data key belongs to one column (its key-vault entry says which, under the KMS),
+//! and the value key is derived with that column's context. The row's primary key, which
+//! changes with every value, is bound as associated data. Neither is stored: the opener supplies
+//! them again.
+//!
 //! The data key itself lives, wrapped by the KMS, in a key vault ([`crate::vault`]), so a value
 //! costs [`OVERHEAD`] = 45 bytes over its plaintext instead of the ~250 of a self-contained field
-//! envelope (FORMAT.md §5). The context is not stored: the opener supplies it again.
+//! envelope (FORMAT.md §5).
 
 use base64::Engine as _;
 use envseal_core::aead::{AeadKey, KEY_LEN, NONCE_LEN, TAG_LEN};
@@ -35,6 +44,8 @@ pub const OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
 pub const TEXT_PREFIX: &str = "esk1:";
 /// HKDF label of the value key.
 pub const LABEL_VALUE_KEY: &[u8] = b"envseal/v1/keyref/value-key";
+/// Longest primary key, in bytes (the bound of a context value, FORMAT.md §2.3).
+pub const MAX_PK_LEN: usize = 1024;
 /// Most values one data key may seal (NIST SP 800-38D's bound for one key; the nonces are
 /// counters, so this bounds usage, not collisions).
 pub const MAX_MESSAGES_PER_KEY: u64 = 1 << 32;
@@ -110,9 +121,13 @@ impl std::fmt::Debug for ValueKey {
 }
 
 impl ValueKey {
-    /// Derives the value key of `data_key` under id `id` (FORMAT.md §11.3).
-    pub fn derive(engine: Engine, data_key: &DataKey, id: KeyId) -> Self {
-        let key = derive32(data_key, &id.0, LABEL_VALUE_KEY);
+    /// Derives the value key of `data_key` under id `id` for the scope context whose canonical
+    /// encoding (FORMAT.md §2.3) is `scope` (FORMAT.md §11.3).
+    pub fn derive(engine: Engine, data_key: &DataKey, id: KeyId, scope: &[u8]) -> Self {
+        let h = Hkdf::<Sha512>::new(Some(&id.0), data_key.expose_secret());
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        // Invariant: 32 bytes is far below HKDF-SHA-512's output limit of 255 × 64.
+        h.expand_multi_info(&[LABEL_VALUE_KEY, scope], &mut key[..]).expect("HKDF output length within limits");
         Self { aead: AeadKey::new(engine, &key), id }
     }
 
@@ -121,38 +136,32 @@ impl ValueKey {
         self.id
     }
 
-    /// Appends the envelope of `plaintext` to `out`, with nonce counter `counter` and the
-    /// canonical encoding (FORMAT.md §2.3) of the context, `context`. `out` grows by
-    /// `OVERHEAD + plaintext.len()` bytes; its capacity is used as scratch space for the
-    /// associated data, so a reused buffer makes sealing allocation-free.
+    /// Appends the envelope of `plaintext` for row `pk` (its canonical text; `None` when the
+    /// record has no primary key) to `out`, with nonce counter `counter`. `out` grows by
+    /// `OVERHEAD + plaintext.len()` bytes; with enough capacity, sealing allocates nothing.
     ///
     /// # Errors
-    /// [`FormatError::LimitExceeded`] above 16 MiB of plaintext.
+    /// [`FormatError::LimitExceeded`] above 16 MiB of plaintext or a `pk` over 1024 bytes.
     pub fn seal_into(
         &self,
         counter: u64,
         plaintext: &[u8],
-        context: &[u8],
+        pk: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) -> Result<(), FormatError> {
         check_plaintext_len(plaintext.len())?;
-        let start = out.len();
-        let ct_start = start + HEADER_LEN + NONCE_LEN;
-        let ct_end = ct_start + plaintext.len();
-        out.reserve(OVERHEAD + plaintext.len() + HEADER_LEN + context.len());
-        out.push(TAG);
-        out.extend_from_slice(&self.id.0);
         let nonce = counter_nonce(counter);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        // Associated data, built after the ciphertext region and cut off afterwards:
-        // header || context.
-        out.extend_from_slice(&[TAG]);
-        out.extend_from_slice(&self.id.0);
-        out.extend_from_slice(context);
-        let (body, aad) = out.split_at_mut(ct_end);
-        let tag = self.aead.seal_in_place(&nonce, aad, &mut body[ct_start..]);
-        out.truncate(ct_end);
+        let tag = with_aad(&self.id, pk, |aad| {
+            let start = out.len();
+            out.reserve(OVERHEAD + plaintext.len());
+            out.push(TAG);
+            out.extend_from_slice(&self.id.0);
+            out.extend_from_slice(&nonce);
+            let ct_start = out.len();
+            out.extend_from_slice(plaintext);
+            debug_assert_eq!(ct_start, start + HEADER_LEN + NONCE_LEN);
+            self.aead.seal_in_place(&nonce, aad, &mut out[ct_start..])
+        })?;
         out.extend_from_slice(&tag);
         Ok(())
     }
@@ -161,40 +170,70 @@ impl ValueKey {
     ///
     /// # Errors
     /// As [`ValueKey::seal_into`].
-    pub fn seal(&self, counter: u64, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, FormatError> {
+    pub fn seal(&self, counter: u64, plaintext: &[u8], pk: Option<&[u8]>) -> Result<Vec<u8>, FormatError> {
         let mut out = Vec::new();
-        self.seal_into(counter, plaintext, context, &mut out)?;
+        self.seal_into(counter, plaintext, pk, &mut out)?;
         Ok(out)
     }
 
-    /// Opens a parsed envelope sealed under this key with the context whose canonical encoding
-    /// is `context`, appending the plaintext to `out`. On failure `out` is left as it was.
+    /// Opens a parsed envelope of row `pk` sealed under this key, appending the plaintext to
+    /// `out`. On failure `out` is left as it was.
     ///
     /// # Errors
     /// [`FormatError::CommitmentMismatch`] if the envelope names another key id;
-    /// [`FormatError::ValueTampered`] if authentication fails (altered value, wrong context,
-    /// wrong row or column).
-    pub fn open_into(&self, env: &KeyRef<'_>, context: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError> {
+    /// [`FormatError::ValueTampered`] if authentication fails (altered value, another row, or a
+    /// key derived for another scope); [`FormatError::LimitExceeded`] for a `pk` over 1024
+    /// bytes.
+    pub fn open_into(&self, env: &KeyRef<'_>, pk: Option<&[u8]>, out: &mut Vec<u8>) -> Result<(), FormatError> {
         if env.key_id != self.id {
             return Err(FormatError::CommitmentMismatch);
         }
         let start = out.len();
         let n = env.ciphertext.len();
-        out.reserve(n + HEADER_LEN + context.len());
         out.resize(start + n, 0);
-        out.push(TAG);
-        out.extend_from_slice(&self.id.0);
-        out.extend_from_slice(context);
-        let (pt, aad) = out.split_at_mut(start + n);
-        let r = self.aead.open_to(env.nonce, aad, env.ciphertext, env.tag, &mut pt[start..]);
-        // Wipe whatever the engine may have left on failure, then drop the scratch.
+        let r = with_aad(&self.id, pk, |aad| {
+            self.aead.open_to(env.nonce, aad, env.ciphertext, env.tag, &mut out[start..])
+        })?;
         if r.is_err() {
-            pt[start..].iter_mut().for_each(|b| *b = 0);
+            // Wipe whatever the engine may have left, and give the buffer back as it was.
+            out[start..].iter_mut().for_each(|b| *b = 0);
             out.truncate(start);
             return Err(FormatError::ValueTampered);
         }
-        out.truncate(start + n);
         Ok(())
+    }
+}
+
+/// Runs `f` with the associated data `TAG || key_id || row` (FORMAT.md §11.3), built on the
+/// stack for primary keys up to 64 bytes.
+fn with_aad<R>(id: &KeyId, pk: Option<&[u8]>, f: impl FnOnce(&[u8]) -> R) -> Result<R, FormatError> {
+    const SMALL: usize = 64;
+    let mut stack = [0u8; HEADER_LEN + 3 + SMALL];
+    stack[0] = TAG;
+    stack[1..HEADER_LEN].copy_from_slice(&id.0);
+    match pk {
+        None => {
+            stack[HEADER_LEN] = 0;
+            Ok(f(&stack[..HEADER_LEN + 1]))
+        }
+        Some(pk) if pk.len() > MAX_PK_LEN => Err(FormatError::LimitExceeded {
+            what: "primary key length",
+            value: pk.len() as u64,
+            max: MAX_PK_LEN as u64,
+        }),
+        Some(pk) => {
+            stack[HEADER_LEN] = 1;
+            stack[HEADER_LEN + 1..HEADER_LEN + 3].copy_from_slice(&(pk.len() as u16).to_be_bytes());
+            if pk.len() <= SMALL {
+                stack[HEADER_LEN + 3..HEADER_LEN + 3 + pk.len()].copy_from_slice(pk);
+                Ok(f(&stack[..HEADER_LEN + 3 + pk.len()]))
+            } else {
+                let mut heap = Vec::with_capacity(HEADER_LEN + 3 + pk.len());
+                heap.extend_from_slice(&stack[..HEADER_LEN + 3]);
+                heap.extend_from_slice(pk);
+                Ok(f(&heap))
+            }
+        }
     }
 }
 
@@ -312,51 +351,78 @@ mod tests {
     use super::*;
     use envseal_core::EncryptionContext;
 
+    fn scope(column: &str) -> Vec<u8> {
+        EncryptionContext::from_pairs([("table", "users"), ("column", column)]).unwrap().canonical_bytes()
+    }
+
     fn key() -> ValueKey {
-        ValueKey::derive(Engine::default(), &DataKey::from_bytes([0x40; 32]), KeyId([0x11; 16]))
+        ValueKey::derive(Engine::default(), &DataKey::from_bytes([0x40; 32]), KeyId([0x11; 16]), &scope("email"))
     }
 
     #[test]
     fn round_trip_overhead_and_tamper() {
-        let ctx = EncryptionContext::from_pairs([("table", "users"), ("column", "email"), ("pk", "7")]).unwrap();
-        let c = ctx.canonical_bytes();
         for &engine in Engine::ALL {
-            let k = ValueKey::derive(engine, &DataKey::from_bytes([0x40; 32]), KeyId([0x11; 16]));
-            let env = k.seal(3, b"alice@example.com", &c).unwrap();
+            let k = ValueKey::derive(engine, &DataKey::from_bytes([0x40; 32]), KeyId([0x11; 16]), &scope("email"));
+            let env = k.seal(3, b"alice@example.com", Some(b"7")).unwrap();
             assert_eq!(env.len(), OVERHEAD + 17);
             assert_eq!(OVERHEAD, 45);
             let p = KeyRef::parse(&env).unwrap();
             assert_eq!(p.key_id, KeyId([0x11; 16]));
             let mut out = b"prefix".to_vec();
-            k.open_into(&p, &c, &mut out).unwrap();
+            k.open_into(&p, Some(b"7"), &mut out).unwrap();
             assert_eq!(out, b"prefixalice@example.com");
             // Every single-bit flip fails.
             for i in 0..env.len() {
                 let mut bad = env.clone();
                 bad[i] ^= 0x01;
-                let r = KeyRef::parse(&bad).and_then(|p| k.open_into(&p, &c, &mut Vec::new()));
+                let r = KeyRef::parse(&bad).and_then(|p| k.open_into(&p, Some(b"7"), &mut Vec::new()));
                 assert!(r.is_err(), "flip at {i} accepted");
             }
-            // Another row.
-            let other = EncryptionContext::from_pairs([("table", "users"), ("column", "email"), ("pk", "8")]).unwrap();
-            let mut out = Vec::new();
-            assert!(matches!(k.open_into(&p, &other.canonical_bytes(), &mut out), Err(FormatError::ValueTampered)));
-            assert!(out.is_empty());
+            // Another row, no row, another column's key: refused, and `out` is left alone.
+            for (pk, key) in [
+                (Some(&b"8"[..]), &k),
+                (None, &k),
+                (Some(&b""[..]), &k),
+                (
+                    Some(&b"7"[..]),
+                    &ValueKey::derive(engine, &DataKey::from_bytes([0x40; 32]), KeyId([0x11; 16]), &scope("phone")),
+                ),
+            ] {
+                let mut out = b"keep".to_vec();
+                assert!(matches!(key.open_into(&p, pk, &mut out), Err(FormatError::ValueTampered)));
+                assert_eq!(out, b"keep");
+            }
         }
     }
 
     #[test]
-    fn seal_into_reuses_the_buffer_and_appends() {
+    fn no_pk_and_long_pks() {
+        let k = key();
+        let env = k.seal(0, b"v", None).unwrap();
+        let mut out = Vec::new();
+        k.open_into(&KeyRef::parse(&env).unwrap(), None, &mut out).unwrap();
+        assert_eq!(out, b"v");
+        // Primary keys longer than the stack buffer, up to the bound.
+        let long = vec![b'k'; MAX_PK_LEN];
+        let env = k.seal(1, b"w", Some(&long)).unwrap();
+        out.clear();
+        k.open_into(&KeyRef::parse(&env).unwrap(), Some(&long), &mut out).unwrap();
+        assert_eq!(out, b"w");
+        assert!(matches!(k.seal(2, b"x", Some(&vec![b'k'; MAX_PK_LEN + 1])), Err(FormatError::LimitExceeded { .. })));
+    }
+
+    #[test]
+    fn seal_into_appends() {
         let k = key();
         let mut buf = Vec::with_capacity(512);
-        k.seal_into(0, b"a", b"\x00\x00", &mut buf).unwrap();
+        k.seal_into(0, b"a", Some(b"1"), &mut buf).unwrap();
         let first = buf.clone();
-        k.seal_into(1, b"b", b"\x00\x00", &mut buf).unwrap();
+        k.seal_into(1, b"b", Some(b"2"), &mut buf).unwrap();
         assert_eq!(&buf[..first.len()], &first[..]);
         assert_eq!(buf.len(), 2 * (OVERHEAD + 1));
         let second = KeyRef::parse(&buf[first.len()..]).unwrap();
         let mut out = Vec::new();
-        k.open_into(&second, b"\x00\x00", &mut out).unwrap();
+        k.open_into(&second, Some(b"2"), &mut out).unwrap();
         assert_eq!(out, b"b");
     }
 
@@ -375,25 +441,24 @@ mod tests {
     #[test]
     fn wrong_key_id_is_a_commitment_mismatch() {
         let k = key();
-        let other = ValueKey::derive(Engine::default(), &DataKey::from_bytes([0x40; 32]), KeyId([0x12; 16]));
-        let env = other.seal(0, b"x", b"\x00\x00").unwrap();
+        let other =
+            ValueKey::derive(Engine::default(), &DataKey::from_bytes([0x40; 32]), KeyId([0x12; 16]), &scope("email"));
+        let env = other.seal(0, b"x", None).unwrap();
         let p = KeyRef::parse(&env).unwrap();
-        assert!(matches!(k.open_into(&p, b"\x00\x00", &mut Vec::new()), Err(FormatError::CommitmentMismatch)));
+        assert!(matches!(k.open_into(&p, None, &mut Vec::new()), Err(FormatError::CommitmentMismatch)));
     }
 
     #[test]
     fn text_form_and_ids() {
-        let env = key().seal(0, b"v", b"\x00\x00").unwrap();
+        let env = key().seal(0, b"v", None).unwrap();
         let t = to_text(&env);
         assert!(t.starts_with("esk1:"));
         assert_eq!(from_text(&t).unwrap(), env);
         assert!(matches!(from_text("esf1:AAAA"), Err(FormatError::NotSealed)));
         assert!(matches!(from_text("esk1:***"), Err(FormatError::Malformed(_))));
-        let id = KeyId::random();
+        let id = KeyId([0xab; 16]);
         assert_eq!(KeyId::from_hex(&id.to_hex()).unwrap(), id);
-        assert!(
-            KeyId::from_hex(&id.to_hex().to_uppercase()).is_err() || id.to_hex().bytes().all(|c| c.is_ascii_digit())
-        );
+        assert!(KeyId::from_hex(&id.to_hex().to_uppercase()).is_err());
         assert!(KeyId::from_hex("00").is_err());
     }
 }
