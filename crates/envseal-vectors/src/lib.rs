@@ -14,6 +14,7 @@ use envseal_core::{DataKey, EncryptionContext, Engine, Error, FormatError};
 use serde::{Deserialize, Serialize};
 
 pub mod generate;
+pub mod keyref;
 
 /// The two sealed formats a vector can hold (FORMAT.md §4 and §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
