@@ -275,14 +275,24 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let sealed_fields = fields.iter().map(|f| {
         let (id, v, ty) = (&f.ident, &f.vis, &f.ty);
         match (f.encrypt, &f.option_of) {
-            (false, _) => quote!(#v #id: #ty),
-            (true, None) => quote!(#v #id: #env::Sealed),
-            (true, Some(_)) => quote!(#v #id: ::core::option::Option<#env::Sealed>),
+            (false, _) => {
+                let doc = format!("`{name}::{id}`, as is.");
+                quote!(#[doc = #doc] #v #id: #ty)
+            }
+            (true, None) => {
+                let doc = format!("`{name}::{id}`, sealed.");
+                quote!(#[doc = #doc] #v #id: #env::Sealed)
+            }
+            (true, Some(_)) => {
+                let doc = format!("`{name}::{id}`, sealed (`None` stays `None`).");
+                quote!(#[doc = #doc] #v #id: ::core::option::Option<#env::Sealed>)
+            }
         }
     });
     let index_fields = indexes.iter().map(|ix| {
         let id = Ident::new(&ix.name, ix.span);
-        quote!(#vis #id: #env::IndexTerm)
+        let doc = format!("The term of the blind index `{}`.", ix.name);
+        quote!(#[doc = #doc] #vis #id: #env::IndexTerm)
     });
     let serde_attrs = if with_serde {
         quote! {
