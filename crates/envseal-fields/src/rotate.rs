@@ -379,6 +379,12 @@ pub struct RekeyReport {
     pub kms_calls: u64,
     /// Duration of this run, seconds.
     pub elapsed_secs: f64,
+    /// Of which the walk in primary-key order (this run's part of it), seconds.
+    pub walk_secs: f64,
+    /// Rows the walk looked at (this run), including rows inserted meanwhile.
+    pub walked: u64,
+    /// Of which waiting for the writers' caches (`settle`), seconds.
+    pub settle_secs: f64,
 }
 
 struct IndexPlan {
@@ -746,6 +752,7 @@ pub async fn rekey(
     let tags: Vec<u8> = job.plans.iter().map(|p| p.tag).collect();
 
     let mut total = Tally::default();
+    let walk_started = Instant::now();
     if cp.phase == Phase::Walk {
         let cls = classifier(vault, spec, cp.snapshot, tags.clone()).await?;
         let batches = stream::unfold(Some(cp.last.clone()), |state| async move {
@@ -781,12 +788,16 @@ pub async fn rekey(
         checkpoints.save(&cp).await?;
     }
 
+    report.walk_secs = walk_started.elapsed().as_secs_f64();
+    report.walked = total.scanned;
     // Settle: writers may still hold a data key cached before the start.
     let until = cp.started_at.saturating_add(spec.settle.as_secs());
     let now = vault::unix_now();
     if now < until {
         job.progress(Phase::Settle, &total);
+        let t = Instant::now();
         (spec.sleep)(Duration::from_secs(until - now)).await;
+        report.settle_secs = t.elapsed().as_secs_f64();
     }
     let mut remaining = 0;
     let mut sweeps = 0;
