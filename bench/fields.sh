@@ -4,7 +4,7 @@
 #   bash bench/fields.sh            # 1,000,000 rows per table (about 10 minutes on 2 cores)
 #   bash bench/fields.sh --quick    # 100,000 rows, shorter micro-benchmark runs
 #
-# 1. cargo bench -p envseal-fields --bench fields: seal/open of a 64-byte field with a warm cache,
+# 1. cargo bench -p envseal-fields --features rusqlite --bench fields: seal/open of a 64-byte field with a warm cache,
 #    key-reference (Column) and self-contained (Sealer), against the raw 64-byte AES-256-GCM seal,
 #    one thread, medians of 7 runs with min-max.
 # 2. cargo bench -p envseal-fields --features sqlx-postgres --bench pg: a PostgreSQL started on a
@@ -31,7 +31,7 @@ mkdir -p "$HERE/results"
 {
   echo "bench/fields.sh, $(date -u '+%Y-%m-%d %H:%M UTC'); load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, PostgreSQL $(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)"
-  (cd "$ROOT" && cargo bench -q -p envseal-fields --bench fields -- "${QUICK[@]}" 2>/dev/null)
+  (cd "$ROOT" && cargo bench -q -p envseal-fields --features rusqlite --bench fields -- "${QUICK[@]}" 2>/dev/null)
   echo
   (cd "$ROOT" && cargo bench -q -p envseal-fields --features sqlx-postgres --bench pg -- --rows "$ROWS" 2>/dev/null)
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

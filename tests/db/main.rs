@@ -171,6 +171,26 @@ fn db_rekey_reseals_rows_and_rotates_the_index() {
     assert!(hits.contains(&(7,)));
 }
 
+/// `envseal db rekey` of users.email with this base context, no settle.
+fn rekey_args<'a>(w: &'a World, context: &'a str) -> Vec<&'a str> {
+    vec![
+        "db",
+        "rekey",
+        "--url",
+        &w.url,
+        "--table",
+        "users",
+        "--pk",
+        "id",
+        "--column",
+        "email",
+        "--context",
+        context,
+        "--settle",
+        "0s",
+    ]
+}
+
 #[test]
 fn db_errors_are_classified() {
     let Some(w) = world("db_errors_are_classified") else { return };
@@ -181,48 +201,12 @@ fn db_errors_are_classified() {
     assert!(e.contains("invalid"), "{e}");
     // The wrong base context: the KMS refuses the vault entries; the job stops before writing.
     let before = w.pg.psql("app", DIGEST).unwrap();
-    let e = w.s.fails(
-        &[
-            "db",
-            "rekey",
-            "--url",
-            &w.url,
-            "--table",
-            "users",
-            "--pk",
-            "id",
-            "--column",
-            "email",
-            "--context",
-            "app=other",
-            "--settle",
-            "0s",
-        ],
-        5,
-    );
+    let e = w.s.fails(&rekey_args(&w, "app=other"), 5);
     assert!(e.contains("context"), "{e}");
     assert_eq!(w.pg.psql("app", DIGEST).unwrap(), before);
     // A row whose value was altered: reported by key, every other row re-keyed.
     w.pg.psql("app", "UPDATE users SET email = set_byte(email, 30, get_byte(email, 30) # 1) WHERE id = 17").unwrap();
-    let e = w.s.fails(
-        &[
-            "db",
-            "rekey",
-            "--url",
-            &w.url,
-            "--table",
-            "users",
-            "--pk",
-            "id",
-            "--column",
-            "email",
-            "--context",
-            "app=cli-test",
-            "--settle",
-            "0s",
-        ],
-        7,
-    );
+    let e = w.s.fails(&rekey_args(&w, "app=cli-test"), 7);
     assert!(e.contains("1 rows could not be opened") && e.contains(": 17"), "{e}");
     // No server there.
     let e = w.s.fails(&["db", "rewrap", "--url", "postgres://envseal@127.0.0.1:1/app"], 1);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use envseal_core::rewrap::{RetryPolicy, Rewrapper, Target, Verify};
 use envseal_core::{CachePolicy, Kms};
 use envseal_fields::pg::{PgCheckpoints, PgTable, PgVault};
@@ -21,6 +21,7 @@ use envseal_fields::rotate::{self, IndexSpec, Progress, ProgressFn, RekeySpec, R
 use envseal_fields::{FieldCipher, KeyVault};
 use sqlx::postgres::PgPoolOptions;
 
+use super::rewrap::VerifyArg;
 use crate::backend::{self, Uri};
 use crate::{KmsOpts, exit};
 
@@ -79,15 +80,6 @@ pub struct DbOpts {
     pub json: bool,
     #[command(flatten)]
     pub kms: KmsOpts,
-}
-
-/// How new vault entries are checked.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VerifyArg {
-    /// Unwrap the new entry and check the entry's key commitment (needs Decrypt permission).
-    Decrypt,
-    /// Check backend, key id, version and blob without decrypting (ReEncrypt-only principals).
-    Structure,
 }
 
 /// Arguments of `envseal db rewrap`.

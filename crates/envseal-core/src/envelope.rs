@@ -313,8 +313,8 @@ impl<'a> Envelope<'a> {
     }
 }
 
-/// Checks an entry exactly as [`parse_entry`] does (same bounds, same errors, same order),
-/// without building it.
+/// Checks an entry (FORMAT.md §2.4: every bound before reading, backend name characters, UTF-8
+/// strings, a non-empty blob) without building it; [`parse_entry`] checks with it, then builds.
 fn check_entry(r: &mut wire::Reader<'_>) -> Result<(), FormatError> {
     use crate::container::{MAX_BACKEND_LEN, MAX_BLOB_LEN, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN};
     let blen = r.u8()? as usize;
@@ -342,29 +342,16 @@ fn check_entry(r: &mut wire::Reader<'_>) -> Result<(), FormatError> {
 }
 
 fn parse_entry(r: &mut wire::Reader<'_>) -> Result<WrappedKey, FormatError> {
-    use crate::container::{MAX_BACKEND_LEN, MAX_BLOB_LEN, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN};
-    let blen = r.u8()? as usize;
-    if blen == 0 {
-        return Err(FormatError::Malformed("empty backend name"));
-    }
-    if blen > MAX_BACKEND_LEN {
-        return Err(FormatError::LimitExceeded {
-            what: "backend name length",
-            value: blen as u64,
-            max: MAX_BACKEND_LEN as u64,
-        });
-    }
-    let backend = r.take(blen)?;
-    if !backend.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-') {
-        return Err(FormatError::Malformed("backend name must be [a-z0-9-]"));
-    }
-    let backend = String::from_utf8(backend.to_vec()).map_err(|_| FormatError::Malformed("backend name"))?;
-    let key_id = r.string16(MAX_KEY_ID_LEN, "key id length")?;
-    let key_version = r.string16(MAX_KEY_VERSION_LEN, "key version length")?;
-    let blob = r.bytes16(MAX_BLOB_LEN, "wrapped key length")?.to_vec();
-    if blob.is_empty() {
-        return Err(FormatError::Malformed("empty wrapped key"));
-    }
+    let rest = r.remaining();
+    let start = r.position();
+    check_entry(r)?;
+    // Checked above: every length is in bounds and the strings are UTF-8.
+    let mut e = wire::Reader::new(&rest[..r.position() - start]);
+    let blen = e.u8()? as usize;
+    let backend = String::from_utf8_lossy(e.take(blen)?).into_owned();
+    let key_id = e.string16(usize::MAX, "key id length")?;
+    let key_version = e.string16(usize::MAX, "key version length")?;
+    let blob = e.bytes16(usize::MAX, "wrapped key length")?.to_vec();
     Ok(WrappedKey { backend, key_id, key_version, blob })
 }
 

@@ -2,7 +2,8 @@
 //! (`Column`), the self-contained form (`envseal_core::Sealer`), and the raw 64-byte AES-256-GCM
 //! seal under a ready key (the floor), in the same run. Medians of 7 runs, with min–max.
 //!
-//! Run: `cargo bench -p envseal-fields --bench fields` (`-- --quick` for shorter runs).
+//! Run: `cargo bench -p envseal-fields --features rusqlite --bench fields` (`-- --quick` for
+//! shorter runs).
 //! A measurement, not a test: it asserts nothing.
 
 use std::sync::Arc;
@@ -61,7 +62,10 @@ fn main() {
     let kms = Arc::new(MockKms::new());
     let key = kms.create_default_key();
     let policy = CachePolicy { max_messages: 1 << 32, max_bytes: u64::MAX, ..CachePolicy::default() };
-    let vault = Arc::new(memory_vault::MemoryVault::default());
+    // The warm path never touches the vault: an in-memory SQLite database holds it.
+    let conn = Arc::new(std::sync::Mutex::new(rusqlite::Connection::open_in_memory().unwrap()));
+    let vault = Arc::new(envseal_fields::sqlite::SqliteVault::new(conn, "envseal_key_vault").unwrap());
+    vault.create_table().unwrap();
     let cipher = FieldCipher::builder(kms.clone(), key.clone(), vault)
         .context(EncryptionContext::from_pairs([("app", "bench")]).unwrap())
         .cache(policy)
@@ -155,51 +159,4 @@ fn main() {
         env.len(),
         env.len() - 64
     );
-}
-
-mod memory_vault {
-    //! A vault in memory: the benchmark measures the warm path, which never touches it.
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
-    use envseal_fields::vault::{EntryState, KeyKind, KeyVault, VaultRecord};
-    use envseal_fields::{KeyId, VaultError};
-
-    #[derive(Debug, Default)]
-    pub struct MemoryVault(Mutex<Vec<VaultRecord>>);
-
-    #[async_trait]
-    impl KeyVault for MemoryVault {
-        async fn insert(&self, r: &VaultRecord) -> Result<u64, VaultError> {
-            let mut v = self.0.lock().unwrap();
-            let seq = v.len() as u64 + 1;
-            v.push(VaultRecord { seq, ..r.clone() });
-            Ok(seq)
-        }
-        async fn get(&self, id: &KeyId) -> Result<Option<VaultRecord>, VaultError> {
-            Ok(self.0.lock().unwrap().iter().find(|r| &r.id == id).cloned())
-        }
-        async fn scope(&self, kind: KeyKind, table: &str, name: &str) -> Result<Vec<VaultRecord>, VaultError> {
-            Ok(self
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|r| r.kind == kind && r.table == table && r.name == name)
-                .cloned()
-                .collect())
-        }
-        async fn list(&self, after: u64, limit: usize) -> Result<Vec<VaultRecord>, VaultError> {
-            Ok(self.0.lock().unwrap().iter().filter(|r| r.seq > after).take(limit).cloned().collect())
-        }
-        async fn snapshot(&self) -> Result<u64, VaultError> {
-            Ok(self.0.lock().unwrap().len() as u64)
-        }
-        async fn replace_envelope(&self, _: &KeyId, _: &[u8], _: &[u8]) -> Result<bool, VaultError> {
-            Ok(false)
-        }
-        async fn set_state(&self, _: &KeyId, _: EntryState) -> Result<(), VaultError> {
-            Ok(())
-        }
-    }
 }

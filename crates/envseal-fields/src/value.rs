@@ -19,22 +19,32 @@ use crate::keyref;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Sealed(Vec<u8>);
 
+/// `from_bytes`, `as_bytes`, `into_bytes` of a stored byte string.
+macro_rules! stored_bytes {
+    ($t:ident) => {
+        impl $t {
+            /// Wraps stored bytes (checked when used).
+            pub fn from_bytes(bytes: Vec<u8>) -> Self {
+                Self(bytes)
+            }
+
+            /// The bytes.
+            pub fn as_bytes(&self) -> &[u8] {
+                &self.0
+            }
+
+            /// The bytes, owned.
+            pub fn into_bytes(self) -> Vec<u8> {
+                self.0
+            }
+        }
+    };
+}
+
+stored_bytes!(Sealed);
+stored_bytes!(IndexTerm);
+
 impl Sealed {
-    /// Wraps stored bytes (checked when opened).
-    pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        Self(bytes)
-    }
-
-    /// The bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The bytes, owned.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-
     /// The text form: `esk1:` + base64url for the key-reference form, `esf1:` + base64url for
     /// the self-contained one.
     pub fn to_text(&self) -> String {
@@ -88,21 +98,6 @@ impl<'de> Deserialize<'de> for Sealed {
 pub struct IndexTerm(Vec<u8>);
 
 impl IndexTerm {
-    /// Wraps stored bytes.
-    pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        Self(bytes)
-    }
-
-    /// The bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The bytes, owned.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-
     /// The generation tag (first byte), if any.
     pub fn generation_tag(&self) -> Option<u8> {
         self.0.first().copied()

@@ -9,17 +9,15 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use common::{SEALED, User, UserSealed, assert_opens, cipher, local_kms, user};
+use common::{Flaky, SEALED, User, UserSealed, assert_opens, assert_rekeyed, cipher, local_kms, user};
 use envseal_core::Kms;
 use envseal_core::envelope::Envelope;
 use envseal_core::kms::KeyManager;
 use envseal_core::rewrap::{Rewrapper, Target};
 use envseal_fields::pg::{PgCheckpoints, PgTable, PgVault};
-use envseal_fields::rotate::{self, CheckpointStore, IndexSpec, RekeySpec, RewrapSpec, Row, RowStore, RowUpdate};
+use envseal_fields::rotate::{self, CheckpointStore, IndexSpec, RekeySpec, RewrapSpec};
 use envseal_fields::{CachePolicy, EntryState, Error, FieldCipher, IndexTerm, KeyKind, KeyVault, Record, keyref};
 use envseal_testkit::postgres::TempPostgres;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
@@ -62,8 +60,12 @@ impl Db {
     }
 }
 
-async fn insert(pool: &PgPool, s: &UserSealed) {
-    sqlx::query("INSERT INTO users VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+const INSERT: &str = "INSERT INTO users VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const UPDATE: &str = "UPDATE users SET name = $2, email = $3, phone = $4, ssn = $5, email_idx = $6, phone_idx = $7, contact_idx = $8 WHERE id = $1";
+
+/// Runs INSERT or UPDATE with a row's columns as $1..$8.
+async fn write(pool: &PgPool, sql: &str, s: &UserSealed) {
+    sqlx::query(sql)
         .bind(s.id)
         .bind(&s.name)
         .bind(&s.email)
@@ -77,21 +79,8 @@ async fn insert(pool: &PgPool, s: &UserSealed) {
         .unwrap();
 }
 
-async fn update(pool: &PgPool, s: &UserSealed) {
-    sqlx::query(
-        "UPDATE users SET name = $2, email = $3, phone = $4, ssn = $5, email_idx = $6, phone_idx = $7, contact_idx = $8 WHERE id = $1",
-    )
-    .bind(s.id)
-    .bind(&s.name)
-    .bind(&s.email)
-    .bind(&s.phone)
-    .bind(&s.ssn)
-    .bind(&s.email_idx)
-    .bind(&s.phone_idx)
-    .bind(&s.contact_idx)
-    .execute(pool)
-    .await
-    .unwrap();
+async fn insert(pool: &PgPool, s: &UserSealed) {
+    write(pool, INSERT, s).await
 }
 
 fn read(r: &PgRow) -> UserSealed {
@@ -196,32 +185,6 @@ async fn postgres_rewrap_touches_only_the_vault() {
     assert_eq!(db.jobs.load("rewrap").await.unwrap().unwrap().phase, rotate::Phase::Done);
 }
 
-/// Fails the `n`-th batch read: an interruption in the middle of a job.
-struct Flaky<'a> {
-    inner: &'a PgTable,
-    fetches: AtomicUsize,
-    fail_at: usize,
-}
-
-#[async_trait]
-impl RowStore for Flaky<'_> {
-    fn columns(&self) -> &[String] {
-        self.inner.columns()
-    }
-    async fn fetch(&self, after: Option<&str>, limit: usize, headers_only: bool) -> Result<Vec<Row>, Error> {
-        if self.fetches.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
-            return Err(Error::Database("connection reset (injected)".into()));
-        }
-        self.inner.fetch(after, limit, headers_only).await
-    }
-    async fn fetch_pks(&self, pks: &[String]) -> Result<Vec<Row>, Error> {
-        self.inner.fetch_pks(pks).await
-    }
-    async fn update(&self, updates: &[RowUpdate]) -> Result<Vec<String>, Error> {
-        self.inner.update(updates).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_rekey_online_with_a_concurrent_writer_interrupted_and_resumed() {
     let Some(db) = db("postgres_rekey_online_with_a_concurrent_writer_interrupted_and_resumed").await else { return };
@@ -237,7 +200,7 @@ async fn postgres_rekey_online_with_a_concurrent_writer_interrupted_and_resumed(
     spec.settle = Duration::from_secs(2);
     let table = PgTable::new(db.pool.clone(), "users", "id", spec.store_columns()).await.unwrap();
 
-    let flaky = Flaky { inner: &table, fetches: AtomicUsize::new(0), fail_at: 4 };
+    let flaky = Flaky::new(&table, 4);
     assert!(rotate::rekey(&app, &flaky, &db.jobs, &spec).await.is_err());
     let cp = db.jobs.load("rekey-users").await.unwrap().unwrap();
     assert_eq!(cp.phase, rotate::Phase::Walk);
@@ -252,11 +215,7 @@ async fn postgres_rekey_online_with_a_concurrent_writer_interrupted_and_resumed(
             let mut u = user(id);
             u.email = format!("moved{k}@example.net");
             let s = u.seal(&writer_app).await.unwrap();
-            if id >= 5000 {
-                insert(&pool, &s).await
-            } else {
-                update(&pool, &s).await
-            }
+            write(&pool, if id >= 5000 { INSERT } else { UPDATE }, &s).await;
             last.insert(id, u);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -272,20 +231,7 @@ async fn postgres_rekey_online_with_a_concurrent_writer_interrupted_and_resumed(
     let rows = all(&db.pool).await;
     assert_eq!(rows.len(), 600 + 50);
     for s in &rows {
-        let want = written.get(&s.id).cloned().unwrap_or_else(|| user(s.id));
-        assert_opens(&fresh, s, &want).await;
-        for v in [Some(&s.email), Some(&s.phone), s.ssn.as_ref()].into_iter().flatten() {
-            let id = keyref::key_id_of(v.as_bytes()).unwrap();
-            if old.contains(&id) {
-                let rec = db.vault.get(&id).await.unwrap();
-                panic!(
-                    "row {} under an old key {rec:?}\nreport {report:?}\ncheckpoint {:?}",
-                    s.id,
-                    db.jobs.load("rekey-users").await.unwrap()
-                );
-            }
-        }
-        assert_eq!(s.email_idx.generation_tag(), Some(2));
+        assert_rekeyed(&fresh, s, &written.get(&s.id).cloned().unwrap_or_else(|| user(s.id)), &old).await;
     }
     for r in db.vault.list(0, 10_000).await.unwrap() {
         if old.contains(&r.id) && r.kind == KeyKind::Data {

@@ -9,13 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use common::{SEALED, User, UserSealed, assert_opens, cipher, local_kms, user};
+use common::{Flaky, SEALED, User, UserSealed, assert_opens, assert_rekeyed, cipher, local_kms, user};
 use envseal_core::Kms;
 use envseal_core::envelope::Envelope;
 use envseal_core::kms::KeyManager;
 use envseal_core::rewrap::{Rewrapper, Target};
-use envseal_fields::rotate::{self, RekeySpec, RewrapSpec, Row, RowStore, RowUpdate};
+use envseal_fields::rotate::{self, RekeySpec, RewrapSpec};
 use envseal_fields::sqlite::{SharedConnection, SqliteCheckpoints, SqliteTable, SqliteVault};
 use envseal_fields::{
     CachePolicy, EntryState, Error, FieldCipher, IndexTerm, KeyKind, KeyVault, Record, Sealed, keyref,
@@ -58,24 +57,19 @@ impl Db {
     }
 }
 
-fn insert(conn: &SharedConnection, s: &UserSealed) {
+const INSERT: &str = "INSERT INTO users VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const UPDATE: &str = "UPDATE users SET name = ?2, email = ?3, phone = ?4, ssn = ?5, email_idx = ?6, phone_idx = ?7, contact_idx = ?8 WHERE id = ?1";
+
+/// Runs INSERT or UPDATE with a row's columns as ?1..?8.
+fn write(conn: &SharedConnection, sql: &str, s: &UserSealed) {
     conn.lock()
         .unwrap()
-        .execute(
-            "INSERT INTO users VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![s.id, s.name, s.email, s.phone, s.ssn, s.email_idx, s.phone_idx, s.contact_idx],
-        )
+        .execute(sql, params![s.id, s.name, s.email, s.phone, s.ssn, s.email_idx, s.phone_idx, s.contact_idx])
         .unwrap();
 }
 
-fn update(conn: &SharedConnection, s: &UserSealed) {
-    conn.lock()
-        .unwrap()
-        .execute(
-            "UPDATE users SET name = ?2, email = ?3, phone = ?4, ssn = ?5, email_idx = ?6, phone_idx = ?7, contact_idx = ?8 WHERE id = ?1",
-            params![s.id, s.name, s.email, s.phone, s.ssn, s.email_idx, s.phone_idx, s.contact_idx],
-        )
-        .unwrap();
+fn insert(conn: &SharedConnection, s: &UserSealed) {
+    write(conn, INSERT, s)
 }
 
 fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserSealed> {
@@ -245,32 +239,6 @@ async fn rewrap_after_a_key_rotation_touches_only_the_vault() {
     assert_eq!((again.rewrapped, again.at_target), (0, 11));
 }
 
-/// Fails the `n`-th fetch: an interruption in the middle of a job.
-struct Flaky<'a> {
-    inner: &'a SqliteTable,
-    fetches: AtomicUsize,
-    fail_at: usize,
-}
-
-#[async_trait]
-impl RowStore for Flaky<'_> {
-    fn columns(&self) -> &[String] {
-        self.inner.columns()
-    }
-    async fn fetch(&self, after: Option<&str>, limit: usize, headers_only: bool) -> Result<Vec<Row>, Error> {
-        if self.fetches.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
-            return Err(Error::Database("connection reset (injected)".into()));
-        }
-        self.inner.fetch(after, limit, headers_only).await
-    }
-    async fn fetch_pks(&self, pks: &[String]) -> Result<Vec<Row>, Error> {
-        self.inner.fetch_pks(pks).await
-    }
-    async fn update(&self, updates: &[RowUpdate]) -> Result<Vec<String>, Error> {
-        self.inner.update(updates).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rekey_online_while_the_app_writes_interrupted_and_resumed() {
     let db = db();
@@ -289,7 +257,7 @@ async fn rekey_online_while_the_app_writes_interrupted_and_resumed() {
     let table = SqliteTable::new(db.conn.clone(), "users", "id", spec.store_columns()).unwrap();
 
     // First run: interrupted at the 5th batch read.
-    let flaky = Flaky { inner: &table, fetches: AtomicUsize::new(0), fail_at: 5 };
+    let flaky = Flaky::new(&table, 5);
     let e = rotate::rekey(&app, &flaky, &db.jobs, &spec).await.unwrap_err();
     assert!(matches!(e, Error::Database(_)), "{e}");
     let cp = db.jobs_checkpoint("rekey-users").await;
@@ -306,11 +274,7 @@ async fn rekey_online_while_the_app_writes_interrupted_and_resumed() {
             let mut u = user(id);
             u.email = format!("changed{k}@example.org");
             let s = u.seal(&writer_app).await.unwrap();
-            if id >= 1000 {
-                insert(&conn, &s)
-            } else {
-                update(&conn, &s)
-            }
+            write(&conn, if id >= 1000 { INSERT } else { UPDATE }, &s);
             last.insert(id, u);
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -335,13 +299,7 @@ async fn rekey_online_while_the_app_writes_interrupted_and_resumed() {
     let rows = all(&db.conn);
     assert_eq!(rows.len(), 400 + 40);
     for s in &rows {
-        let want = written.get(&s.id).cloned().unwrap_or_else(|| user(s.id));
-        assert_opens(&fresh, s, &want).await;
-        for v in [Some(&s.email), Some(&s.phone), s.ssn.as_ref()].into_iter().flatten() {
-            let id = keyref::key_id_of(v.as_bytes()).unwrap();
-            assert!(!old.contains(&id), "row {} still under an old key", s.id);
-        }
-        assert_eq!(s.email_idx.generation_tag(), Some(2), "row {}", s.id);
+        assert_rekeyed(&fresh, s, &written.get(&s.id).cloned().unwrap_or_else(|| user(s.id)), &old).await;
     }
     // Old data keys retired, still able to open old backups; the new index generation is the only
     // one queried.

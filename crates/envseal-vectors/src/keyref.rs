@@ -728,48 +728,22 @@ pub fn default_dir() -> std::path::PathBuf {
 /// I/O and JSON errors (naming the file).
 pub fn load_dir(dir: &Path) -> io::Result<Vec<(String, KeyrefVector)>> {
     let mut out = Vec::new();
-    for kind in Kind::ALL {
-        let sub = dir.join(kind.dir_name());
-        let entries = match fs::read_dir(&sub) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let path = entry?.path();
-            if path.extension().is_some_and(|x| x == "json") {
-                let text = fs::read_to_string(&path)?;
-                let v: KeyrefVector = serde_json::from_str(&text)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                out.push((format!("{}/{name}", kind.dir_name()), v));
-            }
-        }
+    for path in crate::json_files_in(dir, &Kind::ALL.map(Kind::dir_name))? {
+        let text = fs::read_to_string(&path)?;
+        let v: KeyrefVector = serde_json::from_str(&text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+        out.push((crate::relative(dir, &path), v));
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
 /// Compares the generated cases with the files under `dir`.
 ///
 /// # Errors
-/// I/O errors.
+/// I/O and JSON errors.
 pub fn diff_dir(dir: &Path, cases: &[Case]) -> io::Result<crate::DirDiff> {
-    let mut diff = crate::DirDiff::default();
-    for c in cases {
-        match fs::read(dir.join(&c.path)) {
-            Ok(bytes) if bytes == c.vector.to_json().as_bytes() => diff.same += 1,
-            Ok(_) => diff.changed.push(c.path.clone()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => diff.missing.push(c.path.clone()),
-            Err(e) => return Err(e),
-        }
-    }
-    for (path, _) in load_dir(dir)? {
-        if !cases.iter().any(|c| c.path == path) {
-            diff.stale.push(path);
-        }
-    }
-    Ok(diff)
+    let on_disk = load_dir(dir)?.into_iter().map(|(p, _)| p).collect();
+    crate::diff_texts(dir, cases.iter().map(|c| (c.path.as_str(), c.vector.to_json())), on_disk)
 }
 
 /// What `gen-vectors` does for the key-reference folder: verify, then check (`check`) or write
