@@ -16,6 +16,7 @@
 //! `cargo bench -p envseal-fields --features sqlx-postgres --bench pg -- [--rows N]`.
 //! A measurement, not a test.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use envseal_core::kms::KeyManager;
 use envseal_core::rewrap::{Rewrapper, Target};
 use envseal_fields::pg::{PgCheckpoints, PgTable, PgVault};
 use envseal_fields::rotate::{self, RekeySpec, RewrapSpec};
-use envseal_fields::{CachePolicy, EncryptionContext, FieldCipher, IndexDef, Normalize};
+use envseal_fields::{CachePolicy, EncryptionContext, FieldCipher, IndexDef, IndexTerm, Normalize, Sealed};
 use envseal_kms_local::{LocalKms, Unlock};
 use envseal_testkit::postgres::TempPostgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -58,19 +59,92 @@ CREATE INDEX users_plain_email ON users_plain (email);
 CREATE TABLE users_sealed (id BIGINT PRIMARY KEY, name TEXT NOT NULL, email BYTEA NOT NULL, phone BYTEA NOT NULL, ssn BYTEA NOT NULL, email_idx BYTEA NOT NULL);
 CREATE INDEX users_sealed_email_idx ON users_sealed (email_idx);";
 
-async fn insert_plain(pool: &PgPool, ids: std::ops::Range<i64>) -> Res<()> {
+/// One batch of rows, ready to insert.
+enum Batch {
+    Plain {
+        id: Vec<i64>,
+        name: Vec<String>,
+        email: Vec<String>,
+        phone: Vec<String>,
+        ssn: Vec<String>,
+    },
+    Sealed {
+        id: Vec<i64>,
+        name: Vec<String>,
+        email: Vec<Sealed>,
+        phone: Vec<Sealed>,
+        ssn: Vec<Sealed>,
+        idx: Vec<IndexTerm>,
+    },
+}
+
+fn prepare_plain(ids: Range<i64>) -> Batch {
     let rows: Vec<Row> = ids.map(row).collect();
-    sqlx::query(
-        "INSERT INTO users_plain SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])",
-    )
-    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.email.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.phone.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.ssn.clone()).collect::<Vec<_>>())
-    .execute(pool)
-    .await?;
+    Batch::Plain {
+        id: rows.iter().map(|r| r.id).collect(),
+        name: rows.iter().map(|r| r.name.clone()).collect(),
+        email: rows.iter().map(|r| r.email.clone()).collect(),
+        phone: rows.iter().map(|r| r.phone.clone()).collect(),
+        ssn: rows.iter().map(|r| r.ssn.clone()).collect(),
+    }
+}
+
+/// One `INSERT ... SELECT FROM UNNEST(...)` of a batch.
+async fn insert(pool: &PgPool, b: Batch) -> Res<()> {
+    match b {
+        Batch::Plain { id, name, email, phone, ssn } => {
+            sqlx::query("INSERT INTO users_plain SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])")
+                .bind(id)
+                .bind(name)
+                .bind(email)
+                .bind(phone)
+                .bind(ssn)
+                .execute(pool)
+                .await?;
+        }
+        Batch::Sealed { id, name, email, phone, ssn, idx } => {
+            sqlx::query(
+                "INSERT INTO users_sealed SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[])",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(email)
+            .bind(phone)
+            .bind(ssn)
+            .bind(idx)
+            .execute(pool)
+            .await?;
+        }
+    }
     Ok(())
+}
+
+/// Inserts `ids` in batches, preparing batch k + 1 (building the rows, and sealing them when
+/// `app` is given) while batch k is in the database, as an application with requests in flight
+/// does; the same for plaintext and sealed rows. Returns the time spent preparing.
+async fn load(pool: &PgPool, app: Option<&App>, ids: Range<i64>) -> Res<Duration> {
+    let end = ids.end;
+    let prep = |s: i64| async move {
+        let t = Instant::now();
+        let r = s..(s + BATCH as i64).min(end);
+        let b = match app {
+            Some(a) => a.prepare(r).await?,
+            None => prepare_plain(r),
+        };
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((b, t.elapsed()))
+    };
+    let mut starts = ids.step_by(BATCH);
+    let Some(first) = starts.next() else { return Ok(Duration::ZERO) };
+    let (mut cur, mut spent) = prep(first).await?;
+    for s in starts {
+        let (done, next) = tokio::join!(insert(pool, cur), prep(s));
+        done?;
+        let (b, d) = next?;
+        spent += d;
+        cur = b;
+    }
+    insert(pool, cur).await?;
+    Ok(spent)
 }
 
 struct App {
@@ -91,7 +165,8 @@ impl App {
         })
     }
 
-    async fn insert(&self, pool: &PgPool, ids: std::ops::Range<i64>) -> Res<()> {
+    /// Seals a batch: 3 values and 1 index term per row.
+    async fn prepare(&self, ids: Range<i64>) -> Res<Batch> {
         let n = ids.end.saturating_sub(ids.start) as usize;
         let (mut id, mut name, mut email, mut phone, mut ssn, mut idx) = (
             Vec::with_capacity(n),
@@ -110,18 +185,7 @@ impl App {
             id.push(r.id);
             name.push(r.name);
         }
-        sqlx::query(
-            "INSERT INTO users_sealed SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[])",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(email)
-        .bind(phone)
-        .bind(ssn)
-        .bind(idx)
-        .execute(pool)
-        .await?;
-        Ok(())
+        Ok(Batch::Sealed { id, name, email, phone, ssn, idx })
     }
 }
 
@@ -156,7 +220,7 @@ async fn bench(rows: i64) -> Res<()> {
     let rounds = 10i64;
     let per_round = rows / rounds;
     let (mut plain_rates, mut sealed_rates) = (Vec::new(), Vec::new());
-    let (mut plain_total, mut sealed_total) = (Duration::ZERO, Duration::ZERO);
+    let (mut plain_total, mut sealed_total, mut sealing_total) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut next = 1i64;
     for r in 0..rounds {
         let start = next;
@@ -164,17 +228,11 @@ async fn bench(rows: i64) -> Res<()> {
         let order = if r % 2 == 0 { [true, false] } else { [false, true] };
         for sealed in order {
             let t = Instant::now();
-            let mut i = start;
-            while i < end {
-                let j = (i + BATCH as i64).min(end);
-                if sealed {
-                    app.insert(&pool, i..j).await?
-                } else {
-                    insert_plain(&pool, i..j).await?
-                }
-                i = j;
-            }
+            let spent = load(&pool, sealed.then_some(&app), start..end).await?;
             let d = t.elapsed();
+            if sealed {
+                sealing_total += spent;
+            }
             if sealed {
                 sealed_total += d;
                 sealed_rates.push(per_round as f64 / d.as_secs_f64());
@@ -206,6 +264,11 @@ async fn bench(rows: i64) -> Res<()> {
         "   sealed / plaintext: {:.2}x (medians), {:.2}x (totals)",
         sm / pm,
         plain_total.as_secs_f64() / sealed_total.as_secs_f64()
+    );
+    println!(
+        "   sealing 3 values and computing 1 term per row took {:.1} s in all ({:.2} us per row), overlapped with the database's work on the previous batch",
+        sealing_total.as_secs_f64(),
+        sealing_total.as_secs_f64() * 1e6 / total as f64
     );
 
     // 2. KMS calls.
@@ -283,8 +346,8 @@ async fn bench(rows: i64) -> Res<()> {
             let app = App::new(&cipher)?;
             let (mut i, t) = (first, Instant::now());
             while !stop.load(Ordering::Relaxed) {
-                app.insert(&pool, i..i + BATCH as i64).await?;
-                i += BATCH as i64;
+                load(&pool, Some(&app), i..i + 10 * BATCH as i64).await?;
+                i += 10 * BATCH as i64;
             }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(((i - first) as f64, t.elapsed().as_secs_f64()))
         })

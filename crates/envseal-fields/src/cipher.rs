@@ -37,7 +37,7 @@ use crate::vault::{self, EntryState, KeyKind, KeyVault, VaultRecord};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Form {
-    /// The key-reference envelope (FORMAT.md §11): 45 bytes of overhead, data keys in the key
+    /// The key-reference envelope (FORMAT.md §11): 29 bytes of overhead, data keys in the key
     /// vault.
     #[default]
     KeyReference,
@@ -115,7 +115,7 @@ struct OpenEntry {
     referenced: AtomicBool,
 }
 
-/// Hashes a [`KeyId`] by its first 8 bytes. Ids of entries in the map are CSPRNG output (only
+/// Hashes a [`KeyId`] by its 8 bytes. Ids of entries in the map are CSPRNG output (only
 /// keys unwrapped by the KMS and checked against the vault are inserted), so they are spread
 /// evenly without a keyed hash; an id chosen by an attacker can only miss.
 #[derive(Default)]
@@ -522,8 +522,8 @@ impl Inner {
             bump(&self.counters.vault_writes);
             match self.vault.insert(&rec).await {
                 Ok(_) => break (dk, rec),
-                // A 128-bit id collision is not going to happen; a store that reports one
-                // anyway gets a few fresh tries.
+                // Ids are 64 random bits: a new one meets one of a million existing ids with a
+                // chance of about 2^-44. The store refuses a duplicate; draw again.
                 Err(VaultError::Conflict) if attempts < 3 => attempts += 1,
                 Err(e) => return Err(e.into()),
             }

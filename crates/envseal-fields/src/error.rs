@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn messages_carry_no_secrets() {
-        let id = KeyId([0xab; 16]);
+        let id = KeyId([0xab; 8]);
         let all = [
             Error::UnknownKey { key: id },
             Error::WrongScope { expected: "users.email".into(), found: "users.ssn".into() },

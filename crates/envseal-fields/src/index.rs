@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn terms_truncate_tag_and_separate_fields() {
-        let k = IndexKey::derive(&DataKey::from_bytes([9; 32]), KeyId([1; 16]), 258);
+        let k = IndexKey::derive(&DataKey::from_bytes([9; 32]), KeyId([1; 8]), 258);
         let d = def(12);
         let t = k.term(&d, &d.input(&[b"a@b.c"]).unwrap());
         assert_eq!(t.as_bytes().len(), 3);
@@ -361,14 +361,14 @@ mod tests {
         assert_ne!(k.term(&c, &c.input(&[b"ab", b"c"]).unwrap()), k.term(&c, &c.input(&[b"a", b"bc"]).unwrap()));
         assert!(c.input(&[b"ab"]).is_err());
         // Another key, another term (at 256 bits a collision would be a bug).
-        let k2 = IndexKey::derive(&DataKey::from_bytes([9; 32]), KeyId([2; 16]), 258);
+        let k2 = IndexKey::derive(&DataKey::from_bytes([9; 32]), KeyId([2; 8]), 258);
         assert_ne!(k.term(&c, &c.input(&[b"ab", b"c"]).unwrap()), k2.term(&c, &c.input(&[b"ab", b"c"]).unwrap()));
     }
 
     #[test]
     fn false_positive_rate_is_about_two_to_the_minus_bits() {
         // 8 bits: 20,000 random-ish values against one term; expect ~78 collisions.
-        let k = IndexKey::derive(&DataKey::from_bytes([5; 32]), KeyId([3; 16]), 1);
+        let k = IndexKey::derive(&DataKey::from_bytes([5; 32]), KeyId([3; 8]), 1);
         let d = IndexDef::new("i", [("v", Normalize::None)], 8).unwrap();
         let target = k.term(&d, &d.input(&[b"needle"]).unwrap());
         let hits =

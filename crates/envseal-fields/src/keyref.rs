@@ -2,10 +2,11 @@
 //! instead of carrying it wrapped.
 //!
 //! ```text
-//! envelope  = u8(0xE6) || key_id (16) || nonce (12) || ciphertext || tag (16)
+//! envelope  = u8(0xE6) || key_id (8) || counter (4) || ciphertext || tag (16)
+//! nonce     = u64(0) || counter                        # 12 bytes: §5.2's counter nonce, counter < 2^32
 //! value_key = HKDF-SHA-512(salt = key_id, IKM = data key,
 //!                          info = "envseal/v1/keyref/value-key" || canonical(scope context), L = 32)
-//! aad       = envelope[0..17] || row
+//! aad       = envelope[0..9] || row
 //! row       = 0x00                                   # no primary key
 //!           | 0x01 || u16(len(pk)) || pk             # the row's primary key, canonical text
 //! text      = "esk1:" || base64url-nopad(envelope)
@@ -18,7 +19,7 @@
 //! them again.
 //!
 //! The data key itself lives, wrapped by the KMS, in a key vault ([`crate::vault`]), so a value
-//! costs [`OVERHEAD`] = 45 bytes over its plaintext instead of the ~250 of a self-contained field
+//! costs [`OVERHEAD`] = 29 bytes over its plaintext instead of the ~250 of a self-contained field
 //! envelope (FORMAT.md §5).
 
 use base64::Engine as _;
@@ -35,22 +36,25 @@ pub const TAG: u8 = 0xE6;
 /// [`FormatError::UnsupportedVersion`] for them.
 pub const RESERVED_TAGS: std::ops::RangeInclusive<u8> = 0xE7..=0xEF;
 /// Length of a data-key id.
-pub const KEY_ID_LEN: usize = 16;
-/// Bytes before the nonce: tag byte and key id (also the first part of the associated data).
+pub const KEY_ID_LEN: usize = 8;
+/// Bytes before the counter: tag byte and key id (also the first part of the associated data).
 pub const HEADER_LEN: usize = 1 + KEY_ID_LEN;
-/// Bytes a value costs over its plaintext: tag byte, key id, nonce and tag.
-pub const OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
+/// Length of the stored nonce counter.
+pub const COUNTER_LEN: usize = 4;
+/// Bytes a value costs over its plaintext: tag byte, key id, counter and tag.
+pub const OVERHEAD: usize = HEADER_LEN + COUNTER_LEN + TAG_LEN;
 /// Prefix of the text form.
 pub const TEXT_PREFIX: &str = "esk1:";
 /// HKDF label of the value key.
 pub const LABEL_VALUE_KEY: &[u8] = b"envseal/v1/keyref/value-key";
 /// Longest primary key, in bytes (the bound of a context value, FORMAT.md §2.3).
 pub const MAX_PK_LEN: usize = 1024;
-/// Most values one data key may seal (NIST SP 800-38D's bound for one key; the nonces are
-/// counters, so this bounds usage, not collisions).
+/// Most values one data key may seal: the stored counter is 32 bits (NIST SP 800-38D's bound
+/// for one key is the same; the nonces are counters, so this bounds usage, not collisions).
 pub const MAX_MESSAGES_PER_KEY: u64 = 1 << 32;
 
-/// The id of a data key in the key vault: 16 random bytes. Not secret.
+/// The id of a data key in the key vault: 8 random bytes, unique in the vault (its store refuses
+/// a duplicate, and the writer draws another). Not secret.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(pub [u8; KEY_ID_LEN]);
 
@@ -65,30 +69,30 @@ impl KeyId {
         &self.0
     }
 
-    /// Lowercase hex (32 characters).
+    /// Lowercase hex (16 characters).
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
 
-    /// Parses 32 hex digits.
+    /// Parses 16 lowercase hex digits.
     ///
     /// # Errors
     /// [`FormatError::Malformed`] for anything else.
     pub fn from_hex(s: &str) -> Result<Self, FormatError> {
         let mut b = [0u8; KEY_ID_LEN];
         if s.len() != 2 * KEY_ID_LEN || s.bytes().any(|c| c.is_ascii_uppercase()) {
-            return Err(FormatError::Malformed("key id is not 32 lowercase hex digits"));
+            return Err(FormatError::Malformed("key id is not 16 lowercase hex digits"));
         }
-        hex::decode_to_slice(s, &mut b).map_err(|_| FormatError::Malformed("key id is not 32 lowercase hex digits"))?;
+        hex::decode_to_slice(s, &mut b).map_err(|_| FormatError::Malformed("key id is not 16 lowercase hex digits"))?;
         Ok(Self(b))
     }
 
-    /// From a byte slice of exactly 16 bytes.
+    /// From a byte slice of exactly 8 bytes.
     ///
     /// # Errors
     /// [`FormatError::Malformed`] for another length.
     pub fn from_slice(b: &[u8]) -> Result<Self, FormatError> {
-        b.try_into().map(Self).map_err(|_| FormatError::Malformed("key id is not 16 bytes"))
+        b.try_into().map(Self).map_err(|_| FormatError::Malformed("key id is not 8 bytes"))
     }
 }
 
@@ -137,11 +141,13 @@ impl ValueKey {
     }
 
     /// Appends the envelope of `plaintext` for row `pk` (its canonical text; `None` when the
-    /// record has no primary key) to `out`, with nonce counter `counter`. `out` grows by
-    /// `OVERHEAD + plaintext.len()` bytes; with enough capacity, sealing allocates nothing.
+    /// record has no primary key) to `out`, with nonce counter `counter` (below 2^32). `out`
+    /// grows by `OVERHEAD + plaintext.len()` bytes; with enough capacity, sealing allocates
+    /// nothing.
     ///
     /// # Errors
-    /// [`FormatError::LimitExceeded`] above 16 MiB of plaintext or a `pk` over 1024 bytes.
+    /// [`FormatError::LimitExceeded`] above 16 MiB of plaintext, a `pk` over 1024 bytes, or a
+    /// counter of 2^32 or more (the key is used up).
     pub fn seal_into(
         &self,
         counter: u64,
@@ -150,16 +156,21 @@ impl ValueKey {
         out: &mut Vec<u8>,
     ) -> Result<(), FormatError> {
         check_plaintext_len(plaintext.len())?;
+        let counter = u32::try_from(counter).map_err(|_| FormatError::LimitExceeded {
+            what: "values sealed under one data key",
+            value: counter,
+            max: MAX_MESSAGES_PER_KEY,
+        })?;
         let nonce = counter_nonce(counter);
         let tag = with_aad(&self.id, pk, |aad| {
             let start = out.len();
             out.reserve(OVERHEAD + plaintext.len());
             out.push(TAG);
             out.extend_from_slice(&self.id.0);
-            out.extend_from_slice(&nonce);
+            out.extend_from_slice(&counter.to_be_bytes());
             let ct_start = out.len();
             out.extend_from_slice(plaintext);
-            debug_assert_eq!(ct_start, start + HEADER_LEN + NONCE_LEN);
+            debug_assert_eq!(ct_start, start + HEADER_LEN + COUNTER_LEN);
             self.aead.seal_in_place(&nonce, aad, &mut out[ct_start..])
         })?;
         out.extend_from_slice(&tag);
@@ -191,9 +202,9 @@ impl ValueKey {
         let start = out.len();
         let n = env.ciphertext.len();
         out.resize(start + n, 0);
-        let r = with_aad(&self.id, pk, |aad| {
-            self.aead.open_to(env.nonce, aad, env.ciphertext, env.tag, &mut out[start..])
-        })?;
+        let nonce = counter_nonce(env.counter);
+        let r =
+            with_aad(&self.id, pk, |aad| self.aead.open_to(&nonce, aad, env.ciphertext, env.tag, &mut out[start..]))?;
         if r.is_err() {
             // Wipe whatever the engine may have left, and give the buffer back as it was.
             out[start..].iter_mut().for_each(|b| *b = 0);
@@ -253,10 +264,11 @@ fn check_plaintext_len(n: usize) -> Result<(), FormatError> {
     Ok(())
 }
 
-/// `u32(0) || u64(counter)`, as in the self-contained field envelope (FORMAT.md §5.2).
-fn counter_nonce(counter: u64) -> [u8; NONCE_LEN] {
+/// `u64(0) || u32(counter)`: the counter nonce of the self-contained field envelope
+/// (`u32(0) || u64(counter)`, FORMAT.md §5.2) for a counter below 2^32.
+fn counter_nonce(counter: u32) -> [u8; NONCE_LEN] {
     let mut n = [0u8; NONCE_LEN];
-    n[4..].copy_from_slice(&counter.to_be_bytes());
+    n[8..].copy_from_slice(&counter.to_be_bytes());
     n
 }
 
@@ -265,7 +277,8 @@ fn counter_nonce(counter: u64) -> [u8; NONCE_LEN] {
 pub struct KeyRef<'a> {
     /// The data-key id.
     pub key_id: KeyId,
-    nonce: &'a [u8; NONCE_LEN],
+    /// The nonce counter.
+    pub counter: u32,
     ciphertext: &'a [u8],
     tag: &'a [u8; TAG_LEN],
 }
@@ -276,7 +289,7 @@ impl<'a> KeyRef<'a> {
     /// # Errors
     /// [`FormatError::NotSealed`] for an empty input or another first byte;
     /// [`FormatError::UnsupportedVersion`] for a reserved first byte; [`FormatError::Truncated`]
-    /// below 45 bytes; [`FormatError::LimitExceeded`] above 16 MiB of ciphertext.
+    /// below 29 bytes; [`FormatError::LimitExceeded`] above 16 MiB of ciphertext.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
         match bytes.first() {
             Some(&TAG) => {}
@@ -293,11 +306,11 @@ impl<'a> KeyRef<'a> {
             max: MAX_PLAINTEXT as u64,
         })?;
         let (head, rest) = bytes.split_at(HEADER_LEN);
-        let (nonce, rest) = rest.split_at(NONCE_LEN);
+        let (counter, rest) = rest.split_at(COUNTER_LEN);
         let (ciphertext, tag) = rest.split_at(n);
         Ok(Self {
             key_id: KeyId::from_slice(&head[1..])?,
-            nonce: nonce.try_into().map_err(|_| FormatError::Truncated)?,
+            counter: u32::from_be_bytes(counter.try_into().map_err(|_| FormatError::Truncated)?),
             ciphertext,
             tag: tag.try_into().map_err(|_| FormatError::Truncated)?,
         })
@@ -356,18 +369,18 @@ mod tests {
     }
 
     fn key() -> ValueKey {
-        ValueKey::derive(Engine::default(), &DataKey::from_bytes([0x40; 32]), KeyId([0x11; 16]), &scope("email"))
+        ValueKey::derive(Engine::default(), &DataKey::from_bytes([0x40; 32]), KeyId([0x11; 8]), &scope("email"))
     }
 
     #[test]
     fn round_trip_overhead_and_tamper() {
         for &engine in Engine::ALL {
-            let k = ValueKey::derive(engine, &DataKey::from_bytes([0x40; 32]), KeyId([0x11; 16]), &scope("email"));
+            let k = ValueKey::derive(engine, &DataKey::from_bytes([0x40; 32]), KeyId([0x11; 8]), &scope("email"));
             let env = k.seal(3, b"alice@example.com", Some(b"7")).unwrap();
             assert_eq!(env.len(), OVERHEAD + 17);
-            assert_eq!(OVERHEAD, 45);
+            assert_eq!(OVERHEAD, 29);
             let p = KeyRef::parse(&env).unwrap();
-            assert_eq!(p.key_id, KeyId([0x11; 16]));
+            assert_eq!(p.key_id, KeyId([0x11; 8]));
             let mut out = b"prefix".to_vec();
             k.open_into(&p, Some(b"7"), &mut out).unwrap();
             assert_eq!(out, b"prefixalice@example.com");
@@ -385,7 +398,7 @@ mod tests {
                 (Some(&b""[..]), &k),
                 (
                     Some(&b"7"[..]),
-                    &ValueKey::derive(engine, &DataKey::from_bytes([0x40; 32]), KeyId([0x11; 16]), &scope("phone")),
+                    &ValueKey::derive(engine, &DataKey::from_bytes([0x40; 32]), KeyId([0x11; 8]), &scope("phone")),
                 ),
             ] {
                 let mut out = b"keep".to_vec();
@@ -393,6 +406,18 @@ mod tests {
                 assert_eq!(out, b"keep");
             }
         }
+    }
+
+    #[test]
+    fn counters_are_32_bits_and_make_the_nonce() {
+        let k = key();
+        let env = k.seal(0xfffe_fdfc, b"v", None).unwrap();
+        let p = KeyRef::parse(&env).unwrap();
+        assert_eq!(p.counter, 0xfffe_fdfc);
+        assert_eq!(&env[HEADER_LEN..HEADER_LEN + COUNTER_LEN], &[0xff, 0xfe, 0xfd, 0xfc]);
+        assert!(k.open_into(&p, None, &mut Vec::new()).is_ok());
+        assert!(k.seal(u64::from(u32::MAX), b"v", None).is_ok());
+        assert!(matches!(k.seal(1 << 32, b"v", None), Err(FormatError::LimitExceeded { .. })));
     }
 
     #[test]
@@ -431,10 +456,10 @@ mod tests {
         assert!(matches!(KeyRef::parse(&[]), Err(FormatError::NotSealed)));
         assert!(matches!(KeyRef::parse(&[0xE5; 60]), Err(FormatError::NotSealed)));
         assert!(matches!(KeyRef::parse(&[0xE7; 60]), Err(FormatError::UnsupportedVersion(0xE7))));
-        assert!(matches!(KeyRef::parse(&[TAG; 44]), Err(FormatError::Truncated)));
-        assert!(KeyRef::parse(&[TAG; 45]).is_ok());
-        assert_eq!(key_id_of(&[TAG; 17]), Some(KeyId([TAG; 16])));
-        assert_eq!(key_id_of(&[TAG; 16]), None);
+        assert!(matches!(KeyRef::parse(&[TAG; 28]), Err(FormatError::Truncated)));
+        assert!(KeyRef::parse(&[TAG; 29]).is_ok());
+        assert_eq!(key_id_of(&[TAG; 9]), Some(KeyId([TAG; 8])));
+        assert_eq!(key_id_of(&[TAG; 8]), None);
         assert_eq!(key_id_of(&[0xE5; 40]), None);
     }
 
@@ -442,7 +467,7 @@ mod tests {
     fn wrong_key_id_is_a_commitment_mismatch() {
         let k = key();
         let other =
-            ValueKey::derive(Engine::default(), &DataKey::from_bytes([0x40; 32]), KeyId([0x12; 16]), &scope("email"));
+            ValueKey::derive(Engine::default(), &DataKey::from_bytes([0x40; 32]), KeyId([0x12; 8]), &scope("email"));
         let env = other.seal(0, b"x", None).unwrap();
         let p = KeyRef::parse(&env).unwrap();
         assert!(matches!(k.open_into(&p, None, &mut Vec::new()), Err(FormatError::CommitmentMismatch)));
@@ -456,7 +481,7 @@ mod tests {
         assert_eq!(from_text(&t).unwrap(), env);
         assert!(matches!(from_text("esf1:AAAA"), Err(FormatError::NotSealed)));
         assert!(matches!(from_text("esk1:***"), Err(FormatError::Malformed(_))));
-        let id = KeyId([0xab; 16]);
+        let id = KeyId([0xab; 8]);
         assert_eq!(KeyId::from_hex(&id.to_hex()).unwrap(), id);
         assert!(KeyId::from_hex(&id.to_hex().to_uppercase()).is_err());
         assert!(KeyId::from_hex("00").is_err());

@@ -94,7 +94,7 @@ impl PgVault {
             format!(
                 "CREATE TABLE IF NOT EXISTS {t} (
                     seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
-                    id BYTEA PRIMARY KEY CHECK (octet_length(id) = 16),
+                    id BYTEA PRIMARY KEY CHECK (octet_length(id) = {id_len}),
                     kind TEXT NOT NULL,
                     table_name TEXT NOT NULL,
                     name TEXT NOT NULL,
@@ -104,7 +104,8 @@ impl PgVault {
                     definition TEXT NOT NULL,
                     context BYTEA NOT NULL,
                     envelope BYTEA NOT NULL
-                 )"
+                 )",
+                id_len = crate::keyref::KEY_ID_LEN
             ),
             format!(
                 "CREATE INDEX IF NOT EXISTS {} ON {t} (kind, table_name, name)",
@@ -368,7 +369,13 @@ impl PgTable {
         let cols: Vec<String> = self
             .columns
             .iter()
-            .map(|c| if headers_only { format!("substring(t.\"{c}\" from 1 for 17)") } else { format!("t.\"{c}\"") })
+            .map(|c| {
+                if headers_only {
+                    format!("substring(t.\"{c}\" from 1 for {})", crate::keyref::HEADER_LEN)
+                } else {
+                    format!("t.\"{c}\"")
+                }
+            })
             .collect();
         // Invariant: the table name was checked in `new`.
         let t = sql::quote(&self.table).unwrap_or_default();

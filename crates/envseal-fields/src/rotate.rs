@@ -84,7 +84,7 @@ pub trait RowStore: Send + Sync {
 
     /// Up to `limit` rows with a primary key greater than `after` (from the first row when
     /// `None`), in primary-key order. With `headers_only`, a non-null cell may be cut to its
-    /// first 17 bytes (enough to tell which key sealed it).
+    /// first [`keyref::HEADER_LEN`] (9) bytes, enough to tell which key sealed it.
     ///
     /// # Errors
     /// [`Error::Database`].
@@ -1101,7 +1101,9 @@ mod tests {
                     cells: v
                         .iter()
                         .map(|c| {
-                            c.as_ref().map(|b| if headers_only { b[..b.len().min(17)].to_vec() } else { b.clone() })
+                            c.as_ref().map(|b| {
+                                if headers_only { b[..b.len().min(keyref::HEADER_LEN)].to_vec() } else { b.clone() }
+                            })
                         })
                         .collect(),
                 })

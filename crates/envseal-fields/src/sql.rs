@@ -50,7 +50,7 @@ impl VaultRow {
             return Err(VaultError::Corrupt("trailing bytes after the context"));
         }
         Ok(VaultRecord {
-            id: KeyId::from_slice(&self.id).map_err(|_| VaultError::Corrupt("key id is not 16 bytes"))?,
+            id: KeyId::from_slice(&self.id).map_err(|_| VaultError::Corrupt("key id is not 8 bytes"))?,
             seq: u64::try_from(self.seq).map_err(|_| VaultError::Corrupt("negative seq"))?,
             kind: KeyKind::parse(&self.kind)?,
             table: self.table,

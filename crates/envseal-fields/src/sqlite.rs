@@ -99,7 +99,7 @@ impl SqliteVault {
             .execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {t} (
                     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    id BLOB NOT NULL UNIQUE CHECK (length(id) = 16),
+                    id BLOB NOT NULL UNIQUE CHECK (length(id) = {id_len}),
                     kind TEXT NOT NULL,
                     table_name TEXT NOT NULL,
                     name TEXT NOT NULL,
@@ -111,7 +111,8 @@ impl SqliteVault {
                     envelope BLOB NOT NULL
                  );
                  CREATE INDEX IF NOT EXISTS {scope} ON {t} (kind, table_name, name);
-                 CREATE UNIQUE INDEX IF NOT EXISTS {generation} ON {t} (table_name, name, generation) WHERE kind = 'index';"
+                 CREATE UNIQUE INDEX IF NOT EXISTS {generation} ON {t} (table_name, name, generation) WHERE kind = 'index';",
+                id_len = crate::keyref::KEY_ID_LEN
             ))
             .map_err(db)
     }
@@ -356,7 +357,13 @@ impl SqliteTable {
         let cols: Vec<String> = self
             .columns
             .iter()
-            .map(|c| if headers_only { format!("substr(t.\"{c}\", 1, 17)") } else { format!("t.\"{c}\"") })
+            .map(|c| {
+                if headers_only {
+                    format!("substr(t.\"{c}\", 1, {})", crate::keyref::HEADER_LEN)
+                } else {
+                    format!("t.\"{c}\"")
+                }
+            })
             .collect();
         // Invariant: the table name was checked in `new`.
         let t = sql::quote(&self.table).unwrap_or_default();

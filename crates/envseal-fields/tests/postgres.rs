@@ -118,7 +118,7 @@ async fn postgres_typed_records_and_blind_index_queries() {
     populate(&db, &c, 300).await;
     assert_eq!(c.stats().data_keys_created, 3);
 
-    // The server sees BYTEA values of 45 bytes over the plaintext, and a vault of 6 entries.
+    // The server sees BYTEA values of 29 bytes over the plaintext, and a vault of 6 entries.
     let sizes = db
         .pg
         .psql(

@@ -114,7 +114,7 @@ async fn typed_records_round_trip_and_blind_index_queries() {
     assert_eq!(stats.data_keys_created, 3, "one data key per sealed column, not per row");
     assert_eq!(stats.index_keys_created, 3);
 
-    // What the table holds: BLOBs of exactly 45 bytes over the plaintext; nothing readable.
+    // What the table holds: BLOBs of exactly 29 bytes over the plaintext; nothing readable.
     let rows = all(&db.conn);
     assert_eq!(rows.len(), 300);
     for (s, u) in rows.iter().zip((1..).map(user)) {

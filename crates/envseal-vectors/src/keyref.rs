@@ -63,7 +63,7 @@ pub struct KeyrefVector {
     /// The data key of the vault entry (hex, 32 bytes). No KMS is involved.
     #[serde(with = "hex_bytes")]
     pub data_key: Vec<u8>,
-    /// The vault entry's key id (hex, 16 bytes).
+    /// The vault entry's key id (hex, 8 bytes).
     #[serde(with = "hex_bytes")]
     pub key_id: Vec<u8>,
     /// Value: the scope context (base, `table`, `column`). Vault: the base context.
@@ -237,7 +237,7 @@ fn seq<const N: usize>(start: u8) -> [u8; N] {
 
 /// Data key of every vector: `40 41 ... 5f` (as the field vectors).
 const DK: u8 = 0x40;
-/// Key id: `50 51 ... 5f`.
+/// Key id: `50 51 ... 57`.
 const KEY_ID: u8 = 0x50;
 
 fn plaintext(len: usize) -> Vec<u8> {
@@ -257,7 +257,7 @@ fn base_vector(kind: Kind, description: String) -> KeyrefVector {
         description,
         kind,
         data_key: seq::<32>(DK).to_vec(),
-        key_id: seq::<16>(KEY_ID).to_vec(),
+        key_id: seq::<8>(KEY_ID).to_vec(),
         context: BTreeMap::new(),
         pk: None,
         generation: None,
@@ -326,7 +326,7 @@ fn value_cases(b: &mut Builder) {
     let oks: [Ok<'_>; 7] = [
         ("ok_empty_no_pk", "An empty value of a record without a primary key (row = 0x00).", &scope, None, 0, 0),
         ("ok_1_byte_pk_1", "A 1-byte value in row \"1\".", &scope, Some("1"), 1, 1),
-        ("ok_64_bytes_pk_42", "A 64-byte value in row \"42\": 109 bytes, 45 of overhead.", &scope, Some("42"), 2, 64),
+        ("ok_64_bytes_pk_42", "A 64-byte value in row \"42\": 93 bytes, 29 of overhead.", &scope, Some("42"), 2, 64),
         ("ok_empty_pk", "Row key \"\" (row = 0x01 0x0000), which differs from no row key.", &scope, Some(""), 3, 5),
         (
             "ok_unicode_scope_and_pk",
@@ -339,10 +339,10 @@ fn value_cases(b: &mut Builder) {
         ("ok_pk_1024_bytes", "The longest row key, 1024 bytes.", &scope, Some(long_pk.as_str()), 5, 16),
         (
             "ok_counter_large",
-            "Nonce counter 0x0102030405060708: the nonce is 00000000 0102030405060708.",
+            "Nonce counter 0xfffffffe (the largest is 2^32 - 1): stored as fffffffe, the nonce is 0000000000000000 fffffffe.",
             &scope,
             Some("9"),
-            0x0102_0304_0506_0708,
+            0xffff_fffe,
             8,
         ),
     ];
@@ -396,9 +396,9 @@ fn value_cases(b: &mut Builder) {
     );
     neg(
         b,
-        "truncated_44_bytes",
-        "44 bytes: shorter than tag byte, key id, nonce and tag.",
-        base[..44].to_vec(),
+        "truncated_28_bytes",
+        "28 bytes: shorter than tag byte, key id, counter and tag.",
+        base[..28].to_vec(),
         scope.clone(),
         Some("42"),
         "Truncated",
@@ -407,7 +407,7 @@ fn value_cases(b: &mut Builder) {
         b,
         "truncated_header",
         "The tag byte and half a key id.",
-        base[..9].to_vec(),
+        base[..5].to_vec(),
         scope.clone(),
         Some("42"),
         "Truncated",
@@ -422,7 +422,8 @@ fn value_cases(b: &mut Builder) {
         Some("42"),
         "CommitmentMismatch",
     );
-    for (name, off, what) in [("nonce", 17, "nonce"), ("ciphertext", 29, "ciphertext"), ("tag", base.len() - 1, "tag")]
+    for (name, off, what) in
+        [("counter", 12, "nonce counter"), ("ciphertext", 13, "ciphertext"), ("tag", base.len() - 1, "tag")]
     {
         neg(
             b,
@@ -663,7 +664,7 @@ fn vault_cases(b: &mut Builder) {
         v.expect = "ValueTampered".into();
         b.push(Kind::Vault, name, v);
     };
-    moved(b, "value_tampered_other_key_id", "The entry of key 5051…5f presented as key 5151…5f.", &|v| {
+    moved(b, "value_tampered_other_key_id", "The entry of key 5051…57 presented as key 5151…57.", &|v| {
         v.key_id[0] ^= 1
     });
     moved(b, "value_tampered_other_column", "The entry presented as a key of users.phone.", &|v| {

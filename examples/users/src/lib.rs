@@ -148,9 +148,10 @@ pub async fn run(url: &str, n: i64, out: &mut dyn Write) -> Res<()> {
         .await?;
     writeln!(
         out,
-        "   row 1 as stored: e-mail {} bytes (plaintext {} + 45), SSN {} bytes",
+        "   row 1 as stored: e-mail {} bytes (plaintext {} + {}), SSN {} bytes",
         row.0,
         user(1).email.len(),
+        envseal_fields::keyref::OVERHEAD,
         row.1
     )?;
 
