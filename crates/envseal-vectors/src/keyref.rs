@@ -7,8 +7,8 @@
 //! - `vault/NAME.json`: a key-vault entry (a field envelope of an empty value, §11.6) and the
 //!   entry fields its context is built from.
 //!
-//! Written by [`cases`] from fixed inputs (`cargo run -p envseal-vectors --bin
-//! gen-keyref-vectors`), checked by [`KeyrefVector::check`] with the public `envseal-fields`
+//! Written by [`cases`] from fixed inputs (`cargo run -p envseal-vectors --bin gen-vectors`,
+//! with the other vectors), checked by [`KeyrefVector::check`] with the public `envseal-fields`
 //! and `envseal-core` APIs, on every AEAD engine. The known answers are frozen, as in
 //! [`crate::generate`].
 
