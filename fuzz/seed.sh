@@ -47,6 +47,15 @@ for mode, sel, payload in [(1, 0, b"hunter2"), (3, 13, b"42"), (5, 26, b"true"),
     put("sealed_value", bytes([mode, sel]) + payload)
 put("sealed_value", b"\x00\x00ENC[v1:s:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA]")
 
+# ESDK messages: the public commitment vectors (testdata/esdk).
+for t in json.load(open(f"{ROOT}/testdata/esdk/commitment-test-vectors.json"))["tests"]:
+    put("esdk_message", base64.b64decode(t["ciphertext"]))
+# sops files (testdata/sops), by format selector; a .sops.yaml; a dotenvx-shaped value.
+for sel, ext in [(0, "env"), (1, "json"), (2, "yaml"), (3, "ini")]:
+    put("migrate_inputs", bytes([sel]) + open(f"{ROOT}/testdata/sops/app.sops.{ext}", "rb").read())
+put("migrate_inputs", b"\x02creation_rules:\n  - path_regex: prod/.*\\.env$\n    kms: arn:aws:kms:us-east-1:1:key/k\n")
+put("migrate_inputs", b"\x00encrypted:" + base64.b64encode(b"\x04" + bytes(64) + bytes(48)))
+
 dotenv = [p for p in glob.glob(f"{ROOT}/testdata/dotenv/*.env") if os.path.getsize(p) < 8192]
 yaml = glob.glob(f"{ROOT}/testdata/yaml/*.yaml") + glob.glob(f"{ROOT}/testdata/yaml/expected/*.yaml")
 meta = {"version": 1, "file_id": base64.urlsafe_b64encode(bytes(32)).decode().rstrip("="),

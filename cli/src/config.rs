@@ -6,8 +6,11 @@
 //! path = "prod/**/*.env"        # glob, relative to the directory holding .envseal.toml
 //! kms = ["local:"]              # one or more backend URIs
 //! key = "alias/prod"
-//! context = { env = "prod" }
-//! plain_keys = "^PUBLIC_"
+//! context = { env = "prod" }     # written when sealing, required when opening
+//! plain_keys = "/PUBLIC_[^/]*"   # JSON pointers of the values left in clear (anchored)
+//! allow = ["local:#alias/old"]   # more keys readers trust (a rule that names keys is strict)
+//! discover = false               # true: readers try any key the file names
+//! padding = 32                   # values padded to a multiple of this many bytes
 //! ```
 
 use std::collections::BTreeMap;
@@ -42,8 +45,23 @@ pub struct Rule {
     /// Encryption context.
     #[serde(default)]
     pub context: BTreeMap<String, String>,
-    /// Plain-keys regular expression.
+    /// Plain-keys regular expression (whole JSON pointers).
     pub plain_keys: Option<String>,
+    /// More keys readers trust (`URI#KEY`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Readers try any key the file names (discovery), even though the rule names keys.
+    #[serde(default)]
+    pub discover: bool,
+    /// Value padding for sealing (bytes; default 32).
+    pub padding: Option<u32>,
+}
+
+impl Rule {
+    /// Whether the rule names keys: then readers of matching files are strict.
+    pub fn names_keys(&self) -> bool {
+        !self.kms.is_empty() || self.key.is_some() || !self.allow.is_empty()
+    }
 }
 
 /// The rule that applies to a file, and where it came from.

@@ -210,11 +210,11 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
 /// Prints `envseal: error: ...` and a hint to stderr; returns the exit code. A broken pipe on
 /// stdout exits quietly.
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    if err
-        .chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    {
+    let broken_pipe = |c: &(dyn std::error::Error + 'static)| {
+        c.downcast_ref::<std::io::Error>().map(|e| e.kind()) == Some(std::io::ErrorKind::BrokenPipe)
+            || matches!(c.downcast_ref::<Error>(), Some(Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    };
+    if err.chain().any(broken_pipe) {
         return ExitCode::from(0);
     }
     let (code, hint) = if interrupted() { (130, Some("nothing was changed".to_string())) } else { classify(err) };

@@ -3,12 +3,16 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
+use envseal_support::atomic::{self, Mode};
 
 use crate::exit;
+
+/// Prefix of the temp files [`AtomicFile`] writes beside its target (`rewrap` cleans up those a
+/// killed run left).
+pub const TEMP_PREFIX: &str = ".envseal-tmp-";
 
 /// Largest .env/JSON/YAML file read whole into memory (value-level formats).
 pub const MAX_DOCUMENT: u64 = 64 * 1024 * 1024;
@@ -70,57 +74,38 @@ pub fn read_document(path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// A file being replaced atomically: written to a temp file beside the target, then renamed
-/// over it on [`AtomicFile::commit`]. Dropped without commit (error, Ctrl-C), the temp file is
-/// removed and the target is untouched.
-pub struct AtomicFile {
-    tmp: tempfile::NamedTempFile,
-    target: PathBuf,
-}
+/// A file being replaced atomically ([`envseal_support::atomic`]): written to a temp file
+/// `.envseal-tmp-*` beside the target, then renamed over it on [`AtomicFile::commit`]. Dropped
+/// without commit (error, Ctrl-C), the temp file is removed and the target is untouched.
+pub struct AtomicFile(atomic::AtomicFile);
 
 impl AtomicFile {
     /// Prepares to replace `target`. The new file gets the target's permissions if it exists,
     /// else `new_mode`.
     pub fn create(target: &Path, new_mode: u32) -> Result<Self> {
         check_target(target)?;
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mode = fs::metadata(target).map(|m| m.permissions().mode() & 0o7777).unwrap_or(new_mode);
-        let tmp = tempfile::Builder::new()
-            .prefix(".envseal-tmp-")
-            .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(&dir)
-            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-        tmp.as_file().set_permissions(fs::Permissions::from_mode(mode)).context("cannot set permissions")?;
-        Ok(Self { tmp, target: target.to_path_buf() })
+        let f = atomic::AtomicFile::create_with_prefix(target, Mode::KeepExisting { default: new_mode }, TEMP_PREFIX)
+            .with_context(|| format!("cannot create a temporary file beside {}", target.display()))?;
+        Ok(Self(f))
     }
 
-    /// The temp file, for writing.
+    /// The temp file, for writing (and reading back: it is open read-write).
     pub fn file(&mut self) -> &mut File {
-        self.tmp.as_file_mut()
+        self.0.file()
     }
 
-    /// Flushes, fsyncs, renames over the target and fsyncs the directory.
-    pub fn commit(mut self) -> Result<()> {
+    /// A second handle on the temp file, from its start, for reading what was written.
+    pub fn reopen(&self) -> Result<File> {
+        File::open(self.0.temp_path()).context("cannot read back the temporary file")
+    }
+
+    /// Fsyncs, renames over the target and fsyncs the directory (unless Ctrl-C was pressed).
+    pub fn commit(self) -> Result<()> {
         if exit::interrupted() {
             return Err(anyhow::Error::new(exit::Interrupted));
         }
-        self.tmp.as_file_mut().flush()?;
-        self.tmp.as_file().sync_all().with_context(|| format!("cannot write {}", self.target.display()))?;
-        let target = self.target.clone();
-        self.tmp
-            .persist(&target)
-            .map_err(|e| e.error)
-            .with_context(|| format!("cannot replace {}", target.display()))?;
-        if let Some(dir) = target.parent() {
-            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-            if let Ok(d) = File::open(dir) {
-                // Best effort: some filesystems refuse fsync on directories.
-                let _ = d.sync_all();
-            }
-        }
+        let target = self.0.target().to_path_buf();
+        self.0.commit().with_context(|| format!("cannot replace {}", target.display()))?;
         Ok(())
     }
 }

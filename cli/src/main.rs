@@ -26,6 +26,7 @@ mod exit;
 mod fsio;
 mod governance;
 mod harden;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,6 +92,8 @@ pub enum FormatArg {
     Yaml,
     /// Any bytes, as a streaming container.
     Binary,
+    /// An AWS Encryption SDK message (docs/ESDK.md).
+    Esdk,
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,7 +110,7 @@ enum Command {
     },
     /// Seal a file: values one by one for .env/JSON/YAML, the whole file otherwise.
     #[command(
-        after_help = "Examples:\n  envseal encrypt .env\n  envseal encrypt config.json --context app=billing --plain-keys '^PUBLIC_'\n  envseal encrypt big.tar -o big.tar.sealed\n  cat data | envseal encrypt - > data.sealed"
+        after_help = "Examples:\n  envseal encrypt .env\n  envseal encrypt config.json --context app=billing --plain-keys '/PUBLIC_[^/]*'\n  envseal encrypt big.tar -o big.tar.sealed\n  cat data | envseal encrypt - > data.sealed\n  envseal encrypt data.bin --format esdk --kms aws-kms:arn:aws:kms:REGION:ACCOUNT:key/ID -o data.bin.encrypted"
     )]
     Encrypt {
         /// File to seal (`-` for stdin; output then goes to stdout unless -o).
@@ -121,18 +124,25 @@ enum Command {
         /// Encryption context entry (repeatable).
         #[arg(long = "context", value_name = "K=V", value_parser = parse_kv)]
         context: Vec<(String, String)>,
-        /// Leave values whose dotted key path matches this regular expression in clear.
+        /// Leave in clear the values whose whole JSON pointer (`/a/b/0`; a .env variable `K` is
+        /// `/K`) matches this regular expression; the values left in clear are listed.
         #[arg(long, value_name = "REGEX")]
         plain_keys: Option<String>,
+        /// Pad each sealed value to a multiple of N bytes, so that short values (booleans,
+        /// numbers, short strings) seal to the same length (default 32; 0: no padding).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=4096))]
+        padding: Option<u32>,
         #[command(flatten)]
         kms: KmsOpts,
+        #[command(flatten)]
+        esdk: cmd::esdk::EsdkArgs,
         /// Print a JSON summary on stdout (when the output is a file).
         #[arg(long)]
         json: bool,
     },
     /// Open a sealed file; the plaintext goes to stdout unless -o or --in-place.
     #[command(
-        after_help = "Examples:\n  envseal decrypt .env\n  envseal decrypt big.tar.sealed -o big.tar\n  envseal decrypt .env --in-place"
+        after_help = "Examples:\n  envseal decrypt .env\n  envseal decrypt big.tar.sealed -o big.tar\n  envseal decrypt .env --in-place\n  envseal decrypt data.bin.encrypted -o data.bin      # an AWS Encryption SDK message (docs/ESDK.md)"
     )]
     Decrypt {
         /// Sealed file (`-` for stdin).
@@ -143,11 +153,12 @@ enum Command {
         /// Replace the sealed file with its plaintext.
         #[arg(long)]
         in_place: bool,
-        /// Required encryption context entry (repeatable): fail unless the file has it.
-        #[arg(long = "context", value_name = "K=V", value_parser = parse_kv)]
-        context: Vec<(String, String)>,
+        #[command(flatten)]
+        open: trust::OpenOpts,
         #[command(flatten)]
         kms: KmsOpts,
+        #[command(flatten)]
+        esdk: cmd::esdk::EsdkArgs,
     },
     /// Run a command with the secrets of sealed files in its environment (never on disk).
     #[command(
@@ -160,6 +171,8 @@ enum Command {
         /// Start the command with only the secrets (plus PATH), not the current environment.
         #[arg(long)]
         pristine: bool,
+        #[command(flatten)]
+        open: trust::OpenOpts,
         #[command(flatten)]
         kms: KmsOpts,
         /// The command and its arguments.
@@ -174,6 +187,8 @@ enum Command {
         /// Key or key path.
         #[arg(value_name = "KEY")]
         name: String,
+        #[command(flatten)]
+        open: trust::OpenOpts,
         #[command(flatten)]
         kms: KmsOpts,
     },
@@ -193,6 +208,8 @@ enum Command {
         #[arg(long = "type", value_enum, default_value_t = TypeArg::String)]
         ty: TypeArg,
         #[command(flatten)]
+        open: trust::OpenOpts,
+        #[command(flatten)]
         kms: KmsOpts,
     },
     /// Remove one value from a sealed file.
@@ -204,6 +221,8 @@ enum Command {
         #[arg(value_name = "KEY")]
         name: String,
         #[command(flatten)]
+        open: trust::OpenOpts,
+        #[command(flatten)]
         kms: KmsOpts,
     },
     /// Edit a sealed file in $EDITOR (plaintext in a private temp file, removed afterwards).
@@ -211,6 +230,8 @@ enum Command {
     Edit {
         /// Sealed file.
         path: PathBuf,
+        #[command(flatten)]
+        open: trust::OpenOpts,
         #[command(flatten)]
         kms: KmsOpts,
     },
@@ -229,6 +250,12 @@ enum Command {
         after_help = "Examples:\n  envseal keys rotate alias/default && envseal rewrap -r secrets/ --to-latest\n  envseal rewrap -r secrets/ --dry-run\n  envseal rewrap -r secrets/ --to alias/new --jobs 32 --json\n  envseal rewrap -r secrets/ --resume          # after an interrupted run\n  envseal rewrap app.env --add-key local:#alias/backup\n\nSee docs/ROTATION.md."
     )]
     Rewrap(cmd::rewrap::RewrapArgs),
+    /// Re-key sealed files: a new data key (and file id) for the same verified recipients, every
+    /// value resealed; revokes anyone who kept an old wrapped key or data key.
+    #[command(
+        after_help = "Examples:\n  envseal rekey .env\n  envseal rekey config.json backup.tar.sealed --json\n\nSee docs/ROTATION.md."
+    )]
+    Rekey(cmd::rekey::RekeyArgs),
     /// Rotate sealed database columns (envseal-fields): rewrap the key vault, re-key a table.
     #[command(
         after_help = "Examples:\n  envseal db rewrap --url postgres://app@db/app --to-latest\n  envseal db rekey --url postgres://app@db/app --table users --pk id --column email\n\nSee docs/FIELDS.md."
@@ -274,6 +301,14 @@ enum Command {
     Audit {
         #[command(subcommand)]
         action: cmd::audit::AuditCmd,
+    },
+    /// Take over files encrypted by sops or dotenvx; translate .sops.yaml (docs/MIGRATING.md).
+    #[command(
+        after_help = "Examples:\n  envseal import sops secrets.enc.yaml -o secrets.yaml\n  envseal import dotenvx .env --in-place\n  envseal import sops-config"
+    )]
+    Import {
+        #[command(subcommand)]
+        action: cmd::import::ImportCmd,
     },
     /// Configuration (.envseal.toml) tools.
     #[command(after_help = "Examples:\n  envseal config explain prod/.env")]
@@ -324,7 +359,7 @@ pub enum TypeArg {
     Null,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| "expected KEY=VALUE".to_string())
 }
 
@@ -349,23 +384,38 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init { passphrase } => cmd::init::run(passphrase).await,
-        Command::Encrypt { path, output, format, context, plain_keys, kms, json } => {
-            cmd::encrypt::run(cmd::encrypt::Opts { path, output, format, context, plain_keys, kms, json }).await
+        Command::Encrypt { path, output, format, context, plain_keys, padding, kms, esdk, json } => {
+            cmd::encrypt::run(cmd::encrypt::Opts {
+                path,
+                output,
+                format,
+                context,
+                plain_keys,
+                padding,
+                kms,
+                esdk,
+                json,
+            })
+            .await
         }
-        Command::Decrypt { path, output, in_place, context, kms } => {
-            cmd::decrypt::run(path, output, in_place, context, kms).await
+        Command::Decrypt { path, output, in_place, open, kms, esdk } => {
+            cmd::decrypt::run(path, output, in_place, open, kms, esdk).await
         }
-        Command::Run { files, pristine, kms, command } => cmd::run::run(files, pristine, kms, command).await,
-        Command::Get { path, name, kms } => cmd::values::get(path, name, kms).await,
-        Command::Set { path, name, value, ty, kms } => cmd::values::set(path, name, value, ty, kms).await,
-        Command::Unset { path, name, kms } => cmd::values::unset(path, name, kms).await,
-        Command::Edit { path, kms } => cmd::edit::run(path, kms).await,
+        Command::Run { files, pristine, open, kms, command } => {
+            cmd::run::run(files, pristine, open, kms, command).await
+        }
+        Command::Get { path, name, open, kms } => cmd::values::get(path, name, open, kms).await,
+        Command::Set { path, name, value, ty, open, kms } => cmd::values::set(path, name, value, ty, open, kms).await,
+        Command::Unset { path, name, open, kms } => cmd::values::unset(path, name, open, kms).await,
+        Command::Edit { path, open, kms } => cmd::edit::run(path, open, kms).await,
         Command::Inspect { path, json } => cmd::inspect::run(path, json),
         Command::Rewrap(args) => cmd::rewrap::run(args).await,
+        Command::Rekey(args) => cmd::rekey::run(args).await,
         Command::Db { action } => cmd::db::run(action).await,
         Command::Keys { action, kms, json } => cmd::keys::run(action, kms, json).await,
         Command::Kms { action } => cmd::kms::run(action).await,
         Command::Iam { action } => cmd::iam::run(action),
+        Command::Import { action } => cmd::import::run(action).await,
         Command::Audit { action } => cmd::audit::run(action),
         Command::Config { action: ConfigCmd::Explain { path, json, kms } } => cmd::config_explain(path, json, &kms),
         Command::Completions { shell } => {

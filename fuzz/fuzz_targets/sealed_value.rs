@@ -1,4 +1,5 @@
-//! Value-level sealed values `ENC[v1:<t>:<base64url>]` (FORMAT.md §10).
+//! Value-level sealed values `ENC[v2:<base64url>]` and `ENC[v1:<t>:<base64url>]` (FORMAT.md §10),
+//! in both formats (format 2 with the padding chosen by `selector`).
 //!
 //! Input: `mode`, `selector`, payload.
 //! - even mode: the payload is text to open; opening succeeds only for a value that sealing
@@ -30,8 +31,9 @@ fuzz_target!(|data: &[u8]| {
     let ty = TYPES[(*selector as usize / 3) % 4];
     let dk = envseal_fuzz::field_key();
     let file_id = [0x5a; 32];
-    for &engine in ENGINES {
-        let keys = ValueKeys::derive(engine, &dk, file_id);
+    let padding = [0, 1, 16, 32, 4096][*selector as usize % 5];
+    for (&engine, version) in ENGINES.iter().flat_map(|e| [(e, 1u8), (e, 2u8)]) {
+        let keys = ValueKeys::derive(engine, &dk, file_id, version, padding).expect("valid version and padding");
         if mode % 2 == 0 {
             let Ok(text) = std::str::from_utf8(payload) else { return };
             let _ = is_sealed(text);

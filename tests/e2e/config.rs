@@ -7,7 +7,7 @@ const CONFIG: &str = r#"
 path = "prod/**/*.env"
 key = "alias/prod"
 context = { env = "prod", app = "billing" }
-plain_keys = "^PUBLIC_"
+plain_keys = "/PUBLIC_[^/]*"
 
 [[rule]]
 path = "**"
@@ -32,7 +32,7 @@ fn explain_and_encrypt_follow_the_rule() {
     assert!(text.contains("#1") && text.contains("prod/**/*.env"), "{text}");
     assert!(text.contains("alias/prod (config)"), "{text}");
     assert!(text.contains("app=billing, env=prod"), "{text}");
-    assert!(text.contains("^PUBLIC_"), "{text}");
+    assert!(text.contains("/PUBLIC_[^/]*"), "{text}");
     // JSON form.
     let j: serde_json::Value =
         serde_json::from_slice(&s.ok(&["config", "explain", "prod/app/x.env", "--json"]).stdout).unwrap();
@@ -51,7 +51,7 @@ fn explain_and_encrypt_follow_the_rule() {
     let i = s.inspect("prod/app/x.env");
     assert_eq!(i["context"], serde_json::json!({"app": "billing", "env": "prod"}));
     assert_eq!(i["keys"][0]["key_id"], prod_id);
-    assert_eq!(i["plain_keys"], "^PUBLIC_");
+    assert_eq!(i["plain_keys"], "/PUBLIC_[^/]*");
     let sealed = s.read("prod/app/x.env");
     assert!(sealed.starts_with(b"PUBLIC_URL=https://example.com/x\n"));
     assert!(!contains(&sealed, b"secret-prod-value"));

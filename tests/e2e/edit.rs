@@ -78,7 +78,7 @@ fn sed_editor_changes_one_value() {
     let after = s.read("s.env");
     let changed = changed_lines(&before, &after);
     assert_eq!(changed.len(), 1, "{changed:?}");
-    assert!(changed[0].starts_with("API_KEY=\"ENC[v1:s:"));
+    assert!(changed[0].starts_with("API_KEY=\"ENC[v2:"));
     assert!(!contains(&after, b"edited-api-key"));
     let expected = String::from_utf8(original).unwrap().replace("sk_test_51Hx9fakefakefake", "edited-api-key");
     assert_eq!(String::from_utf8(s.decrypt("s.env")).unwrap(), expected);

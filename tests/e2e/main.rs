@@ -20,6 +20,7 @@ mod run;
 mod safety;
 mod secrecy;
 mod tamper;
+mod trust;
 mod util;
 mod values;
 mod yaml;

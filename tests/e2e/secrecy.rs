@@ -138,9 +138,9 @@ fn json_values_hidden_keys_readable() {
     }
     // Every leaf is an ENC[...] string with its type letter.
     let v: serde_json::Value = serde_json::from_str(&sealed).unwrap();
-    assert!(v["database"]["port"].as_str().unwrap().starts_with("ENC[v1:n:"));
-    assert!(v["database"]["flags"]["enabled"].as_str().unwrap().starts_with("ENC[v1:b:"));
-    assert!(v["database"]["replicas"][1].as_str().unwrap().starts_with("ENC[v1:s:"));
+    assert!(v["database"]["port"].as_str().unwrap().starts_with("ENC[v2:"));
+    assert!(v["database"]["flags"]["enabled"].as_str().unwrap().starts_with("ENC[v2:"));
+    assert!(v["database"]["replicas"][1].as_str().unwrap().starts_with("ENC[v2:"));
     assert!(v["envseal"]["mac"].is_string());
 }
 
@@ -149,13 +149,13 @@ fn json_values_hidden_keys_readable() {
 fn plain_keys_stay_readable_and_authenticated() {
     let s = Sandbox::new();
     s.write("p.env", "PUBLIC_URL=https://example.com/app\nSECRET=hush-hush-value\n");
-    s.ok(&["encrypt", "p.env", "--plain-keys", "^PUBLIC_"]);
+    s.ok(&["encrypt", "p.env", "--plain-keys", "/PUBLIC_[^/]*"]);
     let sealed = s.text("p.env");
     assert!(sealed.starts_with("PUBLIC_URL=https://example.com/app\n"));
     assert!(!sealed.contains("hush-hush-value"));
     let info = s.inspect("p.env");
     assert_eq!((info["values_sealed"].as_u64(), info["values_plain"].as_u64()), (Some(1), Some(1)));
-    assert_eq!(info["plain_keys"], "^PUBLIC_");
+    assert_eq!(info["plain_keys"], "/PUBLIC_[^/]*");
     s.write("p.env", sealed.replace("example.com", "evil.example"));
     let err = s.fails(&["decrypt", "p.env"], 8);
     assert!(!err.contains("hush-hush"), "no value in messages");

@@ -41,7 +41,7 @@ fn dotenv_tamper_matrix() {
     };
     let key_line = ls[meta("KEY")];
     let blob_at = key_line.find("\"blob\":\"").unwrap() + 20;
-    let ct_at = ls[0].find("ENC[v1:s:").unwrap() + 15;
+    let ct_at = ls[0].find("ENC[v2:").unwrap() + 15;
     let cases: Vec<(&str, String, i32)> = vec![
         (
             "swap two values",

@@ -11,7 +11,7 @@ fn set_by_argument_changes_only_that_line() {
     let after = s.read("s.env");
     let changed = changed_lines(&before, &after);
     assert_eq!(changed.len(), 1, "{changed:?}");
-    assert!(changed[0].starts_with("API_KEY=\"ENC[v1:s:"), "quoting kept: {changed:?}");
+    assert!(changed[0].starts_with("API_KEY=\"ENC[v2:"), "quoting kept: {changed:?}");
     assert!(!contains(&after, b"sk_live_new-value-123"));
     assert_eq!(s.ok(&["get", "s.env", "API_KEY"]).stdout, b"sk_live_new-value-123");
     // Every other line of the plaintext is as it was.
@@ -86,7 +86,7 @@ fn set_new_key_and_unset() {
     let (b, a) = (lines(&before), lines(&after));
     assert_eq!(a.len(), b.len() + 1);
     let new: Vec<_> = a.iter().filter(|l| !b.contains(l)).map(|l| String::from_utf8_lossy(l).into_owned()).collect();
-    assert!(new.iter().any(|l| l.starts_with("NEW_KEY=ENC[v1:s:")), "{new:?}");
+    assert!(new.iter().any(|l| l.starts_with("NEW_KEY=ENC[v2:")), "{new:?}");
     assert!(
         new.iter().all(|l| l.starts_with("NEW_KEY=")
             || l.starts_with("#ENVSEAL_MAC=")

@@ -199,20 +199,41 @@ fn bad_input_matrix() {
 
     // --- Sealed by a newer format version.
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
-    let newer: Vec<(&str, &[u8], Vec<u8>)> = vec![
-        ("v2.env", &sealed_env, text(&sealed_env).replacen("#ENVSEAL_VERSION=1", "#ENVSEAL_VERSION=2", 1).into_bytes()),
-        ("v2.json", &sealed_json, text(&sealed_json).replacen("\"version\":1", "\"version\":2", 1).into_bytes()),
-        ("v2.yaml", &sealed_yaml, text(&sealed_yaml).replacen("\n  version: 1\n", "\n  version: 2\n", 1).into_bytes()),
-        ("v2.bin", &sealed_bin, {
-            let mut b = sealed_bin.clone();
-            b[8] = 2;
-            b
-        }),
+    // (Value-level files are format 2 since issue 12; containers are format 1.)
+    let newer: Vec<(&str, &[u8], Vec<u8>, &str)> = vec![
+        (
+            "v3.env",
+            &sealed_env,
+            text(&sealed_env).replacen("#ENVSEAL_VERSION=2", "#ENVSEAL_VERSION=3", 1).into_bytes(),
+            "unsupported format version 3",
+        ),
+        (
+            "v3.json",
+            &sealed_json,
+            text(&sealed_json).replacen("\"version\":2", "\"version\":3", 1).into_bytes(),
+            "unsupported format version 3",
+        ),
+        (
+            "v3.yaml",
+            &sealed_yaml,
+            text(&sealed_yaml).replacen("\n  version: 2\n", "\n  version: 3\n", 1).into_bytes(),
+            "unsupported format version 3",
+        ),
+        (
+            "v2.bin",
+            &sealed_bin,
+            {
+                let mut b = sealed_bin.clone();
+                b[8] = 2;
+                b
+            },
+            "unsupported format version 2",
+        ),
     ];
-    for (name, orig, bytes) in newer {
+    for (name, orig, bytes, phrase) in newer {
         assert_eq!(bytes.len(), orig.len(), "{name}: one version field was changed");
         assert_ne!(&bytes[..], orig, "{name}: the version field was changed");
-        rows.push(row(format!("newer version {name}"), 10, "unsupported format version 2", move |s| {
+        rows.push(row(format!("newer version {name}"), 10, phrase, move |s| {
             case(&["decrypt", name, "-o", "out.plain"], &[s.write(name, &bytes)])
         }));
     }

@@ -125,14 +125,27 @@ fn open_in_process(kms: &LocalKms, path: &Path) -> Result<(Vec<u8>, Vec<String>)
     if container::is_container(&bytes) {
         let (p, _) = Preamble::parse(&bytes).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
-        rt.block_on(container::open(&kmses, &EncryptionContext::new(), Engine::default(), &bytes[..], &mut out))
-            .map_err(|e| e.to_string())?;
+        rt.block_on(container::open(
+            &kmses,
+            &EncryptionContext::new(),
+            &envseal_core::entries::Trust::Discovery,
+            Engine::default(),
+            &bytes[..],
+            &mut out,
+        ))
+        .map_err(|e| e.to_string())?;
         return Ok((out, p.entries.iter().map(|e| e.key_version.clone()).collect()));
     }
     let format = Format::from_path(path).ok_or("unknown format")?;
     let doc = envseal_stores::parse(format, &bytes).map_err(|e| e.to_string())?;
     let u = rt
-        .block_on(envseal_stores::unlock(doc.as_ref(), &kmses, &EncryptionContext::new(), Engine::default()))
+        .block_on(envseal_stores::unlock(
+            doc.as_ref(),
+            &kmses,
+            &EncryptionContext::new(),
+            &envseal_core::entries::Trust::Discovery,
+            Engine::default(),
+        ))
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (p, _, v) in u.values(doc.as_ref()).map_err(|e| e.to_string())? {

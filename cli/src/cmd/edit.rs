@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use envseal_core::EncryptionContext;
 
 use super::decrypt::open_document;
+use crate::trust::OpenOpts;
 use crate::{KmsOpts, exit, fsio};
 
 /// A private directory for the plaintext: tmpfs (`/dev/shm`, `$XDG_RUNTIME_DIR`) when
@@ -75,12 +75,12 @@ fn spawn_reaper(tmp: &Path) -> Option<std::process::Child> {
         .ok()
 }
 
-pub async fn run(path: PathBuf, kms: KmsOpts) -> Result<ExitCode> {
+pub async fn run(path: PathBuf, open: OpenOpts, kms: KmsOpts) -> Result<ExitCode> {
     if fsio::is_std(&path) {
         return Err(exit::fail(2, "edit needs a file, not `-`", None));
     }
     fsio::check_target(&path)?;
-    let mut o = open_document(&path, &kms, &EncryptionContext::new()).await?;
+    let mut o = open_document(&path, &kms, &open).await?;
     let format = o.doc.format();
     let original = o.doc.render();
     let mut plain_doc = super::parse_doc(format, &original)?;
@@ -151,11 +151,11 @@ fn edit_loop(
         }
         let parsed = super::parse_doc(format, &after).and_then(|mut d| {
             o.unlocked.reseal(d.as_mut())?;
-            Ok(d)
+            Ok(o.unlocked.render_checked(d.as_ref())?)
         });
         match parsed {
-            Ok(d) => {
-                fsio::write_output(path, &d.render(), 0o644)?;
+            Ok(bytes) => {
+                fsio::write_output(path, &bytes, 0o644)?;
                 eprintln!("envseal: re-sealed {}", path.display());
                 return Ok(ExitCode::SUCCESS);
             }

@@ -20,7 +20,9 @@ pub struct Opts {
     pub format: FormatArg,
     pub context: Vec<(String, String)>,
     pub plain_keys: Option<String>,
+    pub padding: Option<u32>,
     pub kms: KmsOpts,
+    pub esdk: super::esdk::EsdkArgs,
     pub json: bool,
 }
 
@@ -33,6 +35,9 @@ pub fn split_key(uri: &str) -> (&str, Option<&str>) {
 }
 
 pub async fn run(o: Opts) -> Result<ExitCode> {
+    if o.format == FormatArg::Esdk {
+        return super::esdk::encrypt(&o.path, o.output, &o.context, &o.kms, &o.esdk, o.json).await;
+    }
     let s = super::settings(&o.path, &o.kms, &o.context, o.plain_keys.clone())?;
     let ctx = super::context(&s.context)?;
     let mut kmses: Vec<(Arc<dyn Kms>, String)> = Vec::new();
@@ -131,19 +136,33 @@ pub async fn run(o: Opts) -> Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         }
+        let padding =
+            o.padding.or(s.rule.as_ref().and_then(|m| m.rule.padding)).unwrap_or(envseal_core::values::DEFAULT_PADDING);
         let spec = SealSpec {
             recipients: &recipients,
             context: ctx.clone(),
             plain_keys: s.plain_keys.clone(),
+            padding,
             engine: Engine::default(),
         };
         let u = envseal_stores::seal(doc.as_mut(), &spec).await?;
-        let bytes = doc.render();
+        let bytes = u.render_checked(doc.as_ref())?;
+        let clear = if s.plain_keys.is_some() { u.plain_pointers(doc.as_ref()) } else { Vec::new() };
         fsio::write_output(&out_path, &bytes, 0o644)?;
         let total = doc.entries().len();
-        let plain = doc.entries().iter().filter(|e| !envseal_core::values::is_sealed(&e.text)).count();
+        if let Some(rule) = &s.plain_keys {
+            // Say exactly what stays readable: the rule matches whole JSON pointers.
+            if clear.is_empty() {
+                eprintln!(
+                    "envseal: note: the plain-keys pattern {rule:?} matched no value (it must match a whole JSON pointer such as /PUBLIC_URL): every value is sealed"
+                );
+            } else {
+                eprintln!("envseal: left in clear ({}): {}", clear.len(), clear.join(", "));
+            }
+        }
         serde_json::json!({
-            "path": out_path, "format": format.name(), "values_sealed": total - plain, "values_plain": plain,
+            "path": out_path, "format": format.name(), "values_sealed": total - clear.len(), "values_plain": clear.len(),
+            "plain": clear, "padding": padding,
             "keys": u.meta.keys.iter().map(entry_json).collect::<Vec<_>>(),
         })
     };

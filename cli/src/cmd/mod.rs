@@ -6,11 +6,14 @@ pub mod db;
 pub mod decrypt;
 pub mod edit;
 pub mod encrypt;
+pub mod esdk;
 pub mod iam;
+pub mod import;
 pub mod init;
 pub mod inspect;
 pub mod keys;
 pub mod kms;
+pub mod rekey;
 pub mod rewrap;
 pub mod run;
 pub mod values;
@@ -102,10 +105,11 @@ pub fn context(pairs: &BTreeMap<String, String>) -> Result<EncryptionContext> {
         .map_err(|e| exit::fail(2, e.to_string(), Some("context keys must be non-empty and not start with `envseal:`")))
 }
 
-/// The backends needed to open a file with these entries: those given with --kms, plus, for
-/// each other backend an entry names, that backend from its usual environment (the default
-/// local keystore, `VAULT_ADDR`/`VAULT_TOKEN`, ...).
-pub fn backends_for(entries: &[WrappedKey], opts: &KmsOpts) -> Result<Vec<Arc<dyn Kms>>> {
+/// The backends needed to open a file with these entries: those given with --kms, then those
+/// already opened (`pre`: from a rule or --allow-key), plus, for each other backend an entry
+/// names, that backend from its usual environment (the default local keystore,
+/// `VAULT_ADDR`/`VAULT_TOKEN`, ...).
+pub fn backends_for(entries: &[WrappedKey], opts: &KmsOpts, pre: &[Arc<dyn Kms>]) -> Result<Vec<Arc<dyn Kms>>> {
     let uris: Vec<Uri> = opts.kms.iter().map(|u| Uri::parse(encrypt::split_key(u).0)).collect::<Result<_>>()?;
     let mut out: Vec<Arc<dyn Kms>> = Vec::new();
     let mut have: Vec<&str> = Vec::new();
@@ -113,6 +117,13 @@ pub fn backends_for(entries: &[WrappedKey], opts: &KmsOpts) -> Result<Vec<Arc<dy
         if entries.iter().any(|e| e.backend == u.backend_name()) && !have.contains(&u.backend_name()) {
             out.push(backend::open(u)?);
             have.push(u.backend_name());
+        }
+    }
+    for k in pre {
+        let name = backend_static(k.backend());
+        if entries.iter().any(|e| e.backend == name) && !have.contains(&name) {
+            out.push(k.clone());
+            have.push(name);
         }
     }
     let mut last_err = None;
@@ -155,7 +166,7 @@ pub fn detect(path: &Path, arg: FormatArg, content: &[u8]) -> Format {
         FormatArg::Dotenv => Format::Dotenv,
         FormatArg::Json => Format::Json,
         FormatArg::Yaml => Format::Yaml,
-        FormatArg::Binary => Format::Binary,
+        FormatArg::Binary | FormatArg::Esdk => Format::Binary,
         FormatArg::Auto => {
             let p = (!crate::fsio::is_std(path)).then_some(path);
             let unnamed = p.and_then(Format::from_path).is_none();

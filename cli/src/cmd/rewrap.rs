@@ -19,7 +19,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, ValueEnum};
 use envseal_core::container::{self, Preamble};
-use envseal_core::rewrap::{self, AddEntry, EntryStatus, RetryPolicy, Rewrapper, Target, ValueFile, Verify};
+use envseal_core::entries::Trust;
+use envseal_core::rewrap::{
+    self, AddEntry, EntryReport, EntryResult, EntryStatus, Outcome, RemoveEntries, RetryPolicy, Rewrapper, Target,
+    ValueFile, Verify,
+};
 use envseal_core::{Kms, WrappedKey};
 use envseal_stores::{Document, Format, Metadata};
 
@@ -69,9 +73,23 @@ pub struct RewrapArgs {
     /// the backend can re-encrypt an existing entry itself).
     #[arg(long, value_name = "URI#KEY", group = "op")]
     pub add_key: Option<String>,
-    /// Remove the entries of this key id (never the last entry of a file). No KMS call.
+    /// Remove the entries of this key id (never the last entry of a file), after proving that a
+    /// remaining entry opens the file. A .env/JSON/YAML file is then re-keyed (new data key,
+    /// values resealed) so the removed key's holder cannot open later values; see --no-rekey.
     #[arg(long, value_name = "KEY_ID", group = "op")]
     pub remove_key: Option<String>,
+    /// With --remove-key: only drop the entry, without re-keying (the removed key's holder,
+    /// with an old copy, can still open every value).
+    #[arg(long, requires = "remove_key")]
+    pub no_rekey: bool,
+    /// Drop entries that cannot be verified (they do not unwrap to this file's data key);
+    /// by default they are reported and kept.
+    #[arg(long)]
+    pub drop_unverifiable: bool,
+    /// Send only entries wrapped under these keys (`URI#KEY`) to a KMS; the others are left as
+    /// they are (default: every entry of the backends in play).
+    #[arg(long = "allow-key", env = "ENVSEAL_ALLOW_KEYS", value_name = "URI#KEY", value_delimiter = ',')]
+    pub allow_key: Vec<String>,
     /// Backend of the --to key (default `local:`); also opens entries of its backend. A --to key
     /// on another backend than a file's entries moves the data key through this process.
     #[arg(long = "kms", value_name = "URI")]
@@ -340,6 +358,8 @@ struct Backends {
     open: Mutex<HashMap<Handle, OpenedKms>>,
     rewrappers: Mutex<HashMap<String, Arc<Rewrapper>>>,
     verify: Verify,
+    trust: Trust,
+    drop_unverifiable: bool,
 }
 
 impl Backends {
@@ -413,7 +433,11 @@ impl Backends {
         if let Some(r) = self.rewrappers.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(r.clone());
         }
-        let mut rw = Rewrapper::new(self.kms_of(source)?, target).with_verify(self.verify).with_retry(Self::retry());
+        let mut rw = Rewrapper::new(self.kms_of(source)?, target)
+            .with_verify(self.verify)
+            .with_trust(self.trust.clone())
+            .with_drop_unverifiable(self.drop_unverifiable)
+            .with_retry(Self::retry());
         if source != dest {
             rw = rw.with_destination(self.kms_of(dest)?);
         }
@@ -583,12 +607,26 @@ struct Report {
     /// Dry run: what each entry would become.
     plan: Vec<String>,
     moved: bool,
+    /// Entries that could not be verified (kept, or dropped with --drop-unverifiable).
+    unverifiable: Vec<String>,
+    /// Re-keyed (new data key) after a removal.
+    rekeyed: bool,
     error: Option<anyhow::Error>,
 }
 
 impl Report {
     fn new(path: PathBuf, status: Status) -> Self {
-        Self { path, status, before: Vec::new(), after: Vec::new(), plan: Vec::new(), moved: false, error: None }
+        Self {
+            path,
+            status,
+            before: Vec::new(),
+            after: Vec::new(),
+            plan: Vec::new(),
+            moved: false,
+            unverifiable: Vec::new(),
+            rekeyed: false,
+            error: None,
+        }
     }
 
     fn failed(path: PathBuf, e: anyhow::Error) -> Self {
@@ -616,6 +654,7 @@ fn keys_json(keys: &[WrappedKey]) -> serde_json::Value {
 struct Job {
     op: Op,
     dry_run: bool,
+    no_rekey: bool,
     backends: Backends,
     journal: Option<Journal>,
     moved_notice: AtomicBool,
@@ -629,10 +668,41 @@ struct Adder {
     key: String,
 }
 
-/// The new entries of a file under the job's operation, or `None` when nothing changes.
+/// What the job's operation does to a file.
 enum Change {
-    Unchanged,
-    Entries { entries: Vec<WrappedKey>, moved: bool },
+    /// Nothing to write (the reports may list unverifiable entries).
+    Unchanged(Vec<EntryReport>),
+    /// New entries, every other byte unchanged.
+    Entries { entries: Vec<WrappedKey>, moved: bool, report: Vec<EntryReport> },
+    /// A re-keyed value-level file: new bytes, proven to open.
+    Rekeyed { bytes: Vec<u8>, entries: Vec<WrappedKey> },
+}
+
+impl Change {
+    fn of(out: Outcome) -> Self {
+        match out.entries {
+            Some(entries) => Change::Entries { entries, moved: out.moved, report: out.report },
+            None => Change::Unchanged(out.report),
+        }
+    }
+}
+
+/// Lines for the entries a job could not verify.
+fn unverifiable_lines(report: &[EntryReport]) -> Vec<String> {
+    report
+        .iter()
+        .filter_map(|r| match &r.result {
+            EntryResult::Unverifiable { reason, dropped } => Some(format!(
+                "entry {} ({} {} v{}) could not be verified, {}: {reason}",
+                r.index.unwrap_or(0),
+                r.backend,
+                r.key_id,
+                r.key_version,
+                if *dropped { "dropped" } else { "kept" }
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 impl Job {
@@ -700,33 +770,47 @@ impl Job {
                 let mut cur = p.clone();
                 let mut changed = false;
                 let mut moved = false;
+                let mut report = Vec::new();
                 for rw in self.backends.plan(&self.op, &p.entries)? {
-                    if let Some(n) = rw.rewrap_preamble(&cur).await? {
-                        cur = n;
+                    let out = rw.rewrap_preamble(&cur).await?;
+                    report.extend(out.report.into_iter().filter(|r| r.result != EntryResult::OtherBackend));
+                    if let Some(n) = out.entries {
+                        cur = Preamble { entries: n, ..cur };
                         changed = true;
-                        moved |= rw.moves_data_key();
+                        moved |= out.moved;
                     }
                 }
-                Ok(if changed { Change::Entries { entries: cur.entries, moved } } else { Change::Unchanged })
+                Ok(if changed {
+                    Change::Entries { entries: cur.entries, moved, report }
+                } else {
+                    Change::Unchanged(report)
+                })
             }
             Op::Add { uri, key } => {
                 let a = self.adder(uri, key, &p.entries)?;
                 let refs: Vec<&dyn Kms> = a.sources.iter().map(|k| k.as_ref()).collect();
                 let add = AddEntry { sources: &refs, rewrapper: &a.rw, key: &a.key };
-                match rewrap::add_entry_to_preamble(&add, p).await {
-                    Ok((n, moved)) => Ok(Change::Entries { entries: n.entries, moved }),
-                    Err(envseal_core::Error::Kms(envseal_core::KmsError::AlreadyExists { .. })) => {
-                        Ok(Change::Unchanged)
-                    }
-                    Err(e) => Err(e.into()),
-                }
+                Ok(Change::of(rewrap::add_entry_to_preamble(&add, p).await?))
             }
-            Op::Remove(id) => remove(&p.entries, id),
+            Op::Remove(id) => {
+                refuse_removing_all(&p.entries, id)?;
+                let sources = self.backends.sources(&p.entries);
+                let refs: Vec<&dyn Kms> = sources.iter().map(|k| k.as_ref()).collect();
+                let matches = |e: &WrappedKey| e.key_id == *id;
+                let spec = RemoveEntries {
+                    sources: &refs,
+                    trust: &self.backends.trust,
+                    engine: envseal_core::Engine::default(),
+                    matches: &matches,
+                };
+                Ok(Change::of(rewrap::remove_entries_from_preamble(&spec, p).await?))
+            }
         }
     }
 
-    async fn change_document(&self, meta: &Metadata) -> Result<Change> {
+    async fn change_document(&self, path: &Path, doc: (Format, Vec<u8>), meta: &Metadata) -> Result<Change> {
         let file = ValueFile {
+            version: u8::try_from(meta.version).unwrap_or(u8::MAX),
             context: &meta.context,
             file_id: &meta.file_id,
             keys: &meta.keys,
@@ -737,29 +821,89 @@ impl Job {
                 let mut keys = meta.keys.clone();
                 let mut changed = false;
                 let mut moved = false;
+                let mut report = Vec::new();
                 for rw in self.backends.plan(&self.op, &meta.keys)? {
-                    if let Some(n) = rw.rewrap_value_keys(&ValueFile { keys: &keys, ..file }).await? {
+                    let out = rw.rewrap_value_keys(&ValueFile { keys: &keys, ..file }).await?;
+                    report.extend(out.report.into_iter().filter(|r| r.result != EntryResult::OtherBackend));
+                    if let Some(n) = out.entries {
                         keys = n;
                         changed = true;
-                        moved |= rw.moves_data_key();
+                        moved |= out.moved;
                     }
                 }
-                Ok(if changed { Change::Entries { entries: keys, moved } } else { Change::Unchanged })
+                Ok(if changed { Change::Entries { entries: keys, moved, report } } else { Change::Unchanged(report) })
             }
             Op::Add { uri, key } => {
                 let a = self.adder(uri, key, &meta.keys)?;
                 let refs: Vec<&dyn Kms> = a.sources.iter().map(|k| k.as_ref()).collect();
                 let add = AddEntry { sources: &refs, rewrapper: &a.rw, key: &a.key };
-                match rewrap::add_entry_to_value_keys(&add, &file).await {
-                    Ok((keys, moved)) => Ok(Change::Entries { entries: keys, moved }),
-                    Err(envseal_core::Error::Kms(envseal_core::KmsError::AlreadyExists { .. })) => {
-                        Ok(Change::Unchanged)
-                    }
-                    Err(e) => Err(e.into()),
-                }
+                Ok(Change::of(rewrap::add_entry_to_value_keys(&add, &file).await?))
             }
-            Op::Remove(id) => remove(&meta.keys, id),
+            Op::Remove(id) => {
+                refuse_removing_all(&meta.keys, id)?;
+                let sources = self.backends.sources(&meta.keys);
+                let refs: Vec<&dyn Kms> = sources.iter().map(|k| k.as_ref()).collect();
+                let matches = |e: &WrappedKey| e.key_id == *id;
+                let spec = RemoveEntries {
+                    sources: &refs,
+                    trust: &self.backends.trust,
+                    engine: envseal_core::Engine::default(),
+                    matches: &matches,
+                };
+                let out = rewrap::remove_entries_from_value_keys(&spec, &file).await?;
+                let Some(kept) = out.entries else { return Ok(Change::Unchanged(out.report)) };
+                if self.no_rekey {
+                    return Ok(Change::Entries { entries: kept, moved: false, report: out.report });
+                }
+                // Revocation: the removed key's holder may have kept the data key; a new one,
+                // for the remaining (verified) recipients only, shuts them out of later values.
+                self.rekey_document(path, doc, &sources, kept).await
+            }
         }
+    }
+
+    /// Re-keys a value-level file for the recipients among `keep` that verify; returns the new
+    /// bytes (proven to open).
+    async fn rekey_document(
+        &self,
+        path: &Path,
+        (format, bytes): (Format, Vec<u8>),
+        sources: &[Arc<dyn Kms>],
+        keep: Vec<WrappedKey>,
+    ) -> Result<Change> {
+        let refs: Vec<&dyn Kms> = sources.iter().map(|k| k.as_ref()).collect();
+        let mut doc = envseal_stores::parse(format, &bytes)?;
+        let engine = envseal_core::Engine::default();
+        let empty = envseal_core::EncryptionContext::new();
+        let mut u = envseal_stores::unlock(doc.as_ref(), &refs, &empty, &self.backends.trust, engine).await?;
+        let meta = u.meta.clone();
+        let file = ValueFile {
+            version: u8::try_from(meta.version).unwrap_or(u8::MAX),
+            context: &meta.context,
+            file_id: &meta.file_id,
+            keys: &keep,
+            commitment: &meta.commitment,
+        };
+        let check = file.check(engine);
+        let reading = crate::trust::Reading {
+            expected: empty.clone(),
+            trust: self.backends.trust.clone(),
+            source: "rewrap".into(),
+            opened: Vec::new(),
+        };
+        let good =
+            super::rekey::verified_recipients(path, sources, &keep, &file.kms_context()?, &reading, &check, false)
+                .await?;
+        let recipients: Vec<envseal_core::entries::Recipient<'_>> = good
+            .iter()
+            .filter_map(|e| {
+                let kms = sources.iter().find(|k| k.backend() == e.backend)?;
+                Some(envseal_core::entries::Recipient { kms: kms.as_ref(), key: &e.key_id })
+            })
+            .collect();
+        u.rekey(doc.as_mut(), &recipients, None).await?;
+        let bytes = u.render_checked(doc.as_ref())?;
+        Ok(Change::Rekeyed { bytes, entries: u.meta.keys.clone() })
     }
 
     /// The destination backend of --add-key and the key: from `URI#KEY`, else the key the URI
@@ -777,7 +921,11 @@ impl Job {
     fn adder(&self, uri: &str, key: &Option<String>, entries: &[WrappedKey]) -> Result<Adder> {
         let (dest, key) = self.add_dest(uri, key)?;
         let sources = self.backends.sources(entries);
-        let rw = Rewrapper::new(dest, Target::Latest).with_verify(self.backends.verify).with_retry(Backends::retry());
+        let rw = Rewrapper::new(dest, Target::Latest)
+            .with_verify(self.backends.verify)
+            .with_trust(self.backends.trust.clone())
+            .with_drop_unverifiable(self.backends.drop_unverifiable)
+            .with_retry(Backends::retry());
         Ok(Adder { rw, sources, key })
     }
 
@@ -822,18 +970,32 @@ impl Job {
         }
         let change = match &loaded {
             Loaded::Container { preamble, .. } => self.change_container(preamble).await?,
-            Loaded::Document { meta, .. } => self.change_document(meta).await?,
-            Loaded::NotSealed => Change::Unchanged,
-        };
-        if let Change::Entries { entries, moved } = change {
-            if moved {
-                self.notice_move(quiet);
+            Loaded::Document { doc, meta, .. } => {
+                let bytes = (doc.format(), doc.render());
+                self.change_document(path, bytes, meta).await?
             }
-            report.after = entries.clone();
-            report.moved = moved;
-            let p = path.to_path_buf();
-            tokio::task::spawn_blocking(move || write(&p, loaded, entries)).await??;
-            report.status = Status::Rewrapped;
+            Loaded::NotSealed => Change::Unchanged(Vec::new()),
+        };
+        match change {
+            Change::Unchanged(r) => report.unverifiable = unverifiable_lines(&r),
+            Change::Entries { entries, moved, report: r } => {
+                if moved {
+                    self.notice_move(quiet);
+                }
+                report.unverifiable = unverifiable_lines(&r);
+                report.after = entries.clone();
+                report.moved = moved;
+                let p = path.to_path_buf();
+                tokio::task::spawn_blocking(move || write(&p, loaded, entries)).await??;
+                report.status = Status::Rewrapped;
+            }
+            Change::Rekeyed { bytes, entries } => {
+                report.after = entries;
+                report.rekeyed = true;
+                let p = path.to_path_buf();
+                tokio::task::spawn_blocking(move || write_bytes(&p, loaded, &bytes)).await??;
+                report.status = Status::Rewrapped;
+            }
         }
         if let Some(j) = &self.journal {
             // After the rename: a crash in between only makes --resume look at the file again,
@@ -848,23 +1010,30 @@ impl Job {
     }
 }
 
+fn refuse_removing_all(entries: &[WrappedKey], id: &str) -> Result<()> {
+    if !entries.is_empty() && entries.iter().all(|e| e.key_id == id) {
+        return Err(refuse_last(id));
+    }
+    Ok(())
+}
+
+/// Replaces a re-keyed document atomically (its values changed: new data key).
+fn write_bytes(path: &Path, loaded: Loaded, bytes: &[u8]) -> Result<()> {
+    let Loaded::Document { sig, .. } = loaded else {
+        return Err(anyhow!("internal error: only value-level files are re-keyed here"));
+    };
+    let mut out = AtomicFile::create(path, 0o644)?;
+    out.file().write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    sig.check(path)?;
+    out.commit()
+}
+
 fn refuse_last(id: &str) -> anyhow::Error {
     exit::fail(
         2,
         format!("refusing to remove the last wrapped-key entry ({id}): the file could not be opened any more"),
         Some("add another entry first (--add-key URI#KEY)"),
     )
-}
-
-fn remove(entries: &[WrappedKey], id: &str) -> Result<Change> {
-    let kept: Vec<WrappedKey> = entries.iter().filter(|e| e.key_id != id).cloned().collect();
-    if kept.len() == entries.len() {
-        return Ok(Change::Unchanged);
-    }
-    if kept.is_empty() {
-        return Err(refuse_last(id));
-    }
-    Ok(Change::Entries { entries: kept, moved: false })
 }
 
 /// Replaces the file atomically: new entries, every other byte unchanged.
@@ -1015,7 +1184,15 @@ pub async fn run(a: RewrapArgs) -> Result<ExitCode> {
     let job = Arc::new(Job {
         op: op.clone(),
         dry_run: a.dry_run,
-        backends: Backends { kms, open: Mutex::new(HashMap::new()), rewrappers: Mutex::new(HashMap::new()), verify },
+        no_rekey: a.no_rekey,
+        backends: Backends {
+            kms,
+            open: Mutex::new(HashMap::new()),
+            rewrappers: Mutex::new(HashMap::new()),
+            verify,
+            trust: crate::trust::from_allow(&a.allow_key).await?,
+            drop_unverifiable: a.drop_unverifiable,
+        },
         journal,
         moved_notice: AtomicBool::new(false),
     });
@@ -1102,6 +1279,20 @@ fn summarize(
     };
     let processed = reports.iter().filter(|r| r.status != Status::Resumed).count();
     let rate = processed as f64 / elapsed.as_secs_f64().max(1e-9);
+    // A warning, even with --json (data on stdout, messages on stderr).
+    let unverifiable: Vec<&Report> = reports.iter().filter(|r| !r.unverifiable.is_empty()).collect();
+    if !unverifiable.is_empty() {
+        eprintln!("envseal: warning: entries that could not be verified (they do not open their file):");
+        for r in &unverifiable {
+            for l in &r.unverifiable {
+                eprintln!("  {}: {l}", r.path.display());
+            }
+        }
+        if !a.drop_unverifiable {
+            eprintln!("envseal: hint: --drop-unverifiable removes them (each file keeps at least one verified entry)");
+        }
+    }
+
     if a.json {
         let files: Vec<serde_json::Value> = reports
             .iter()
@@ -1112,6 +1303,8 @@ fn summarize(
                     "before": keys_json(&r.before), "after": keys_json(&r.after),
                     "plan": if a.dry_run { Some(&r.plan) } else { None },
                     "data_key_passed_through": r.moved,
+                    "rekeyed": r.rekeyed,
+                    "unverifiable": r.unverifiable,
                     "error": r.error.as_ref().map(|e| format!("{e:#}")),
                     "exit_code": r.error.as_ref().map(|e| exit::classify(e).0),
                 })
@@ -1127,6 +1320,7 @@ fn summarize(
             "already_at_target": count(Status::Already),
             "resumed": count(Status::Resumed),
             "failed": failed.len(),
+            "unverifiable_entries": reports.iter().map(|r| r.unverifiable.len()).sum::<usize>(),
             "not_started": not_started,
             "ignored_not_sealed": count(Status::NotSealed),
             "circuit_breaker_open": breaker.is_open(),
@@ -1249,11 +1443,9 @@ mod tests {
             key_version: "1".into(),
             blob: vec![1; 50],
         };
-        assert!(matches!(remove(&[e("a")], "b").unwrap(), Change::Unchanged));
-        assert!(remove(&[e("a")], "a").is_err());
-        match remove(&[e("a"), e("b")], "a").unwrap() {
-            Change::Entries { entries, .. } => assert_eq!(entries, vec![e("b")]),
-            Change::Unchanged => panic!(),
-        }
+        assert!(refuse_removing_all(&[e("a")], "b").is_ok());
+        assert!(refuse_removing_all(&[e("a")], "a").is_err());
+        assert!(refuse_removing_all(&[e("a"), e("a")], "a").is_err());
+        assert!(refuse_removing_all(&[e("a"), e("b")], "a").is_ok());
     }
 }

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use envseal_core::EncryptionContext;
 use envseal_core::values::{KeyPath, PathSegment};
 
 use super::decrypt::open_document;
+use crate::trust::OpenOpts;
 use crate::{KmsOpts, exit};
 
 /// Environment variable name for a key path: segments joined with `_` (`db.hosts[0]` →
@@ -25,11 +25,17 @@ pub fn env_name(p: &KeyPath) -> String {
         .join("_")
 }
 
-pub async fn run(files: Vec<PathBuf>, pristine: bool, kms: KmsOpts, command: Vec<String>) -> Result<ExitCode> {
+pub async fn run(
+    files: Vec<PathBuf>,
+    pristine: bool,
+    open: OpenOpts,
+    kms: KmsOpts,
+    command: Vec<String>,
+) -> Result<ExitCode> {
     let files = if files.is_empty() { vec![PathBuf::from(".env")] } else { files };
     let mut vars: Vec<(String, zeroize::Zeroizing<Vec<u8>>)> = Vec::new();
     for f in &files {
-        let o = open_document(f, &kms, &EncryptionContext::new()).await?;
+        let o = open_document(f, &kms, &open).await?;
         for (path, _, v) in o.unlocked.decoded_values(o.doc.as_ref())? {
             let name = env_name(&path);
             if name.is_empty() || name.contains('=') || name.contains('\0') || v.expose_secret().contains(&0) {

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use envseal_core::EncryptionContext;
 use envseal_core::values::{KeyPath, ValueType};
 use envseal_stores::{Format, StoreError};
 
 use super::decrypt::open_document;
 use crate::fsio;
+use crate::trust::OpenOpts;
 use crate::{KmsOpts, TypeArg, exit};
 
 /// A user's key argument as a path: one name for .env, a dotted path or JSON pointer otherwise.
@@ -21,8 +21,8 @@ pub fn key_path(format: Format, key: &str) -> Result<KeyPath> {
     Ok(envseal_stores::parse_key_path(key)?)
 }
 
-pub async fn get(path: PathBuf, key: String, kms: KmsOpts) -> Result<ExitCode> {
-    let o = open_document(&path, &kms, &EncryptionContext::new()).await?;
+pub async fn get(path: PathBuf, key: String, open: OpenOpts, kms: KmsOpts) -> Result<ExitCode> {
+    let o = open_document(&path, &kms, &open).await?;
     let kp = key_path(o.doc.format(), &key)?;
     let found = o.unlocked.decoded_values(o.doc.as_ref())?.into_iter().rev().find(|(p, _, _)| *p == kp);
     let Some((_, _, v)) = found else {
@@ -46,15 +46,24 @@ fn ty(t: TypeArg) -> ValueType {
     }
 }
 
-fn write_back(path: &Path, doc: &dyn envseal_stores::Document) -> Result<()> {
+/// Writes a changed sealed document back, only once its bytes are proven to open
+/// (`Unlocked::render_checked`).
+pub fn write_back(path: &Path, o: &super::decrypt::Opened) -> Result<()> {
     if fsio::is_std(path) {
         return Err(exit::fail(2, "set/unset need a file, not `-`", None));
     }
-    fsio::write_output(path, &doc.render(), 0o644)
+    fsio::write_output(path, &o.unlocked.render_checked(o.doc.as_ref())?, 0o644)
 }
 
-pub async fn set(path: PathBuf, key: String, value: Option<String>, t: TypeArg, kms: KmsOpts) -> Result<ExitCode> {
-    let mut o = open_document(&path, &kms, &EncryptionContext::new()).await?;
+pub async fn set(
+    path: PathBuf,
+    key: String,
+    value: Option<String>,
+    t: TypeArg,
+    open: OpenOpts,
+    kms: KmsOpts,
+) -> Result<ExitCode> {
+    let mut o = open_document(&path, &kms, &open).await?;
     let kp = key_path(o.doc.format(), &key)?;
     let value = zeroize::Zeroizing::new(match value.as_deref() {
         Some("-") => {
@@ -72,16 +81,16 @@ pub async fn set(path: PathBuf, key: String, value: Option<String>, t: TypeArg, 
         return Err(exit::fail(2, ".env values are strings", Some("drop --type")));
     }
     o.unlocked.set(o.doc.as_mut(), &kp, vt, &value)?;
-    write_back(&path, o.doc.as_ref())?;
+    write_back(&path, &o)?;
     eprintln!("envseal: set {key} in {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn unset(path: PathBuf, key: String, kms: KmsOpts) -> Result<ExitCode> {
-    let mut o = open_document(&path, &kms, &EncryptionContext::new()).await?;
+pub async fn unset(path: PathBuf, key: String, open: OpenOpts, kms: KmsOpts) -> Result<ExitCode> {
+    let mut o = open_document(&path, &kms, &open).await?;
     let kp = key_path(o.doc.format(), &key)?;
     o.unlocked.unset(o.doc.as_mut(), &kp)?;
-    write_back(&path, o.doc.as_ref())?;
+    write_back(&path, &o)?;
     eprintln!("envseal: removed {key} from {}", path.display());
     Ok(ExitCode::SUCCESS)
 }

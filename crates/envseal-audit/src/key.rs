@@ -1,9 +1,9 @@
 //! The audit key: 32 random bytes that MAC checkpoints, kept apart from the log.
 
 use std::fmt;
-use std::io::Write;
 use std::path::Path;
 
+use envseal_support::atomic::{self, Mode};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -45,37 +45,19 @@ impl AuditKey {
         Ok(Self { bytes })
     }
 
-    /// Writes the key file atomically with mode 0600 (temp file, fsync, rename).
+    /// Writes the key file atomically with mode 0600 ([`envseal_support::atomic`]: temp file
+    /// in the same directory, fsync, rename, fsync the directory).
     ///
     /// # Errors
     /// [`AuditError::Io`].
     pub fn save(&self, path: &Path) -> Result<(), AuditError> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("audit.key"),
-            std::process::id()
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut o = std::fs::OpenOptions::new();
-            o.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-            let mut f = o.open(&tmp)?;
-            let text = Zeroizing::new(hex::encode(self.bytes.as_ref()));
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            AuditError::Io { what: format!("writing {}", path.display()), source: e }
-        })
+        let mut text = Zeroizing::new([0u8; 65]);
+        // Invariant: 32 bytes are 64 hex digits, the size of the slice given.
+        hex::encode_to_slice(self.bytes.as_ref(), &mut text[..64]).expect("64 hex digits");
+        text[64] = b'\n';
+        atomic::write(path, text.as_ref(), Mode::Fixed(0o600))
+            .map(drop)
+            .map_err(io(format!("writing {}", path.display())))
     }
 
     /// The key's id: the first 16 hex digits of SHA-256 of the key.

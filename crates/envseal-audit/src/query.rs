@@ -3,6 +3,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, SystemTime};
 
+use envseal_support::wildcard::{Pattern, Token};
+
 use crate::record::Record;
 use crate::{AuditError, Outcome};
 
@@ -27,28 +29,9 @@ pub struct Query {
     pub limit: Option<usize>,
 }
 
-/// `*` matches any run of characters; case-insensitive.
+/// `*` matches any run of characters (a `?` is an ordinary character here); case-insensitive.
 fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) =
-        (pattern.to_lowercase().chars().collect(), text.to_lowercase().chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
+    Pattern::with_syntax(pattern, true, |c| if c == '*' { Token::AnyRun } else { Token::Char(c) }).matches(text)
 }
 
 impl Query {

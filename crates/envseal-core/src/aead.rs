@@ -208,6 +208,102 @@ impl AeadKey {
     }
 }
 
+/// An AES-256-GCM-SIV key schedule (RFC 8452): the nonce-misuse-resistant AEAD of value-level
+/// format 2 (FORMAT.md §10), where sealing is deterministic on purpose. Same engines as
+/// [`AeadKey`]; both wipe their key schedules on drop.
+pub struct SivKey {
+    inner: SivInner,
+}
+
+enum SivInner {
+    #[cfg(feature = "aws-lc")]
+    AwsLc(aws_lc_rs::aead::LessSafeKey),
+    #[cfg(feature = "rustcrypto")]
+    RustCrypto(Box<aes_gcm_siv::Aes256GcmSiv>),
+}
+
+impl std::fmt::Debug for SivKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SivKey([REDACTED])")
+    }
+}
+
+impl SivKey {
+    /// Builds the key schedule for `key` on `engine`.
+    pub fn new(engine: Engine, key: &[u8; KEY_LEN]) -> Self {
+        let inner = match engine {
+            #[cfg(feature = "aws-lc")]
+            Engine::AwsLc => {
+                // Invariant: AES_256_GCM_SIV accepts exactly 32-byte keys, which the type
+                // guarantees.
+                let unbound = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM_SIV, key)
+                    .expect("32-byte AES-256-GCM-SIV key");
+                SivInner::AwsLc(aws_lc_rs::aead::LessSafeKey::new(unbound))
+            }
+            #[cfg(feature = "rustcrypto")]
+            Engine::RustCrypto => {
+                use aes_gcm_siv::KeyInit;
+                SivInner::RustCrypto(Box::new(aes_gcm_siv::Aes256GcmSiv::new(key.into())))
+            }
+        };
+        Self { inner }
+    }
+
+    /// Encrypts `buf` in place and returns the tag.
+    pub fn seal_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        match &self.inner {
+            #[cfg(feature = "aws-lc")]
+            SivInner::AwsLc(k) => {
+                use aws_lc_rs::aead::{Aad, Nonce};
+                // Invariant: sealing only fails for inputs above 2^36 bytes; values are at most
+                // a few MiB.
+                let tag = k
+                    .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
+                    .expect("AES-GCM-SIV input within limits");
+                let mut out = [0u8; TAG_LEN];
+                out.copy_from_slice(tag.as_ref());
+                out
+            }
+            #[cfg(feature = "rustcrypto")]
+            SivInner::RustCrypto(k) => {
+                use aes_gcm_siv::aead::AeadInOut;
+                // Invariant: as above.
+                let tag = k
+                    .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
+                    .expect("AES-GCM-SIV input within limits");
+                tag.into()
+            }
+        }
+    }
+
+    /// Decrypts `buf` in place if `tag` verifies; on failure `buf` must be discarded.
+    ///
+    /// # Errors
+    /// [`AuthError`] if authentication fails.
+    pub fn open_in_place(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), AuthError> {
+        match &self.inner {
+            #[cfg(feature = "aws-lc")]
+            SivInner::AwsLc(k) => {
+                use aws_lc_rs::aead::{Aad, Nonce};
+                k.open_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), tag, buf)
+                    .map(|_| ())
+                    .map_err(|_| AuthError)
+            }
+            #[cfg(feature = "rustcrypto")]
+            SivInner::RustCrypto(k) => {
+                use aes_gcm_siv::aead::AeadInOut;
+                k.decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &(*tag).into()).map_err(|_| AuthError)
+            }
+        }
+    }
+}
+
 /// Splits `ct || tag` into its parts.
 ///
 /// # Errors
@@ -260,6 +356,35 @@ mod tests {
             bad[0] ^= 1;
             assert_eq!(k.open_in_place(&nonce, &aad, &mut buf.clone(), &bad), Err(AuthError));
             assert_eq!(k.open_in_place(&nonce, b"other", &mut hex::decode(ct).unwrap(), &t), Err(AuthError));
+        }
+    }
+
+    /// RFC 8452 Appendix C.2 (AEAD_AES_256_GCM_SIV): the first cases, on every engine.
+    #[test]
+    fn siv_known_answers_on_every_engine() {
+        let mut key = [0u8; 32];
+        key[0] = 1;
+        let mut nonce = [0u8; 12];
+        nonce[0] = 3;
+        let cases: [(&str, &str); 4] = [
+            ("", "07f5f4169bbf55a8400cd47ea6fd400f"),
+            ("0100000000000000", "c2ef328e5c71c83b843122130f7364b761e0b97427e3df28"),
+            ("010000000000000000000000", "9aab2aeb3faa0a34aea8e2b18ca50da9ae6559e48fd10f6e5c9ca17e"),
+            ("01000000000000000000000000000000", "85a01b63025ba19b7fd3ddfc033b3e76c9eac6fa700942702e90862383c6c366"),
+        ];
+        for &engine in Engine::ALL {
+            let k = SivKey::new(engine, &key);
+            for (pt, want) in cases {
+                let pt = hex::decode(pt).unwrap();
+                let mut buf = pt.clone();
+                let tag = k.seal_in_place(&nonce, b"", &mut buf);
+                assert_eq!(format!("{}{}", hex::encode(&buf), hex::encode(tag)), want, "{engine:?}");
+                k.open_in_place(&nonce, b"", &mut buf, &tag).unwrap();
+                assert_eq!(buf, pt);
+                let mut bad = tag;
+                bad[15] ^= 0x80;
+                assert_eq!(k.open_in_place(&nonce, b"", &mut pt.clone(), &bad), Err(AuthError));
+            }
         }
     }
 

@@ -14,15 +14,19 @@
 //! Sealing and opening are split into a synchronous codec ([`PendingContainer`], [`Preamble`],
 //! [`Encryptor`], [`Decryptor`]) and thin async glue that calls the KMS ([`seal`], [`open`]).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
+
+use zeroize::Zeroizing;
 
 use crate::aead::{AeadKey, Engine, TAG_LEN};
 use crate::context::EncryptionContext;
 use crate::datakey::DataKey;
+use crate::entries::{self, Trust};
+pub use crate::entries::{MAX_BACKEND_LEN, MAX_BLOB_LEN, MAX_ENTRIES, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN, Recipient};
 use crate::error::{Error, FormatError};
 use crate::kdf::{self, Kdf};
-use crate::kms::{self, Kms, WrappedKey};
-use crate::wire;
+use crate::kms::{Kms, WrappedKey};
+use crate::wire::{self, Take};
 
 /// Magic bytes: `0x89 "ESL" CR LF 0x1A LF` (a non-text first byte; the CR LF / LF pair detects
 /// line-ending conversion, as in PNG).
@@ -38,16 +42,6 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 pub const MIN_CHUNK_SIZE: u32 = 16;
 /// Largest accepted chunk size (16 MiB): bounds a reader's memory.
 pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
-/// Most wrapped-key entries per container.
-pub const MAX_ENTRIES: usize = 16;
-/// Longest backend name.
-pub const MAX_BACKEND_LEN: usize = 32;
-/// Longest key id.
-pub const MAX_KEY_ID_LEN: usize = 2048;
-/// Longest key version.
-pub const MAX_KEY_VERSION_LEN: usize = 256;
-/// Longest wrapped-key blob.
-pub const MAX_BLOB_LEN: usize = 8192;
 /// Salt length.
 pub const SALT_LEN: usize = 32;
 /// Reserved KMS-context key binding a wrapped key to a container header.
@@ -115,57 +109,34 @@ pub struct Preamble {
     pub header_mac: [u8; 32],
 }
 
-/// Source of bytes for the preamble parser: a slice or a reader.
-trait Take {
-    fn take(&mut self, n: usize) -> Result<&[u8], Error>;
-}
-
-struct SliceTake<'a>(wire::Reader<'a>);
-
-impl Take for SliceTake<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], Error> {
-        Ok(self.0.take(n)?)
-    }
-}
-
+/// Reads the preamble from a stream, piece by piece (every length bounded first).
 struct IoTake<'r, R: Read> {
     r: &'r mut R,
     buf: Vec<u8>,
 }
 
 impl<R: Read> Take for IoTake<'_, R> {
+    type Error = Error;
     fn take(&mut self, n: usize) -> Result<&[u8], Error> {
         self.buf.resize(n, 0);
         self.r.read_exact(&mut self.buf).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => Error::Format(FormatError::Truncated),
-            _ => Error::Io(e),
+            _ => Error::from(e),
         })?;
         Ok(&self.buf)
     }
 }
 
-fn take_u8(t: &mut impl Take) -> Result<u8, Error> {
+fn take_u8<T: Take>(t: &mut T) -> Result<u8, T::Error> {
     Ok(t.take(1)?[0])
 }
 
-fn take_u16(t: &mut impl Take) -> Result<u16, Error> {
+fn take_u16<T: Take>(t: &mut T) -> Result<u16, T::Error> {
     let b = t.take(2)?;
     Ok(u16::from_be_bytes([b[0], b[1]]))
 }
 
-fn take_bytes16(t: &mut impl Take, max: usize, what: &'static str) -> Result<Vec<u8>, Error> {
-    let len = take_u16(t)? as usize;
-    if len > max {
-        return Err(FormatError::LimitExceeded { what, value: len as u64, max: max as u64 }.into());
-    }
-    Ok(t.take(len)?.to_vec())
-}
-
-fn take_string16(t: &mut impl Take, max: usize, what: &'static str) -> Result<String, Error> {
-    String::from_utf8(take_bytes16(t, max, what)?).map_err(|_| FormatError::Malformed("string is not UTF-8").into())
-}
-
-fn take_array32(t: &mut impl Take) -> Result<[u8; 32], Error> {
+fn take_array32<T: Take>(t: &mut T) -> Result<[u8; 32], T::Error> {
     let mut a = [0u8; 32];
     a.copy_from_slice(t.take(32)?);
     Ok(a)
@@ -207,9 +178,12 @@ pub fn is_container(prefix: &[u8]) -> bool {
     prefix.starts_with(&MAGIC)
 }
 
-fn parse_preamble(t: &mut impl Take) -> Result<Preamble, Error> {
+fn parse_preamble<T: Take>(t: &mut T) -> Result<Preamble, Error>
+where
+    Error: From<T::Error>,
+{
     // Magic first, alone, so that a short non-envseal input says "not sealed", not "truncated".
-    let magic = t.take(8).map_err(|e| match e {
+    let magic = t.take(8).map_err(|e| match Error::from(e) {
         Error::Format(FormatError::Truncated) => Error::Format(FormatError::NotSealed),
         e => e,
     })?;
@@ -233,7 +207,7 @@ fn parse_preamble(t: &mut impl Take) -> Result<Preamble, Error> {
     }
     ctx_bytes.extend_from_slice(&count.to_be_bytes());
     for _ in 0..count * 2 {
-        let s = take_bytes16(t, crate::context::MAX_STRING_LEN, "context string length")?;
+        let s = wire::take_bytes16(t, crate::context::MAX_STRING_LEN, "context string length")?;
         wire::put_bytes16(&mut ctx_bytes, &s);
     }
     let (context, _) = EncryptionContext::decode_prefix(&ctx_bytes)?;
@@ -253,65 +227,11 @@ fn parse_preamble(t: &mut impl Take) -> Result<Preamble, Error> {
     }
     let mut entries = Vec::with_capacity(n);
     for _ in 0..n {
-        entries.push(take_entry(t)?);
+        entries.push(entries::decode(t)?);
     }
     let commitment = take_array32(t)?;
     let header_mac = take_array32(t)?;
     Ok(Preamble { header, entries, commitment, header_mac })
-}
-
-fn take_entry(t: &mut impl Take) -> Result<WrappedKey, Error> {
-    let blen = take_u8(t)? as usize;
-    if blen == 0 {
-        return Err(FormatError::Malformed("empty backend name").into());
-    }
-    if blen > MAX_BACKEND_LEN {
-        return Err(FormatError::LimitExceeded {
-            what: "backend name length",
-            value: blen as u64,
-            max: MAX_BACKEND_LEN as u64,
-        }
-        .into());
-    }
-    let backend = t.take(blen)?;
-    if !backend.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-') {
-        return Err(FormatError::Malformed("backend name must be [a-z0-9-]").into());
-    }
-    let backend = String::from_utf8(backend.to_vec()).map_err(|_| FormatError::Malformed("backend name"))?;
-    let key_id = take_string16(t, MAX_KEY_ID_LEN, "key id length")?;
-    let key_version = take_string16(t, MAX_KEY_VERSION_LEN, "key version length")?;
-    let blob = take_bytes16(t, MAX_BLOB_LEN, "wrapped key length")?;
-    if blob.is_empty() {
-        return Err(FormatError::Malformed("empty wrapped key").into());
-    }
-    Ok(WrappedKey { backend, key_id, key_version, blob })
-}
-
-pub(crate) fn encode_entry(out: &mut Vec<u8>, e: &WrappedKey) -> Result<(), FormatError> {
-    let ok = !e.backend.is_empty()
-        && e.backend.len() <= MAX_BACKEND_LEN
-        && e.backend.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
-    if !ok {
-        return Err(FormatError::Malformed("backend name must be 1-32 of [a-z0-9-]"));
-    }
-    for (len, max, what) in [
-        (e.key_id.len(), MAX_KEY_ID_LEN, "key id length"),
-        (e.key_version.len(), MAX_KEY_VERSION_LEN, "key version length"),
-        (e.blob.len(), MAX_BLOB_LEN, "wrapped key length"),
-    ] {
-        if len > max {
-            return Err(FormatError::LimitExceeded { what, value: len as u64, max: max as u64 });
-        }
-    }
-    if e.blob.is_empty() {
-        return Err(FormatError::Malformed("empty wrapped key"));
-    }
-    out.push(e.backend.len() as u8);
-    out.extend_from_slice(e.backend.as_bytes());
-    wire::put_bytes16(out, e.key_id.as_bytes());
-    wire::put_bytes16(out, e.key_version.as_bytes());
-    wire::put_bytes16(out, &e.blob);
-    Ok(())
 }
 
 impl Preamble {
@@ -321,9 +241,9 @@ impl Preamble {
     /// # Errors
     /// [`FormatError`]s: not sealed, unsupported version/suite, truncated, limits, malformed.
     pub fn parse(bytes: &[u8]) -> Result<(Self, usize), Error> {
-        let mut t = SliceTake(wire::Reader::new(bytes));
+        let mut t = wire::Reader::new(bytes);
         let p = parse_preamble(&mut t)?;
-        Ok((p, t.0.position()))
+        Ok((p, t.position()))
     }
 
     /// Reads a preamble from `r`, consuming exactly its bytes (the body follows in `r`). Every
@@ -350,7 +270,7 @@ impl Preamble {
         let mut out = self.header.encode();
         out.push(self.entries.len() as u8);
         for e in &self.entries {
-            encode_entry(&mut out, e)?;
+            entries::encode(&mut out, e)?;
         }
         out.extend_from_slice(&self.commitment);
         out.extend_from_slice(&self.header_mac);
@@ -379,6 +299,12 @@ impl Preamble {
             return Err(FormatError::HeaderTampered);
         }
         Ok(Decryptor { key: keys.payload, chunk_size: self.header.chunk_size as usize })
+    }
+
+    /// The check a data key must pass to be this file's (key commitment, then header MAC), for
+    /// [`entries::unwrap_verified`] and rewrap jobs.
+    pub fn check(&self, engine: Engine) -> impl Fn(&DataKey) -> Result<(), Error> + Send + Sync + '_ {
+        move |dk: &DataKey| self.open(engine, dk).map(drop).map_err(Error::from)
     }
 }
 
@@ -763,15 +689,6 @@ impl Decryptor {
     }
 }
 
-/// A KMS key to wrap a new file's data key under.
-#[derive(Clone, Copy, Debug)]
-pub struct Recipient<'a> {
-    /// The backend.
-    pub kms: &'a dyn Kms,
-    /// Key id or alias.
-    pub key: &'a str,
-}
-
 /// Options for [`seal`].
 #[derive(Clone, Copy, Debug)]
 pub struct SealOptions {
@@ -797,22 +714,9 @@ pub async fn begin_seal(
     context: &EncryptionContext,
     options: &SealOptions,
 ) -> Result<(Preamble, Encryptor), Error> {
-    if recipients.is_empty() || recipients.len() > MAX_ENTRIES {
-        return Err(FormatError::LimitExceeded {
-            what: "recipients",
-            value: recipients.len() as u64,
-            max: MAX_ENTRIES as u64,
-        }
-        .into());
-    }
     let pending = PendingContainer::new(context.clone(), options.chunk_size)?;
-    let kctx = pending.kms_context();
-    let first = recipients[0].kms.generate_data_key(recipients[0].key, &kctx).await?;
-    let mut entries = vec![first.wrapped];
-    for r in &recipients[1..] {
-        entries.push(r.kms.encrypt(r.key, first.data_key.expose_secret(), &kctx).await?);
-    }
-    Ok(pending.finish(options.engine, &first.data_key, entries)?)
+    let (data_key, entries) = entries::wrap_new(recipients, &pending.kms_context()).await?;
+    Ok(pending.finish(options.engine, &data_key, entries)?)
 }
 
 /// Seals `input` into `output` as a container; returns the plaintext length.
@@ -831,25 +735,33 @@ pub async fn seal<R: Read, W: Write>(
     enc.encrypt_stream(input, output)
 }
 
-/// Finds an entry that one of `kmses` can open and returns the data key and the entry index.
+/// Opens the container's data key: the first entry that `trust` permits, one of `kmses` unwraps,
+/// and that passes the key commitment and the header MAC (FORMAT.md §4.5 steps 2 to 5). Returns
+/// the decryptor and the index of the entry that opened it.
 ///
-/// `expected` must be contained in the file's context (each pair present with the same
-/// value), else [`FormatError::WrongContext`] before any KMS call.
+/// `expected` must be contained in the file's context (each pair present with the same value),
+/// else [`FormatError::WrongContext`] before any KMS call.
 ///
 /// # Errors
-/// [`FormatError::WrongContext`]; [`FormatError::HeaderTampered`] when the KMS reports the
-/// context (which includes the header hash) does not match; [`FormatError::KeyEntryTampered`]
-/// for an invalid blob; the [`KmsError`] of a single failed entry, or
-/// [`Error::NoKeyOpened`] listing each failure when there were several.
+/// [`FormatError::WrongContext`]; the errors of [`entries::unwrap_verified`]: per entry
+/// [`FormatError::HeaderTampered`] (the KMS rejected the context, which hashes the header),
+/// [`FormatError::KeyEntryTampered`], [`FormatError::CommitmentMismatch`],
+/// [`crate::Error::KeyNotAllowed`] or a KMS error; [`Error::NoKeyOpened`] when several entries
+/// failed.
 pub async fn unwrap_data_key(
     kmses: &[&dyn Kms],
     preamble: &Preamble,
     expected: &EncryptionContext,
-) -> Result<(DataKey, usize), Error> {
+    trust: &Trust,
+    engine: Engine,
+) -> Result<(Decryptor, usize), Error> {
     if !preamble.header.context.contains_all(expected) {
         return Err(FormatError::WrongContext.into());
     }
-    kms::unwrap_any(kmses, &preamble.entries, &preamble.kms_context()).await
+    let check = preamble.check(engine);
+    let (dk, index) =
+        entries::unwrap_verified(kmses, &preamble.entries, &preamble.kms_context(), trust, &check).await?;
+    Ok((preamble.open(engine, &dk)?, index))
 }
 
 /// Opens a container from `input`, writing the plaintext to `output`; returns the plaintext
@@ -861,15 +773,129 @@ pub async fn unwrap_data_key(
 pub async fn open<R: Read, W: Write>(
     kmses: &[&dyn Kms],
     expected: &EncryptionContext,
+    trust: &Trust,
     engine: Engine,
     mut input: R,
     output: W,
 ) -> Result<u64, Error> {
     let preamble = Preamble::read_from(&mut input)?;
-    let (dk, _) = unwrap_data_key(kmses, &preamble, expected).await?;
-    let dec = preamble.open(engine, &dk)?;
-    drop(dk);
+    let (dec, _) = unwrap_data_key(kmses, &preamble, expected, trust, engine).await?;
     dec.decrypt_stream(input, output)
+}
+
+/// How a reader opens containers: the backends, the context it requires, the keys it trusts
+/// and the AEAD engine.
+#[derive(Clone, Copy, Debug)]
+pub struct Opener<'a> {
+    /// Backends for the entries (matched by [`Kms::backend`]).
+    pub kmses: &'a [&'a dyn Kms],
+    /// Context the file must contain (FORMAT.md §4.5 step 2).
+    pub expected: &'a EncryptionContext,
+    /// Which entries may be sent to a KMS.
+    pub trust: &'a Trust,
+    /// AEAD engine.
+    pub engine: Engine,
+}
+
+/// Re-keys a container (FORMAT.md §4.4): opens `input`, seals its plaintext again under a fresh
+/// data key and salt wrapped for `recipients`, with the same context and chunk size, into
+/// `output`, then **proves the new container opens**: it reads `output` back from its start,
+/// unwraps the new data key through `opener`'s backends and authenticates every chunk. Only
+/// then does it return; a caller replaces the old file with `output` on `Ok` only. Old wrapped
+/// keys (and anyone who kept the old data key) open nothing of the new container. The plaintext
+/// passes between the two codecs in memory (zeroized buffers), never through a file.
+///
+/// # Errors
+/// Those of [`unwrap_data_key`] and [`begin_seal`]; the body errors of
+/// [`Decryptor::decrypt_stream`] (nothing is proven then: discard `output`); I/O errors; an
+/// [`Error::Io`] if the verification reads back another length than was written.
+pub async fn rekey<R: Read + Send, W: Read + Write + Seek + Send>(
+    opener: &Opener<'_>,
+    recipients: &[Recipient<'_>],
+    mut input: R,
+    mut output: W,
+) -> Result<u64, Error> {
+    let preamble = Preamble::read_from(&mut input)?;
+    let (dec, _) = unwrap_data_key(opener.kmses, &preamble, opener.expected, opener.trust, opener.engine).await?;
+    let options = SealOptions { chunk_size: preamble.header.chunk_size, engine: opener.engine };
+    let (new, enc) = begin_seal(recipients, &preamble.header.context, &options).await?;
+    output.write_all(&new.encode()?)?;
+    let written = relay(&dec, &enc, input, &mut output)?;
+    output.flush()?;
+    // The proof: read the new container back and authenticate all of it.
+    output.seek(io::SeekFrom::Start(0))?;
+    let back = Preamble::read_from(&mut output)?;
+    let kmses: Vec<&dyn Kms> = recipients.iter().map(|r| r.kms).collect();
+    let (check, _) = unwrap_data_key(&kmses, &back, opener.expected, &Trust::Discovery, opener.engine).await?;
+    let read = check.decrypt_stream(&mut output, io::sink())?;
+    if read != written {
+        return Err(io::Error::other("the re-keyed container reads back to another length").into());
+    }
+    Ok(written)
+}
+
+/// Decrypts `input` with `dec` and encrypts the plaintext with `enc` into `output`, one thread
+/// each, handing plaintext over in zeroized buffers. Fails if either side fails.
+fn relay<R: Read + Send, W: Write + Send>(dec: &Decryptor, enc: &Encryptor, input: R, output: W) -> Result<u64, Error> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Zeroizing<Vec<u8>>>(4);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut w = ChannelWriter { tx };
+            dec.decrypt_stream(input, &mut w)
+        });
+        let sealed = enc.encrypt_stream(ChannelReader { rx, cur: Zeroizing::new(Vec::new()), pos: 0 }, output);
+        // The decrypting side decides: if it failed, what was sealed is incomplete.
+        let opened = reader.join().map_err(|_| Error::from(io::Error::other("decrypting thread panicked")))?;
+        let opened = opened?;
+        let sealed = sealed?;
+        if opened != sealed {
+            return Err(io::Error::other("plaintext length changed while re-keying").into());
+        }
+        Ok(sealed)
+    })
+}
+
+/// The writing half of [`relay`]'s hand-over.
+struct ChannelWriter {
+    tx: std::sync::mpsc::SyncSender<Zeroizing<Vec<u8>>>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !buf.is_empty() {
+            self.tx.send(Zeroizing::new(buf.to_vec())).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reading half of [`relay`]'s hand-over: end of input when the writer is gone.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Zeroizing<Vec<u8>>>,
+    cur: Zeroizing<Vec<u8>>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.cur = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -15,9 +15,10 @@
 use base64::Engine as _;
 
 use crate::aead::{AeadKey, Engine, NONCE_LEN, TAG_LEN};
-use crate::container::{encode_entry, hex_lower};
+use crate::container::hex_lower;
 use crate::context::EncryptionContext;
 use crate::datakey::DataKey;
+use crate::entries;
 use crate::error::{Error, FormatError};
 use crate::kdf::{self, Kdf};
 use crate::kms::WrappedKey;
@@ -73,7 +74,7 @@ impl FieldKey {
         entry: &WrappedKey,
     ) -> Result<Self, FormatError> {
         let mut e = Vec::with_capacity(8 + entry.key_id.len() + entry.blob.len());
-        encode_entry(&mut e, entry)?;
+        entries::encode(&mut e, entry)?;
         let mut k = Self::for_opening(engine, data_key, salt);
         k.entry = e;
         Ok(k)
@@ -256,8 +257,8 @@ impl<'a> Envelope<'a> {
         let salt: &[u8; SALT_LEN] = r.take(SALT_LEN)?.try_into().map_err(|_| FormatError::Truncated)?;
         let commitment: &[u8; 32] = r.take(32)?.try_into().map_err(|_| FormatError::Truncated)?;
         let entry_start = r.position();
-        // Validated here without allocating; `entry()` builds the owned form when needed.
-        check_entry(&mut r)?;
+        // Checked here without allocating; `entry()` builds the owned form when needed.
+        entries::check(&mut r)?;
         let entry_bytes = &bytes[entry_start..r.position()];
         let nonce: &[u8; NONCE_LEN] = r.take(NONCE_LEN)?.try_into().map_err(|_| FormatError::Truncated)?;
         let rest = r.remaining();
@@ -288,7 +289,7 @@ impl<'a> Envelope<'a> {
     /// # Errors
     /// Never for an envelope from [`Envelope::parse`] (it was validated there).
     pub fn entry(&self) -> Result<WrappedKey, FormatError> {
-        parse_entry(&mut wire::Reader::new(self.entry_bytes))
+        entries::decode(&mut wire::Reader::new(self.entry_bytes))
     }
 
     /// Length of the plaintext.
@@ -305,54 +306,12 @@ impl<'a> Envelope<'a> {
             Vec::with_capacity(PREFIX_LEN + entry.blob.len() + 64 + self.ciphertext.len() + NONCE_LEN + TAG_LEN);
         out.extend_from_slice(self.fixed);
         out.extend_from_slice(self.commitment);
-        encode_entry(&mut out, entry)?;
+        entries::encode(&mut out, entry)?;
         out.extend_from_slice(self.nonce);
         out.extend_from_slice(self.ciphertext);
         out.extend_from_slice(self.tag);
         Ok(out)
     }
-}
-
-/// Checks an entry (FORMAT.md §2.4: every bound before reading, backend name characters, UTF-8
-/// strings, a non-empty blob) without building it; [`parse_entry`] checks with it, then builds.
-fn check_entry(r: &mut wire::Reader<'_>) -> Result<(), FormatError> {
-    use crate::container::{MAX_BACKEND_LEN, MAX_BLOB_LEN, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN};
-    let blen = r.u8()? as usize;
-    if blen == 0 {
-        return Err(FormatError::Malformed("empty backend name"));
-    }
-    if blen > MAX_BACKEND_LEN {
-        return Err(FormatError::LimitExceeded {
-            what: "backend name length",
-            value: blen as u64,
-            max: MAX_BACKEND_LEN as u64,
-        });
-    }
-    let backend = r.take(blen)?;
-    if !backend.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-') {
-        return Err(FormatError::Malformed("backend name must be [a-z0-9-]"));
-    }
-    for (max, what) in [(MAX_KEY_ID_LEN, "key id length"), (MAX_KEY_VERSION_LEN, "key version length")] {
-        std::str::from_utf8(r.bytes16(max, what)?).map_err(|_| FormatError::Malformed("string is not UTF-8"))?;
-    }
-    if r.bytes16(MAX_BLOB_LEN, "wrapped key length")?.is_empty() {
-        return Err(FormatError::Malformed("empty wrapped key"));
-    }
-    Ok(())
-}
-
-fn parse_entry(r: &mut wire::Reader<'_>) -> Result<WrappedKey, FormatError> {
-    let rest = r.remaining();
-    let start = r.position();
-    check_entry(r)?;
-    // Checked above: every length is in bounds and the strings are UTF-8.
-    let mut e = wire::Reader::new(&rest[..r.position() - start]);
-    let blen = e.u8()? as usize;
-    let backend = String::from_utf8_lossy(e.take(blen)?).into_owned();
-    let key_id = e.string16(usize::MAX, "key id length")?;
-    let key_version = e.string16(usize::MAX, "key version length")?;
-    let blob = e.bytes16(usize::MAX, "wrapped key length")?.to_vec();
-    Ok(WrappedKey { backend, key_id, key_version, blob })
 }
 
 /// Text form: `esf1:` + base64url without padding.
@@ -419,25 +378,6 @@ mod tests {
             }
             // Nonce counter changes the output.
             assert_ne!(k.seal(1, b"x", &ctx).unwrap(), k.seal(2, b"x", &ctx).unwrap());
-        }
-    }
-
-    #[test]
-    fn entry_check_agrees_with_entry_parse() {
-        let mut good = Vec::new();
-        encode_entry(&mut good, &entry()).unwrap();
-        let mut cases = vec![good.clone(), Vec::new(), vec![0], vec![33], vec![1, b'A', 0, 0, 0, 0, 0, 1, 9]];
-        for i in 0..good.len() {
-            cases.push(good[..i].to_vec());
-            let mut b = good.clone();
-            b[i] ^= 0x80;
-            cases.push(b);
-        }
-        cases.push([&good[..12], &[0xff, 0xfe][..], &good[14..]].concat());
-        for c in cases {
-            let a = parse_entry(&mut wire::Reader::new(&c)).map(drop).map_err(|e| e.to_string());
-            let b = check_entry(&mut wire::Reader::new(&c)).map_err(|e| e.to_string());
-            assert_eq!(a, b, "{c:?}");
         }
     }
 

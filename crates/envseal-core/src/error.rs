@@ -4,9 +4,10 @@
 //! key ids, versions, sizes, indexes and static descriptions.
 
 use std::io;
+use std::sync::Arc;
 
 /// Errors reported by a KMS backend (or mapped from its API errors).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KmsError {
     /// No key with this id or alias exists (or the caller may not see it).
@@ -115,7 +116,7 @@ impl KmsError {
 }
 
 /// Errors in a sealed format: parsing, authentication, limits.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatError {
     /// The input does not start with envseal's magic bytes.
@@ -186,8 +187,9 @@ pub enum FormatError {
     ValueTampered,
 }
 
-/// Any error from sealing or opening.
-#[derive(Debug, thiserror::Error)]
+/// Any error from sealing or opening. Cheap to clone (an I/O error is shared), so that one
+/// failure can be reported for every item it affects.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A format error.
@@ -202,16 +204,31 @@ pub enum Error {
         /// Backend name recorded in the entry.
         backend: String,
     },
+    /// A wrapped-key entry names a key outside the keys the reader trusts for this data
+    /// ([`crate::entries::Trust`]); it was not sent to any KMS.
+    #[error("wrapped key {backend}:{key_id} is not among the keys allowed for this data")]
+    KeyNotAllowed {
+        /// Backend name recorded in the entry.
+        backend: String,
+        /// Key id recorded in the entry (unauthenticated).
+        key_id: String,
+    },
     /// None of several wrapped-key entries could be opened.
     #[error("no wrapped-key entry could be opened ({})", summarize(.0))]
     NoKeyOpened(Vec<KeyAttempt>),
     /// An I/O error on the input or output.
     #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
+    Io(Arc<io::Error>),
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(Arc::new(e))
+    }
 }
 
 /// One failed attempt to open a wrapped-key entry.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct KeyAttempt {
     /// Entry index.
     pub index: usize,
@@ -232,6 +249,15 @@ fn summarize(attempts: &[KeyAttempt]) -> String {
 }
 
 impl Error {
+    /// Whether every entry was refused because no entry names a trusted key (no KMS was asked).
+    pub fn is_not_allowed(&self) -> bool {
+        match self {
+            Error::KeyNotAllowed { .. } => true,
+            Error::NoKeyOpened(a) => !a.is_empty() && a.iter().all(|a| a.error.is_not_allowed()),
+            _ => false,
+        }
+    }
+
     /// Whether retrying later may succeed (KMS throttled or temporarily unavailable).
     pub fn is_retryable(&self) -> bool {
         match self {

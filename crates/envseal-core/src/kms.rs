@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::context::EncryptionContext;
 use crate::datakey::{DataKey, SecretBytes};
-use crate::error::{Error, FormatError, KeyAttempt, KmsError};
+use crate::error::KmsError;
 
 /// Most bytes [`Kms::encrypt`] accepts (6 KiB, Alibaba Cloud KMS's limit).
 pub const MAX_DIRECT_ENCRYPT: usize = 6 * 1024;
@@ -147,49 +147,6 @@ pub async fn decrypt_data_key(
         key_id: d.key_id,
         key_version: d.key_version,
     })
-}
-
-/// Opens the first of `entries` that one of `kmses` (matched by [`Kms::backend`]) can decrypt
-/// under `kms_context`; returns the data key and the entry's index.
-///
-/// The context carries envseal's reserved entry (header hash, file id) besides the user's, so a
-/// KMS that reports a wrong context means the stored header or metadata was altered, or the
-/// entry was taken from another file: that is reported as [`FormatError::HeaderTampered`]. An
-/// invalid blob, or a key id / version in the entry that disagrees with what the KMS read from
-/// the authenticated blob, is [`FormatError::KeyEntryTampered`].
-///
-/// # Errors
-/// The error of the single entry when there is one, else [`Error::NoKeyOpened`] listing each
-/// entry's failure.
-pub async fn unwrap_any(
-    kmses: &[&dyn Kms],
-    entries: &[WrappedKey],
-    kms_context: &EncryptionContext,
-) -> Result<(DataKey, usize), Error> {
-    let mut attempts = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        let attempt =
-            |error: Error| KeyAttempt { index, backend: entry.backend.clone(), key_id: entry.key_id.clone(), error };
-        let Some(kms) = kmses.iter().find(|k| k.backend() == entry.backend) else {
-            attempts.push(attempt(Error::NoBackend { backend: entry.backend.clone() }));
-            continue;
-        };
-        match decrypt_data_key(*kms, entry, kms_context).await {
-            // The entry's key id and version are outside every MAC; the KMS read them from the
-            // authenticated blob, so they must agree (FORMAT.md §4.5).
-            Ok(k) if k.key_id != entry.key_id || k.key_version != entry.key_version => {
-                attempts.push(attempt(FormatError::KeyEntryTampered { index }.into()))
-            }
-            Ok(k) => return Ok((k.data_key, index)),
-            Err(KmsError::WrongContext) => attempts.push(attempt(FormatError::HeaderTampered.into())),
-            Err(KmsError::InvalidCiphertext) => attempts.push(attempt(FormatError::KeyEntryTampered { index }.into())),
-            Err(e) => attempts.push(attempt(e.into())),
-        }
-    }
-    if attempts.len() == 1 {
-        return Err(attempts.pop().map(|a| a.error).unwrap_or(Error::NoKeyOpened(Vec::new())));
-    }
-    Err(Error::NoKeyOpened(attempts))
 }
 
 /// Where a key's material lives.

@@ -3,16 +3,17 @@
 #![deny(missing_docs)]
 
 pub mod aead;
-pub mod backoff;
 pub mod container;
 pub mod context;
 pub mod datakey;
+pub mod entries;
 pub mod envelope;
 pub mod error;
 mod kdf;
 pub mod kms;
 mod pipeline;
 pub mod random;
+pub mod retry;
 pub mod rewrap;
 mod sealer;
 pub mod values;

@@ -93,7 +93,7 @@ where
             let piece = match piece {
                 Ok(p) => p,
                 Err(e) => {
-                    result = Err(Error::Io(e));
+                    result = Err(Error::from(e));
                     break;
                 }
             };

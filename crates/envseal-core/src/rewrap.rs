@@ -6,12 +6,31 @@
 //! key, or to another key, is one `ReEncrypt` per entry under the object's own context. The
 //! container body, the sealed values and the field ciphertexts stay byte-identical.
 //!
-//! A [`Rewrapper`] holds the KMS, the [`Target`], the [`Verify`] mode and a [`RetryPolicy`], and
-//! caches key metadata (the current version of each key) for the whole job, so objects already
-//! at the target are skipped without any KMS write. It has one method per sealed form:
-//! [`Rewrapper::rewrap_preamble`] (container), [`Rewrapper::rewrap_value_keys`] (value-level
-//! .env/JSON/YAML metadata), [`Rewrapper::rewrap_envelope`] (one field envelope) and
-//! [`Rewrapper::rewrap_envelopes`] (a column of them, with bounded concurrency).
+//! **No job may lose an object.** An entry's backend, key id, key version and blob are
+//! unauthenticated, so nothing here is decided from them alone:
+//!
+//! - an entry counts as good only after it unwrapped (the KMS agreeing with its key id and
+//!   version) and its data key passed the object's key commitment ([`Verify::Decrypt`]); an entry
+//!   whose label already names the target is verified that way, not skipped;
+//! - an entry that fails for a reason of its own (an invalid or foreign blob, a label the KMS
+//!   contradicts, a data key that fails the commitment: [`crate::entries::is_entry_fault`]) is
+//!   *unverifiable*: reported, and kept unless the job was told to drop such entries
+//!   ([`Rewrapper::with_drop_unverifiable`]); other failures (denied, throttled, unreachable)
+//!   fail the object, which is then left untouched;
+//! - entries that end up naming the same key are merged only among verified entries;
+//! - a new entry set is returned only if it holds at least one entry verified by this job, so a
+//!   caller that writes what it gets can never replace an object by one that does not open.
+//!
+//! The same holds for [`add_entry_to_preamble`] / [`add_entry_to_value_keys`] and
+//! [`remove_entries_from_preamble`] / [`remove_entries_from_value_keys`], which prove that the
+//! remaining entries still open the object before they return.
+//!
+//! A [`Rewrapper`] holds the KMS, the [`Target`], the [`Verify`] mode, the [`Trust`] and a
+//! [`RetryPolicy`], and caches key metadata (the current version of each key) for the whole job.
+//! It has one method per sealed form: [`Rewrapper::rewrap_preamble`] (container),
+//! [`Rewrapper::rewrap_value_keys`] (value-level .env/JSON/YAML metadata),
+//! [`Rewrapper::rewrap_envelope`] (one field envelope) and [`Rewrapper::rewrap_envelopes`] (a
+//! column of them, with bounded concurrency).
 //!
 //! **Across backends** ([`Rewrapper::with_destination`]) no KMS can re-encrypt on the server: the
 //! data key is decrypted by the source KMS and encrypted by the destination KMS, so it passes
@@ -22,25 +41,26 @@
 //! `buffer_unordered`, and retry delays from a pluggable sleep function (by default a short-lived
 //! thread completing a oneshot channel).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::aead::Engine;
-use crate::container::{self, Preamble};
+use crate::container::{MAX_ENTRIES, Preamble};
 use crate::context::EncryptionContext;
 use crate::datakey::DataKey;
+use crate::entries::{self, Check, Trust, is_entry_fault};
 use crate::envelope::{self, Envelope, FieldKey};
 use crate::error::{Error, FormatError, KeyAttempt, KmsError};
-use crate::kms::{self, Kms, WrappedKey};
+use crate::kms::{Kms, WrappedKey};
 use crate::values::{self, FILE_ID_LEN, ValueKeys};
+
+pub use crate::retry::{RetryPolicy, SleepFn};
 
 /// Smallest blob a KMS can return for a wrapped 256-bit key: AES key wrap (RFC 3394/5649) adds
 /// 8 bytes to 32; every AEAD-based backend adds more. Used by [`Verify::Structure`].
@@ -56,101 +76,20 @@ pub enum Target {
     Key(String),
 }
 
-/// How a new entry is checked before it may replace the old one.
+/// How entries are checked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Verify {
-    /// Unwrap the new entry and check the object's key commitment with the data key it yields:
-    /// the strongest check; needs a principal allowed to decrypt under the destination key.
+    /// Unwrap the entry and check the object's key commitment with the data key it yields: the
+    /// only check that proves an entry opens the object; needs a principal allowed to decrypt.
     #[default]
     Decrypt,
-    /// For principals allowed only to ReEncrypt: check that the entry names the expected backend,
-    /// key and version and carries a plausible blob, without decrypting. The KMS binds the blob
-    /// to the context this job passed, which is the object's own.
+    /// For principals allowed only to ReEncrypt: every entry of the backend is re-encrypted
+    /// (labels are never trusted), and the new entry must name the expected backend, key and
+    /// version and carry a plausible blob. The KMS authenticated the old blob under the object's
+    /// own context, but the commitment is not checked, so in this mode each entry is replaced
+    /// only by its own re-encryption: nothing is merged or dropped.
     Structure,
-}
-
-/// A sleep function: returns a future that completes after the duration.
-pub type SleepFn = Arc<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// Retries of retryable KMS errors ([`KmsError::is_retryable`]: throttling, transient outages),
-/// with exponential backoff and full jitter: before retry `n` (from 0), sleep a uniformly random
-/// time in `[0, min(max_delay, base_delay × 2^n)]`.
-#[derive(Clone)]
-pub struct RetryPolicy {
-    /// Most attempts per KMS call, the first included (1 = no retry).
-    pub max_attempts: u32,
-    /// Backoff cap of the first retry.
-    pub base_delay: Duration,
-    /// Largest backoff cap.
-    pub max_delay: Duration,
-    sleep: SleepFn,
-}
-
-impl fmt::Debug for RetryPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryPolicy")
-            .field("max_attempts", &self.max_attempts)
-            .field("base_delay", &self.base_delay)
-            .field("max_delay", &self.max_delay)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for RetryPolicy {
-    /// 6 attempts, 50 ms first cap, 5 s largest cap (about 8 s of backoff at most per call).
-    fn default() -> Self {
-        Self {
-            max_attempts: 6,
-            base_delay: Duration::from_millis(50),
-            max_delay: Duration::from_secs(5),
-            sleep: Arc::new(thread_sleep),
-        }
-    }
-}
-
-/// Sleeps on a short-lived thread and wakes the task through a oneshot channel: works under any
-/// executor. Retries are rare, so a thread per backoff is cheap enough.
-fn thread_sleep(d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let spawned = std::thread::Builder::new().name("envseal-backoff".into()).spawn(move || {
-        std::thread::sleep(d);
-        let _ = tx.send(());
-    });
-    Box::pin(async move {
-        if spawned.is_ok() {
-            let _ = rx.await;
-        }
-    })
-}
-
-impl RetryPolicy {
-    /// No retry: every error is returned at once.
-    pub fn none() -> Self {
-        Self { max_attempts: 1, ..Self::default() }
-    }
-
-    /// `max_attempts` attempts with the given delays.
-    pub fn new(max_attempts: u32, base_delay: Duration, max_delay: Duration) -> Self {
-        Self { max_attempts: max_attempts.max(1), base_delay, max_delay, ..Self::default() }
-    }
-
-    /// Uses `sleep` for backoff delays (e.g. `tokio::time::sleep` boxed, to avoid a thread per
-    /// retry under Tokio).
-    pub fn with_sleep(mut self, sleep: SleepFn) -> Self {
-        self.sleep = sleep;
-        self
-    }
-
-    /// The backoff cap before retry `retry` (from 0): `min(max_delay, base_delay × 2^retry)`.
-    pub fn cap(&self, retry: u32) -> Duration {
-        crate::backoff::cap(self.base_delay, self.max_delay, retry)
-    }
-
-    /// A full-jitter delay before retry `retry`: uniform in `[0, cap(retry)]`, from the OS CSPRNG.
-    pub fn delay(&self, retry: u32) -> Duration {
-        crate::backoff::full_jitter(self.cap(retry))
-    }
 }
 
 /// Counters of a [`Rewrapper`] (all of its calls so far).
@@ -158,8 +97,10 @@ impl RetryPolicy {
 pub struct RewrapStats {
     /// Entries replaced by a new, verified entry.
     pub rewrapped: u64,
-    /// Entries already at the target (no KMS write).
+    /// Entries verified and already at the target (no KMS write).
     pub already_at_target: u64,
+    /// Entries that could not be verified (kept unless dropped).
+    pub unverifiable: u64,
     /// KMS calls retried after a retryable error.
     pub retries: u64,
     /// Objects (preambles, metadata, envelopes) that failed.
@@ -173,6 +114,7 @@ pub struct RewrapStats {
 struct Counters {
     rewrapped: AtomicU64,
     already_at_target: AtomicU64,
+    unverifiable: AtomicU64,
     retries: AtomicU64,
     failed: AtomicU64,
     shared: AtomicU64,
@@ -190,15 +132,16 @@ struct KeyInfo {
 }
 
 type KeyCell = Arc<OnceCell<KeyInfo>>;
-type InstanceCell = Arc<OnceCell<Result<Option<WrappedKey>, Arc<Error>>>>;
+type InstanceCell = Arc<OnceCell<Result<Option<WrappedKey>, Error>>>;
 
-/// Where an entry stands against a [`Rewrapper`]'s target (see [`Rewrapper::status`]).
+/// Where an entry stands against a [`Rewrapper`]'s target, from its (unauthenticated) label and
+/// a read-only describe call (see [`Rewrapper::status`]): a plan for dry runs, never a decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EntryStatus {
     /// The entry belongs to another backend: this rewrapper leaves it alone.
     OtherBackend,
-    /// Already at the target: skipped.
+    /// Its label says it is at the target (a real run verifies it).
     AtTarget,
     /// To be rewrapped to this key (canonical id when the backend told) and version (when
     /// known).
@@ -210,18 +153,103 @@ pub enum EntryStatus {
     },
 }
 
-/// The result of rewrapping one entry.
-#[derive(Debug)]
-enum EntryOutcome {
-    /// Not ours (another backend), or already at the target.
-    Unchanged,
-    /// Replaced.
-    Rewrapped(WrappedKey),
+/// What a job did with one entry of an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryResult {
+    /// Another backend's entry: left as it is, not examined.
+    OtherBackend,
+    /// Outside the keys the job trusts ([`Trust`]): left as it is, not sent to any KMS.
+    NotAllowed,
+    /// Verified and already at the target: kept.
+    AtTarget,
+    /// Replaced by a new entry, verified (or, with [`Verify::Structure`], checked).
+    Rewrapped {
+        /// The new entry's key id.
+        key_id: String,
+        /// The new entry's key version.
+        key_version: String,
+    },
+    /// A new entry added by the job.
+    Added,
+    /// Removed on request (the remaining entries were proven to open the object).
+    Removed,
+    /// Verified, but another verified entry of the same key was kept: dropped.
+    Merged,
+    /// Could not be verified for a reason of its own (see [`entries::is_entry_fault`]).
+    Unverifiable {
+        /// Why (an error message; never secret).
+        reason: String,
+        /// Whether it was dropped ([`Rewrapper::with_drop_unverifiable`]); else kept as it was.
+        dropped: bool,
+    },
 }
 
-/// Checks that a data key is the one the object committed to (container commitment and header
-/// MAC, value-level commitment, or field-envelope commitment).
-type Check<'a> = dyn Fn(&DataKey) -> Result<(), Error> + Send + Sync + 'a;
+/// One entry of an object and what the job did with it. `backend`, `key_id` and `key_version`
+/// are the entry's label as it was read (or, for [`EntryResult::Added`], the new entry's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryReport {
+    /// Index of the entry in the object as read (`None` for an added entry).
+    pub index: Option<usize>,
+    /// Backend name.
+    pub backend: String,
+    /// Key id.
+    pub key_id: String,
+    /// Key version.
+    pub key_version: String,
+    /// What happened.
+    pub result: EntryResult,
+}
+
+impl EntryReport {
+    fn of(index: Option<usize>, e: &WrappedKey, result: EntryResult) -> Self {
+        Self { index, backend: e.backend.clone(), key_id: e.key_id.clone(), key_version: e.key_version.clone(), result }
+    }
+}
+
+/// The result of a job on one object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The new entries, or `None` when the object does not change. When `Some`, the set holds
+    /// at least one entry that this job proved to open the object.
+    pub entries: Option<Vec<WrappedKey>>,
+    /// One line per entry (and per added entry).
+    pub report: Vec<EntryReport>,
+    /// Whether a data key passed through this process (a move across backends).
+    pub moved: bool,
+}
+
+impl Outcome {
+    /// The entries that could not be verified.
+    pub fn unverifiable(&self) -> impl Iterator<Item = &EntryReport> {
+        self.report.iter().filter(|r| matches!(r.result, EntryResult::Unverifiable { .. }))
+    }
+}
+
+/// The object a job works on: its KMS context, the check a data key must pass, and whether a
+/// wrong context means the stored object was altered (containers and value-level files, whose
+/// context is computed from stored bytes) or may be the caller's (field envelopes).
+struct Object<'a> {
+    kctx: &'a EncryptionContext,
+    check: &'a Check<'a>,
+    bound: bool,
+}
+
+/// One entry after [`Rewrapper::rewrap_entry`].
+enum One {
+    AtTarget,
+    Rewrapped(WrappedKey),
+    Unverifiable(Error),
+}
+
+/// One entry of the new set being built.
+struct Slot {
+    entry: WrappedKey,
+    verified: bool,
+    keep: bool,
+    error: Option<Error>,
+    report: EntryReport,
+}
 
 /// Rewraps wrapped-key entries with one KMS. See the [module documentation](self).
 pub struct Rewrapper {
@@ -229,6 +257,8 @@ pub struct Rewrapper {
     destination: Option<Arc<dyn Kms>>,
     target: Target,
     verify: Verify,
+    trust: Trust,
+    drop_unverifiable: bool,
     engine: Engine,
     retry: RetryPolicy,
     keys: Mutex<HashMap<String, KeyCell>>,
@@ -242,6 +272,7 @@ impl fmt::Debug for Rewrapper {
             .field("destination", &self.destination.as_ref().map(|d| d.backend().to_string()))
             .field("target", &self.target)
             .field("verify", &self.verify)
+            .field("trust", &self.trust)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -255,6 +286,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A value-level sealed file's metadata, as far as a rewrap needs it (FORMAT.md §10.4).
 #[derive(Clone, Copy, Debug)]
 pub struct ValueFile<'a> {
+    /// The value-format version of the file ([`values::V1`] or [`values::V2`]).
+    pub version: u8,
     /// The file's user context.
     pub context: &'a EncryptionContext,
     /// The file id.
@@ -265,16 +298,45 @@ pub struct ValueFile<'a> {
     pub commitment: &'a str,
 }
 
+impl ValueFile<'_> {
+    /// The file's KMS context.
+    ///
+    /// # Errors
+    /// [`FormatError::InvalidContext`] if the context is full.
+    pub fn kms_context(&self) -> Result<EncryptionContext, FormatError> {
+        values::kms_context(self.context, self.file_id)
+    }
+
+    /// The check a data key must pass to be this file's (its key commitment).
+    pub fn check(&self, engine: Engine) -> impl Fn(&DataKey) -> Result<(), Error> + Send + Sync + '_ {
+        move |dk: &DataKey| {
+            Ok(ValueKeys::derive(engine, dk, *self.file_id, self.version, 0)?.check_commitment(self.commitment)?)
+        }
+    }
+}
+
+/// Maps the errors of one entry's KMS call: an invalid blob is the entry's fault
+/// ([`FormatError::KeyEntryTampered`]); a wrong context on a bound object means it was altered.
+fn entry_error(e: Error, index: usize, bound: bool) -> Error {
+    match e {
+        Error::Kms(KmsError::InvalidCiphertext) => FormatError::KeyEntryTampered { index }.into(),
+        Error::Kms(KmsError::WrongContext) if bound => FormatError::HeaderTampered.into(),
+        e => e,
+    }
+}
+
 impl Rewrapper {
     /// Rewraps the entries of `kms`'s backend to `target` on the same backend (ReEncrypt: the
-    /// data key never leaves the KMS). Verification: [`Verify::Decrypt`]; retries:
-    /// [`RetryPolicy::default`].
+    /// data key never leaves the KMS). Verification: [`Verify::Decrypt`]; trust:
+    /// [`Trust::Discovery`]; retries: [`RetryPolicy::default`].
     pub fn new(kms: Arc<dyn Kms>, target: Target) -> Self {
         Self {
             source: kms,
             destination: None,
             target,
             verify: Verify::default(),
+            trust: Trust::default(),
+            drop_unverifiable: false,
             engine: Engine::default(),
             retry: RetryPolicy::default(),
             keys: Mutex::new(HashMap::new()),
@@ -293,6 +355,19 @@ impl Rewrapper {
     /// Sets the verification mode.
     pub fn with_verify(mut self, verify: Verify) -> Self {
         self.verify = verify;
+        self
+    }
+
+    /// Sets which entries the job may send to a KMS; the others are left as they are.
+    pub fn with_trust(mut self, trust: Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// Drops unverifiable entries instead of keeping them (the new set must still hold a
+    /// verified entry).
+    pub fn with_drop_unverifiable(mut self, drop: bool) -> Self {
+        self.drop_unverifiable = drop;
         self
     }
 
@@ -328,12 +403,18 @@ impl Rewrapper {
         &self.target
     }
 
+    /// The trust.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> RewrapStats {
         let c = &self.counters;
         RewrapStats {
             rewrapped: c.rewrapped.load(Ordering::Relaxed),
             already_at_target: c.already_at_target.load(Ordering::Relaxed),
+            unverifiable: c.unverifiable.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             shared: c.shared.load(Ordering::Relaxed),
@@ -341,14 +422,15 @@ impl Rewrapper {
     }
 
     /// Runs a KMS call with the retry policy.
-    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, KmsError>
+    async fn call<T, E, F, Fut>(&self, mut call: F) -> Result<T, Error>
     where
+        E: Into<Error>,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, KmsError>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         let mut attempt = 0u32;
         loop {
-            match call().await {
+            match call().await.map_err(Into::into) {
                 Err(e) if e.is_retryable() && attempt + 1 < self.retry.max_attempts => {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     (self.retry.sleep)(self.retry.delay(attempt)).await;
@@ -375,7 +457,7 @@ impl Rewrapper {
             .get_or_try_init(|| async {
                 let dest = self.destination();
                 let Some(km) = dest.key_manager() else {
-                    return Ok::<_, KmsError>(KeyInfo {
+                    return Ok::<_, Error>(KeyInfo {
                         key_id: wanted.to_string(),
                         canonical: false,
                         current_version: None,
@@ -388,9 +470,9 @@ impl Rewrapper {
         Ok(info.clone())
     }
 
-    /// Where `entry` stands against the target, asking the destination's key manager (a
-    /// read-only describe call, once per key per job) and never writing: for dry runs and
-    /// reports.
+    /// Where `entry` stands against the target, from its label and a read-only describe call
+    /// (once per key per job), never writing: for dry runs and reports. A real run does not
+    /// trust the label: it verifies the entry.
     ///
     /// # Errors
     /// [`KmsError`]s of the describe call (after retries).
@@ -414,23 +496,66 @@ impl Rewrapper {
         Ok((i.key_id, i.current_version))
     }
 
-    /// Whether `entry` is already where the target says, as far as the destination can tell.
+    /// Whether `entry`'s label says it is already where the target says.
     fn at_target(&self, entry: &WrappedKey, info: &KeyInfo) -> bool {
         entry.backend == self.destination().backend()
             && entry.key_id == info.key_id
             && info.current_version.as_deref() == Some(entry.key_version.as_str())
     }
 
-    /// Rewraps one entry under `kctx`. Entries of other backends are left alone.
-    async fn rewrap_entry(
+    /// Unwraps `entry` with `kms` (with retries) and runs the object's check on the data key.
+    async fn unwrap_checked(
         &self,
+        kms: &dyn Kms,
         entry: &WrappedKey,
-        kctx: &EncryptionContext,
-        check: &Check<'_>,
-    ) -> Result<EntryOutcome, Error> {
-        if entry.backend != self.source.backend() {
-            return Ok(EntryOutcome::Unchanged);
+        index: usize,
+        obj: &Object<'_>,
+    ) -> Result<DataKey, Error> {
+        let dk = self
+            .call(|| entries::unwrap_one(kms, entry, obj.kctx, index))
+            .await
+            .map_err(|e| entry_error(e, index, obj.bound))?;
+        (obj.check)(&dk)?;
+        Ok(dk)
+    }
+
+    /// Verifies one entry: `Ok(Ok(()))` when it opens the object, `Ok(Err(_))` when it fails for
+    /// a reason of its own, `Err(_)` for any other failure (the object is then left alone).
+    async fn verify_entry(
+        &self,
+        kms: &dyn Kms,
+        entry: &WrappedKey,
+        index: usize,
+        obj: &Object<'_>,
+    ) -> Result<Result<(), Error>, Error> {
+        match self.unwrap_checked(kms, entry, index, obj).await {
+            Ok(_) => Ok(Ok(())),
+            Err(e) if is_entry_fault(&e) => Ok(Err(e)),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Checks a new entry (made by this job) per the verification mode.
+    async fn verify_new(
+        &self,
+        new: &WrappedKey,
+        old: Option<&WrappedKey>,
+        info: &KeyInfo,
+        index: usize,
+        obj: &Object<'_>,
+    ) -> Result<Result<(), Error>, Error> {
+        let dest = self.destination();
+        match self.verify {
+            Verify::Decrypt => self.verify_entry(dest.as_ref(), new, index, obj).await,
+            Verify::Structure => {
+                check_structure(new, old, dest.backend(), info, self.destination.is_some())?;
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    /// Takes one entry of this rewrapper's backend towards the target.
+    async fn rewrap_entry(&self, entry: &WrappedKey, index: usize, obj: &Object<'_>) -> Result<One, Error> {
         if self.destination.is_some() && self.target == Target::Latest {
             return Err(KmsError::InvalidRequest {
                 message: "a move to another backend needs a destination key, not `latest`".into(),
@@ -438,163 +563,162 @@ impl Rewrapper {
             .into());
         }
         let info = self.key_info(entry).await?;
-        if self.at_target(entry, &info) {
-            self.counters.already_at_target.fetch_add(1, Ordering::Relaxed);
-            return Ok(EntryOutcome::Unchanged);
+        if self.verify == Verify::Decrypt && self.at_target(entry, &info) {
+            // The label says "at target": prove it before keeping the entry as it is.
+            return Ok(match self.verify_entry(self.source.as_ref(), entry, index, obj).await? {
+                Ok(()) => One::AtTarget,
+                Err(e) => One::Unverifiable(e),
+            });
         }
-        let new = match &self.destination {
+        let made = match &self.destination {
             None => {
                 let kms = self.source.as_ref();
-                self.call(|| kms.re_encrypt(entry, kctx, &info.key_id, kctx)).await?
+                self.call(|| kms.re_encrypt(entry, obj.kctx, &info.key_id, obj.kctx))
+                    .await
+                    .map_err(|e| entry_error(e, index, obj.bound))
             }
-            Some(dest) => {
-                // Across backends: the data key passes through this process. Check it against
-                // the object's commitment before handing it to another KMS.
-                let k = self.unwrap_checked(self.source.as_ref(), entry, kctx, 0).await?;
-                check(&k)?;
-                let wrapped = self.call(|| dest.encrypt(&info.key_id, k.expose_secret(), kctx)).await?;
-                drop(k);
-                wrapped
-            }
+            Some(dest) => match self.unwrap_checked(self.source.as_ref(), entry, index, obj).await {
+                // Across backends the data key passes through this process: it was checked
+                // against the object's commitment before it is handed to another KMS.
+                Ok(dk) => self.call(|| dest.encrypt(&info.key_id, dk.expose_secret(), obj.kctx)).await,
+                Err(e) => Err(e),
+            },
         };
-        if new.backend == entry.backend && new.key_id == entry.key_id && new.key_version == entry.key_version {
-            // The KMS had nothing newer (a backend without a key manager to ask beforehand).
-            self.counters.already_at_target.fetch_add(1, Ordering::Relaxed);
-            return Ok(EntryOutcome::Unchanged);
+        let new = match made {
+            Ok(n) => n,
+            Err(e) if is_entry_fault(&e) => return Ok(One::Unverifiable(e)),
+            Err(e) => return Err(e),
+        };
+        entries::validate(&new)?;
+        let same_label =
+            new.backend == entry.backend && new.key_id == entry.key_id && new.key_version == entry.key_version;
+        match self.verify_new(&new, (!same_label).then_some(entry), &info, index, obj).await? {
+            // The KMS had nothing newer (a backend without a key manager to ask beforehand): the
+            // old entry is kept, now proven by its re-encryption.
+            Ok(()) if same_label => Ok(One::AtTarget),
+            Ok(()) => Ok(One::Rewrapped(new)),
+            // The old blob re-encrypted fine, but not to the object's data key.
+            Err(e) => Ok(One::Unverifiable(e)),
         }
-        self.verify_new(&new, entry, &info, kctx, check).await?;
-        self.counters.rewrapped.fetch_add(1, Ordering::Relaxed);
-        Ok(EntryOutcome::Rewrapped(new))
     }
 
-    /// Unwraps `entry` with `kms` and checks that the KMS read the entry's key id and version
-    /// from the blob (FORMAT.md §4.5).
-    async fn unwrap_checked(
-        &self,
-        kms: &dyn Kms,
-        entry: &WrappedKey,
-        kctx: &EncryptionContext,
-        index: usize,
-    ) -> Result<DataKey, Error> {
-        let k = self.call(|| kms::decrypt_data_key(kms, entry, kctx)).await.map_err(|e| match e {
-            KmsError::InvalidCiphertext => Error::Format(FormatError::KeyEntryTampered { index }),
-            KmsError::WrongContext => Error::Format(FormatError::HeaderTampered),
-            e => Error::Kms(e),
-        })?;
-        if k.key_id != entry.key_id || k.key_version != entry.key_version {
-            return Err(FormatError::KeyEntryTampered { index }.into());
-        }
-        Ok(k.data_key)
-    }
-
-    async fn verify_new(
-        &self,
-        new: &WrappedKey,
-        old: &WrappedKey,
-        info: &KeyInfo,
-        kctx: &EncryptionContext,
-        check: &Check<'_>,
-    ) -> Result<(), Error> {
-        let dest = self.destination();
-        match self.verify {
-            Verify::Decrypt => {
-                let k = self.unwrap_checked(dest.as_ref(), new, kctx, 0).await?;
-                check(&k)
+    /// Rewraps `entries` of one object and assembles the new set (see the module docs).
+    async fn rewrap_entries(&self, entries: &[WrappedKey], obj: &Object<'_>) -> Result<Outcome, Error> {
+        let mut slots = Vec::with_capacity(entries.len());
+        for (index, e) in entries.iter().enumerate() {
+            let slot = |result, verified| Slot {
+                entry: e.clone(),
+                verified,
+                keep: true,
+                error: None,
+                report: EntryReport::of(Some(index), e, result),
+            };
+            if e.backend != self.source.backend() {
+                slots.push(slot(EntryResult::OtherBackend, false));
+                continue;
             }
-            Verify::Structure => check_structure(new, old, dest.backend(), info, self.destination.is_some()),
-        }
-    }
-
-    /// Rewraps `entries` (bound by `kctx`) and returns the new list, or `None` when nothing
-    /// changed. Entries that end up naming the same backend and key are merged (the first kept).
-    async fn rewrap_entries(
-        &self,
-        entries: &[WrappedKey],
-        kctx: &EncryptionContext,
-        check: &Check<'_>,
-    ) -> Result<Option<Vec<WrappedKey>>, Error> {
-        let mut out = Vec::with_capacity(entries.len());
-        let mut changed = false;
-        for e in entries {
-            match self.rewrap_entry(e, kctx, check).await {
-                Ok(EntryOutcome::Unchanged) => out.push(e.clone()),
-                Ok(EntryOutcome::Rewrapped(n)) => {
-                    changed = true;
-                    out.push(n);
+            if !self.trust.permits(e) {
+                slots.push(slot(EntryResult::NotAllowed, false));
+                continue;
+            }
+            match self.rewrap_entry(e, index, obj).await {
+                Ok(One::AtTarget) => {
+                    self.counters.already_at_target.fetch_add(1, Ordering::Relaxed);
+                    slots.push(slot(EntryResult::AtTarget, true));
                 }
-                Err(err) => {
-                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    return Err(err);
+                Ok(One::Rewrapped(new)) => {
+                    self.counters.rewrapped.fetch_add(1, Ordering::Relaxed);
+                    let result =
+                        EntryResult::Rewrapped { key_id: new.key_id.clone(), key_version: new.key_version.clone() };
+                    slots.push(Slot { entry: new, ..slot(result, true) });
+                }
+                Ok(One::Unverifiable(err)) => {
+                    self.counters.unverifiable.fetch_add(1, Ordering::Relaxed);
+                    let result = EntryResult::Unverifiable { reason: err.to_string(), dropped: self.drop_unverifiable };
+                    slots.push(Slot { keep: !self.drop_unverifiable, error: Some(err), ..slot(result, false) });
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        self.assemble(slots)
+    }
+
+    /// Merges verified duplicates and checks the invariant: a changed set holds at least one
+    /// entry this job verified; an object none of whose entries this job could examine or verify
+    /// is an error.
+    fn assemble(&self, mut slots: Vec<Slot>) -> Result<Outcome, Error> {
+        if self.verify == Verify::Decrypt {
+            let mut seen = HashSet::new();
+            for s in slots.iter_mut().filter(|s| s.verified) {
+                if !seen.insert((s.entry.backend.clone(), s.entry.key_id.clone())) {
+                    s.keep = false;
+                    s.report.result = EntryResult::Merged;
                 }
             }
         }
-        if !changed {
-            return Ok(None);
+        let examined_none_verified = !slots.iter().any(|s| s.verified)
+            && slots.iter().all(|s| matches!(s.report.result, EntryResult::Unverifiable { .. }));
+        let changed = slots.iter().any(|s| !s.keep || matches!(s.report.result, EntryResult::Rewrapped { .. }));
+        if examined_none_verified || (changed && !slots.iter().any(|s| s.keep && s.verified)) {
+            return Err(no_verified(slots));
         }
-        let mut merged: Vec<WrappedKey> = Vec::with_capacity(out.len());
-        for e in out {
-            if !merged.iter().any(|m| m.backend == e.backend && m.key_id == e.key_id) {
-                merged.push(e);
-            }
-        }
-        Ok(Some(merged))
+        let report = slots.iter().map(|s| s.report.clone()).collect();
+        let entries = changed.then(|| slots.into_iter().filter(|s| s.keep).map(|s| s.entry).collect());
+        Ok(Outcome { entries, report, moved: changed && self.destination.is_some() })
     }
 
-    /// Rewraps a container's entries. Returns the new preamble (header, commitment and header
-    /// MAC unchanged, so the body stays valid byte for byte), or `None` when every entry of this
-    /// backend is already at the target.
+    /// Rewraps a container's entries. `Outcome::entries` replaces the preamble's entries; the
+    /// header, commitment and header MAC are unchanged, so the body stays valid byte for byte.
     ///
     /// # Errors
-    /// [`KmsError`]s (after retries); [`FormatError::HeaderTampered`] /
-    /// [`FormatError::KeyEntryTampered`] / [`FormatError::CommitmentMismatch`] when verification
-    /// fails; [`FormatError`] if a new entry violates a bound.
-    pub async fn rewrap_preamble(&self, preamble: &Preamble) -> Result<Option<Preamble>, Error> {
+    /// [`KmsError`]s (after retries); the errors of the entries when none could be verified;
+    /// [`FormatError`] if a new entry violates a bound.
+    pub async fn rewrap_preamble(&self, preamble: &Preamble) -> Result<Outcome, Error> {
         let kctx = preamble.kms_context();
-        let engine = self.engine;
-        let check = |dk: &DataKey| -> Result<(), Error> { preamble.open(engine, dk).map(drop).map_err(Error::from) };
-        let Some(entries) = self.rewrap_entries(&preamble.entries, &kctx, &check).await? else {
-            return Ok(None);
-        };
-        let new = Preamble { entries, ..preamble.clone() };
-        new.encode()?; // bounds of the new entries
-        Ok(Some(new))
+        let check = preamble.check(self.engine);
+        let out = self
+            .rewrap_entries(&preamble.entries, &Object { kctx: &kctx, check: &check, bound: true })
+            .await
+            .and_then(|out| {
+                if let Some(entries) = &out.entries {
+                    Preamble { entries: entries.clone(), ..preamble.clone() }.encode()?;
+                }
+                Ok(out)
+            });
+        self.count(out)
+    }
+
+    fn count<T>(&self, r: Result<T, Error>) -> Result<T, Error> {
+        if r.is_err() {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 
     /// Rewraps a value-level file's `keys` (FORMAT.md §10.5: no value and no MAC changes).
-    /// Returns the new entries, or `None` when nothing changed.
     ///
     /// # Errors
     /// As [`Rewrapper::rewrap_preamble`].
-    pub async fn rewrap_value_keys(&self, file: &ValueFile<'_>) -> Result<Option<Vec<WrappedKey>>, Error> {
-        let kctx = values::kms_context(file.context, file.file_id)?;
-        let engine = self.engine;
-        let check = |dk: &DataKey| -> Result<(), Error> {
-            Ok(ValueKeys::derive(engine, dk, *file.file_id).check_commitment(file.commitment)?)
-        };
-        let out = self.rewrap_entries(file.keys, &kctx, &check).await?;
-        if let Some(keys) = &out {
-            for k in keys {
-                container::encode_entry(&mut Vec::new(), k)?;
-            }
-        }
-        Ok(out)
+    pub async fn rewrap_value_keys(&self, file: &ValueFile<'_>) -> Result<Outcome, Error> {
+        let kctx = file.kms_context()?;
+        let check = file.check(self.engine);
+        let out = self.rewrap_entries(file.keys, &Object { kctx: &kctx, check: &check, bound: true }).await;
+        self.count(out)
     }
 
     /// Rewraps one field envelope (byte form) sealed under `context`. Returns the new envelope
-    /// (only the entry differs), or `None` when it is already at the target.
+    /// (only the entry differs), or `None` when it is verified and already at the target.
     ///
     /// # Errors
     /// Parse errors, and as [`Rewrapper::rewrap_preamble`].
     pub async fn rewrap_envelope(&self, sealed: &[u8], context: &EncryptionContext) -> Result<Option<Vec<u8>>, Error> {
         let env = Envelope::parse(sealed)?;
-        match self.rewrap_instance(&env, context).await {
-            Ok(Some(entry)) => Ok(Some(env.with_entry(&entry)?)),
+        let out = match self.rewrap_instance(&env, context).await {
+            Ok(Some(entry)) => env.with_entry(&entry).map(Some).map_err(Error::from),
             Ok(None) => Ok(None),
-            Err(e) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                Err(e)
-            }
-        }
+            Err(e) => Err(e),
+        };
+        self.count(out)
     }
 
     /// The new entry for an envelope's data-key instance, or `None` if unchanged.
@@ -610,16 +734,17 @@ impl Rewrapper {
             // Opening the value checks the commitment first (FORMAT.md §5.5), then the tag.
             FieldKey::for_opening(engine, dk, *env.salt).open(env, context).map(drop).map_err(Error::from)
         };
-        match self.rewrap_entry(&entry, &kctx, &check).await? {
-            EntryOutcome::Unchanged => Ok(None),
-            EntryOutcome::Rewrapped(n) => Ok(Some(n)),
-        }
+        let out = self
+            .rewrap_entries(std::slice::from_ref(&entry), &Object { kctx: &kctx, check: &check, bound: false })
+            .await?;
+        Ok(out.entries.and_then(|mut e| e.pop()))
     }
 
     /// Rewraps a batch of field envelopes (e.g. a database column) with at most `concurrency`
     /// data-key instances in the KMS at a time (items waiting for an instance another item is
-    /// already rewrapping do not count; up to `16 × concurrency` items are read ahead). Each item is `(id, envelope bytes, context)`; the result has one `(id, result)` per
-    /// item, in completion order: the new envelope, or the **unchanged input** when it was
+    /// already rewrapping do not count; up to `16 × concurrency` items are read ahead). Each
+    /// item is `(id, envelope bytes, context)`; the result has one `(id, result)` per item, in
+    /// completion order: the new envelope, or the **unchanged input** when it was verified and
     /// already at the target, or the item's error (the caller keeps its old envelope: nothing is
     /// lost). Retryable KMS errors are retried per the policy.
     ///
@@ -671,7 +796,7 @@ impl Rewrapper {
                 async {
                     // Invariant: the semaphore is never closed.
                     let _permit = permits.acquire().await.expect("semaphore is open");
-                    self.rewrap_instance(&env, context).await.map_err(Arc::new)
+                    self.rewrap_instance(&env, context).await
                 }
             })
             .await;
@@ -681,17 +806,37 @@ impl Rewrapper {
         match shared {
             Ok(Some(entry)) => Ok(Some(env.with_entry(entry)?)),
             Ok(None) => Ok(None),
-            Err(e) => Err(duplicate(e)),
+            Err(e) => Err(e.clone()),
         }
     }
 }
 
+/// The error when no entry of an object could be verified: each entry's failure.
+fn no_verified(slots: Vec<Slot>) -> Error {
+    let mut attempts: Vec<KeyAttempt> = slots
+        .into_iter()
+        .filter_map(|s| {
+            Some(KeyAttempt {
+                index: s.report.index.unwrap_or(0),
+                backend: s.entry.backend,
+                key_id: s.entry.key_id,
+                error: s.error?,
+            })
+        })
+        .collect();
+    if attempts.len() == 1 {
+        return attempts.pop().map(|a| a.error).unwrap_or(Error::NoKeyOpened(Vec::new()));
+    }
+    Error::NoKeyOpened(attempts)
+}
+
 /// [`Verify::Structure`]: the new entry names the destination backend, the target key (when the
 /// backend told us its canonical id) and a version not older than the current one (when known),
-/// with a blob of plausible size that fits the formats' bounds.
+/// with a blob of plausible size that fits the formats' bounds. `old` is the entry it replaces
+/// (none when it is added).
 fn check_structure(
     new: &WrappedKey,
-    old: &WrappedKey,
+    old: Option<&WrappedKey>,
     backend: &str,
     info: &KeyInfo,
     moved: bool,
@@ -711,13 +856,18 @@ fn check_structure(
     {
         return bad("rewrapped entry is older than the key's current version");
     }
-    if !moved && new.key_id == old.key_id && new.key_version == old.key_version {
-        return bad("rewrapped entry did not change");
+    if let Some(old) = old {
+        if !moved && new.key_id == old.key_id && new.key_version == old.key_version {
+            return bad("rewrapped entry did not change");
+        }
+        if new.blob == old.blob {
+            return bad("rewrapped entry has an implausible blob");
+        }
     }
-    if new.blob.len() < MIN_PLAUSIBLE_BLOB || new.blob == old.blob {
+    if new.blob.len() < MIN_PLAUSIBLE_BLOB {
         return bad("rewrapped entry has an implausible blob");
     }
-    container::encode_entry(&mut Vec::new(), new)?;
+    entries::validate(new)?;
     Ok(())
 }
 
@@ -729,208 +879,212 @@ fn version_at_least(v: &str, min: &str) -> bool {
     }
 }
 
-/// A copy of an error shared by every item of one data-key instance. I/O errors keep their kind
-/// and message.
-pub(crate) fn duplicate(e: &Error) -> Error {
-    match e {
-        Error::Format(f) => Error::Format(duplicate_format(f)),
-        Error::Kms(k) => Error::Kms(duplicate_kms(k)),
-        Error::NoKeyOpened(a) => Error::NoKeyOpened(
-            a.iter()
-                .map(|a| KeyAttempt {
-                    index: a.index,
-                    backend: a.backend.clone(),
-                    key_id: a.key_id.clone(),
-                    error: duplicate(&a.error),
-                })
-                .collect(),
-        ),
-        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
-        Error::NoBackend { backend } => Error::NoBackend { backend: backend.clone() },
-    }
-}
-
-fn duplicate_format(e: &FormatError) -> FormatError {
-    use FormatError as F;
-    match e {
-        F::NotSealed => F::NotSealed,
-        F::UnsupportedVersion(v) => F::UnsupportedVersion(*v),
-        F::UnsupportedSuite(s) => F::UnsupportedSuite(*s),
-        F::Truncated => F::Truncated,
-        F::Malformed(m) => F::Malformed(m),
-        F::LimitExceeded { what, value, max } => F::LimitExceeded { what, value: *value, max: *max },
-        F::InvalidContext(m) => F::InvalidContext(m.clone()),
-        F::WrongContext => F::WrongContext,
-        F::CommitmentMismatch => F::CommitmentMismatch,
-        F::HeaderTampered => F::HeaderTampered,
-        F::KeyEntryTampered { index } => F::KeyEntryTampered { index: *index },
-        F::ChunkTampered { index } => F::ChunkTampered { index: *index },
-        F::TruncatedBody { chunks } => F::TruncatedBody { chunks: *chunks },
-        F::TrailingData => F::TrailingData,
-        F::MacMismatch => F::MacMismatch,
-        F::ValueTampered => F::ValueTampered,
-    }
-}
-
-fn duplicate_kms(e: &KmsError) -> KmsError {
-    use KmsError as K;
-    match e {
-        K::KeyNotFound { key } => K::KeyNotFound { key: key.clone() },
-        K::KeyVersionNotFound { key, version } => K::KeyVersionNotFound { key: key.clone(), version: version.clone() },
-        K::KeyDisabled { key } => K::KeyDisabled { key: key.clone() },
-        K::KeyPendingDeletion { key } => K::KeyPendingDeletion { key: key.clone() },
-        K::KeyVersionBelowMinimum { key, version, min } => {
-            K::KeyVersionBelowMinimum { key: key.clone(), version: version.clone(), min: min.clone() }
-        }
-        K::AccessDenied { message } => K::AccessDenied { message: message.clone() },
-        K::WrongContext => K::WrongContext,
-        K::InvalidCiphertext => K::InvalidCiphertext,
-        K::PlaintextTooLarge { size, limit } => K::PlaintextTooLarge { size: *size, limit: *limit },
-        K::Throttled { message } => K::Throttled { message: message.clone() },
-        K::Unavailable { message, retryable } => K::Unavailable { message: message.clone(), retryable: *retryable },
-        K::InvalidRequest { message } => K::InvalidRequest { message: message.clone() },
-        K::AlreadyExists { what } => K::AlreadyExists { what: what.clone() },
-        K::Unsupported { operation, backend } => K::Unsupported { operation, backend: backend.clone() },
-    }
-}
-
-/// Adds a wrapped-key entry for `key` on `destination` to an object whose entries are
-/// `entries` (bound by `kctx`), and returns it with whether the data key passed through this
-/// process.
-///
-/// When one of `sources` *is* `destination` (the same object) and holds an entry, the new entry
-/// comes from a server-side ReEncrypt of that entry; otherwise the data key is unwrapped with
-/// any source, checked against the object's commitment (`check`), and encrypted under `key`.
-/// The new entry is then verified per `verify`.
-async fn add_entry_inner(
-    rw: &Rewrapper,
-    sources: &[&dyn Kms],
-    entries: &[WrappedKey],
-    kctx: &EncryptionContext,
-    check: &Check<'_>,
-    key: &str,
-) -> Result<(WrappedKey, bool), Error> {
-    let dest = rw.destination().clone();
-    let same = |k: &&dyn Kms| std::ptr::addr_eq(*k as *const dyn Kms, Arc::as_ptr(&dest));
-    let server_side =
-        sources.iter().copied().find(same).and_then(|k| {
-            entries.iter().enumerate().find(|(_, e)| e.backend == k.backend()).map(|(i, e)| (i, e.clone()))
-        });
-    let info = rw.describe(key).await?;
-    if entries.iter().any(|e| e.backend == dest.backend() && e.key_id == info.key_id) {
-        return Err(
-            KmsError::AlreadyExists { what: format!("an entry for {} key {}", dest.backend(), info.key_id) }.into()
-        );
-    }
-    let (new, moved) = match server_side {
-        Some((_, entry)) => (rw.call(|| dest.re_encrypt(&entry, kctx, &info.key_id, kctx)).await?, false),
-        None => {
-            let (k, _) = kms::unwrap_any(sources, entries, kctx).await?;
-            check(&k)?;
-            let wrapped = rw.call(|| dest.encrypt(&info.key_id, k.expose_secret(), kctx)).await?;
-            drop(k);
-            (wrapped, true)
-        }
-    };
-    let placeholder =
-        WrappedKey { backend: String::new(), key_id: String::new(), key_version: String::new(), blob: Vec::new() };
-    match rw.verify {
-        Verify::Decrypt => {
-            let k = rw.unwrap_checked(dest.as_ref(), &new, kctx, entries.len()).await?;
-            check(&k)?;
-        }
-        Verify::Structure => check_structure(&new, &placeholder, dest.backend(), &info, true)?,
-    }
-    rw.counters.rewrapped.fetch_add(1, Ordering::Relaxed);
-    Ok((new, moved))
-}
-
 /// What to add with [`add_entry_to_preamble`] / [`add_entry_to_value_keys`].
 #[derive(Debug)]
 pub struct AddEntry<'a> {
     /// Backends that may open the object's existing entries.
     pub sources: &'a [&'a dyn Kms],
     /// Makes the new entry (its destination, or its source when it has none) with its verify
-    /// mode and retry policy; its target is ignored.
+    /// mode, trust, retry policy and drop setting; its target is ignored.
     pub rewrapper: &'a Rewrapper,
     /// The key (id or alias) to wrap under.
     pub key: &'a str,
 }
 
-/// Adds a wrapped-key entry to a container preamble (FORMAT.md §4.4); returns the new preamble
-/// and whether the data key passed through this process. An entry for the same backend and key
-/// already present is an [`KmsError::AlreadyExists`].
+/// Adds a wrapped-key entry for `add.key` to an object.
 ///
-/// # Errors
-/// As [`kms::unwrap_any`], [`Rewrapper::rewrap_preamble`]; [`FormatError::LimitExceeded`]
-/// beyond 16 entries.
-pub async fn add_entry_to_preamble(add: &AddEntry<'_>, preamble: &Preamble) -> Result<(Preamble, bool), Error> {
-    let kctx = preamble.kms_context();
-    let engine = add.rewrapper.engine;
-    let check = |dk: &DataKey| -> Result<(), Error> { preamble.open(engine, dk).map(drop).map_err(Error::from) };
-    let (entry, moved) = add_entry_inner(add.rewrapper, add.sources, &preamble.entries, &kctx, &check, add.key).await?;
-    let mut p = preamble.clone();
-    push_unique(&mut p.entries, entry)?;
-    p.encode()?;
-    Ok((p, moved))
-}
-
-/// Adds a wrapped-key entry to a value-level file's keys; returns the new keys and whether the
-/// data key passed through this process.
-///
-/// # Errors
-/// As [`add_entry_to_preamble`].
-pub async fn add_entry_to_value_keys(
-    add: &AddEntry<'_>,
-    file: &ValueFile<'_>,
-) -> Result<(Vec<WrappedKey>, bool), Error> {
-    let kctx = values::kms_context(file.context, file.file_id)?;
-    let engine = add.rewrapper.engine;
-    let check = |dk: &DataKey| -> Result<(), Error> {
-        Ok(ValueKeys::derive(engine, dk, *file.file_id).check_commitment(file.commitment)?)
-    };
-    let (entry, moved) = add_entry_inner(add.rewrapper, add.sources, file.keys, &kctx, &check, add.key).await?;
-    let mut keys = file.keys.to_vec();
-    push_unique(&mut keys, entry)?;
-    Ok((keys, moved))
-}
-
-fn push_unique(entries: &mut Vec<WrappedKey>, entry: WrappedKey) -> Result<(), Error> {
-    if entries.iter().any(|e| e.backend == entry.backend && e.key_id == entry.key_id) {
-        return Err(
-            KmsError::AlreadyExists { what: format!("an entry for {} key {}", entry.backend, entry.key_id) }.into()
-        );
+/// An existing entry that names the key counts as present only once it is verified; one that
+/// cannot be verified is reported (and kept, unless the rewrapper drops such entries) and the
+/// new entry is added beside it. The new entry comes from a server-side ReEncrypt of an entry on
+/// the destination instance when one verifies, else the data key is opened through the checked
+/// unwrap (commitment verified) and encrypted under the key: it then passes through this process.
+async fn add_entry_inner(add: &AddEntry<'_>, entries: &[WrappedKey], obj: &Object<'_>) -> Result<Outcome, Error> {
+    let rw = add.rewrapper;
+    let dest = rw.destination().clone();
+    let info = rw.describe(add.key).await?;
+    let mut slots: Vec<Slot> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Slot {
+            entry: e.clone(),
+            verified: false,
+            keep: true,
+            error: None,
+            report: EntryReport::of(Some(i), e, EntryResult::OtherBackend),
+        })
+        .collect();
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let e = &entries[i];
+        if e.backend != dest.backend() || e.key_id != info.key_id {
+            continue;
+        }
+        if rw.verify == Verify::Structure {
+            // Nothing can be verified without Decrypt: the label is all there is.
+            slot.report.result = EntryResult::AtTarget;
+            return Ok(Outcome { entries: None, report: slots.into_iter().map(|s| s.report).collect(), moved: false });
+        }
+        match rw.verify_entry(dest.as_ref(), e, i, obj).await? {
+            Ok(()) => {
+                slot.report.result = EntryResult::AtTarget;
+                rw.counters.already_at_target.fetch_add(1, Ordering::Relaxed);
+                return Ok(Outcome {
+                    entries: None,
+                    report: slots.into_iter().map(|s| s.report).collect(),
+                    moved: false,
+                });
+            }
+            Err(err) => {
+                rw.counters.unverifiable.fetch_add(1, Ordering::Relaxed);
+                slot.report.result =
+                    EntryResult::Unverifiable { reason: err.to_string(), dropped: rw.drop_unverifiable };
+                slot.keep = !rw.drop_unverifiable;
+                slot.error = Some(err);
+            }
+        }
     }
-    if entries.len() >= container::MAX_ENTRIES {
+    // Server-side first: a ReEncrypt on the destination instance never exposes the data key.
+    let same = |k: &&dyn Kms| std::ptr::addr_eq(*k as *const dyn Kms, Arc::as_ptr(&dest));
+    let mut made = None;
+    if add.sources.iter().any(same) {
+        for (i, e) in entries.iter().enumerate().filter(|(_, e)| e.backend == dest.backend() && rw.trust.permits(e)) {
+            let n = match rw.call(|| dest.re_encrypt(e, obj.kctx, &info.key_id, obj.kctx)).await {
+                Ok(n) => n,
+                Err(err) if is_entry_fault(&entry_error(err.clone(), i, obj.bound)) => continue,
+                Err(err) => return Err(err),
+            };
+            entries::validate(&n)?;
+            if rw.verify_new(&n, None, &info, entries.len(), obj).await?.is_ok() {
+                made = Some((n, false));
+                break;
+            }
+        }
+    }
+    let (new, moved) = match made {
+        Some(m) => m,
+        None => {
+            let check = obj.check;
+            let (dk, _) = entries::unwrap_verified(add.sources, entries, obj.kctx, &rw.trust, check).await?;
+            let n = rw.call(|| dest.encrypt(&info.key_id, dk.expose_secret(), obj.kctx)).await?;
+            drop(dk);
+            entries::validate(&n)?;
+            rw.verify_new(&n, None, &info, entries.len(), obj).await??;
+            (n, true)
+        }
+    };
+    let kept = slots.iter().filter(|s| s.keep).count();
+    if kept >= MAX_ENTRIES {
         return Err(FormatError::LimitExceeded {
             what: "wrapped-key entries",
-            value: entries.len() as u64 + 1,
-            max: container::MAX_ENTRIES as u64,
+            value: kept as u64 + 1,
+            max: MAX_ENTRIES as u64,
         }
         .into());
     }
-    container::encode_entry(&mut Vec::new(), &entry)?;
-    entries.push(entry);
-    Ok(())
+    rw.counters.rewrapped.fetch_add(1, Ordering::Relaxed);
+    let mut report: Vec<EntryReport> = slots.iter().map(|s| s.report.clone()).collect();
+    report.push(EntryReport::of(None, &new, EntryResult::Added));
+    let mut out: Vec<WrappedKey> = slots.into_iter().filter(|s| s.keep).map(|s| s.entry).collect();
+    out.push(new);
+    Ok(Outcome { entries: Some(out), report, moved })
+}
+
+/// Adds a wrapped-key entry to a container preamble (FORMAT.md §4.4). `Outcome::entries` is
+/// `None` when a verified entry for the key is already there.
+///
+/// # Errors
+/// As [`entries::unwrap_verified`], [`Rewrapper::rewrap_preamble`];
+/// [`FormatError::LimitExceeded`] beyond 16 entries.
+pub async fn add_entry_to_preamble(add: &AddEntry<'_>, preamble: &Preamble) -> Result<Outcome, Error> {
+    let kctx = preamble.kms_context();
+    let check = preamble.check(add.rewrapper.engine);
+    let out = add_entry_inner(add, &preamble.entries, &Object { kctx: &kctx, check: &check, bound: true }).await?;
+    if let Some(entries) = &out.entries {
+        Preamble { entries: entries.clone(), ..preamble.clone() }.encode()?;
+    }
+    Ok(out)
+}
+
+/// Adds a wrapped-key entry to a value-level file's keys, as [`add_entry_to_preamble`].
+///
+/// # Errors
+/// As [`add_entry_to_preamble`].
+pub async fn add_entry_to_value_keys(add: &AddEntry<'_>, file: &ValueFile<'_>) -> Result<Outcome, Error> {
+    let kctx = file.kms_context()?;
+    let check = file.check(add.rewrapper.engine);
+    add_entry_inner(add, file.keys, &Object { kctx: &kctx, check: &check, bound: true }).await
+}
+
+/// What to remove with [`remove_entries_from_preamble`] / [`remove_entries_from_value_keys`].
+#[derive(Clone, Copy)]
+pub struct RemoveEntries<'a> {
+    /// Backends that may open the remaining entries (one of them must).
+    pub sources: &'a [&'a dyn Kms],
+    /// Which entries the proof may use.
+    pub trust: &'a Trust,
+    /// The AEAD engine used to check the commitment.
+    pub engine: Engine,
+    /// Which entries to remove.
+    pub matches: &'a (dyn Fn(&WrappedKey) -> bool + Sync),
+}
+
+impl fmt::Debug for RemoveEntries<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoveEntries").field("trust", self.trust).finish_non_exhaustive()
+    }
+}
+
+async fn remove_inner(rm: &RemoveEntries<'_>, entries: &[WrappedKey], obj: &Object<'_>) -> Result<Outcome, Error> {
+    let mut report = Vec::with_capacity(entries.len());
+    let mut kept = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if (rm.matches)(e) {
+            report.push(EntryReport::of(Some(i), e, EntryResult::Removed));
+        } else {
+            report.push(EntryReport::of(Some(i), e, EntryResult::AtTarget));
+            kept.push(e.clone());
+        }
+    }
+    if kept.len() == entries.len() {
+        return Ok(Outcome { entries: None, report, moved: false });
+    }
+    if kept.is_empty() {
+        return Err(KmsError::InvalidRequest {
+            message: "refusing to remove the last wrapped-key entry: the data could not be opened any more".into(),
+        }
+        .into());
+    }
+    // The proof: one remaining entry opens the object.
+    entries::unwrap_verified(rm.sources, &kept, obj.kctx, rm.trust, obj.check).await?;
+    Ok(Outcome { entries: Some(kept), report, moved: false })
+}
+
+/// Removes the entries `rm.matches` selects from a container preamble, after proving that one
+/// of the remaining entries unwraps and passes the key commitment (FORMAT.md §4.4).
+///
+/// # Errors
+/// [`KmsError::InvalidRequest`] if no entry would remain; the errors of
+/// [`entries::unwrap_verified`] when no remaining entry opens the file (nothing is removed).
+pub async fn remove_entries_from_preamble(rm: &RemoveEntries<'_>, preamble: &Preamble) -> Result<Outcome, Error> {
+    let kctx = preamble.kms_context();
+    let check = preamble.check(rm.engine);
+    remove_inner(rm, &preamble.entries, &Object { kctx: &kctx, check: &check, bound: true }).await
+}
+
+/// As [`remove_entries_from_preamble`], for a value-level file. Removing an entry does not
+/// revoke it (its holder may keep the data key from an old copy): re-key the file as well
+/// (`envseal_stores::Unlocked::rekey`).
+///
+/// # Errors
+/// As [`remove_entries_from_preamble`].
+pub async fn remove_entries_from_value_keys(rm: &RemoveEntries<'_>, file: &ValueFile<'_>) -> Result<Outcome, Error> {
+    let kctx = file.kms_context()?;
+    let check = file.check(rm.engine);
+    remove_inner(rm, file.keys, &Object { kctx: &kctx, check: &check, bound: true }).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_caps_and_jitter() {
-        let p = RetryPolicy::new(5, Duration::from_millis(10), Duration::from_millis(100));
-        assert_eq!(p.cap(0), Duration::from_millis(10));
-        assert_eq!(p.cap(1), Duration::from_millis(20));
-        assert_eq!(p.cap(3), Duration::from_millis(80));
-        assert_eq!(p.cap(4), Duration::from_millis(100));
-        assert_eq!(p.cap(200), Duration::from_millis(100));
-        for r in 0..50 {
-            assert!(p.delay(r % 6) <= p.cap(r % 6));
-        }
-        assert_eq!(RetryPolicy::none().max_attempts, 1);
-    }
 
     #[test]
     fn versions_compare_numerically_when_decimal() {
@@ -942,15 +1096,13 @@ mod tests {
     }
 
     #[test]
-    fn duplicated_errors_keep_their_class() {
+    fn cloned_errors_keep_their_class() {
         let e = Error::Kms(KmsError::Unavailable { message: "down".into(), retryable: true });
-        let d = duplicate(&e);
+        let d = e.clone();
         assert!(d.is_retryable());
         assert_eq!(d.to_string(), e.to_string());
-        let e = Error::Format(FormatError::KeyEntryTampered { index: 3 });
-        assert!(matches!(duplicate(&e), Error::Format(FormatError::KeyEntryTampered { index: 3 })));
-        let e = Error::Io(std::io::Error::new(std::io::ErrorKind::NotFound, "x"));
-        assert!(matches!(duplicate(&e), Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound));
+        let e = Error::from(std::io::Error::new(std::io::ErrorKind::NotFound, "x"));
+        assert!(matches!(e.clone(), Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound));
     }
 
     #[test]
@@ -958,7 +1110,8 @@ mod tests {
         let old = WrappedKey { backend: "mock".into(), key_id: "k".into(), key_version: "1".into(), blob: vec![1; 60] };
         let info = KeyInfo { key_id: "k".into(), canonical: true, current_version: Some("2".into()) };
         let good = WrappedKey { key_version: "2".into(), blob: vec![2; 60], ..old.clone() };
-        assert!(check_structure(&good, &old, "mock", &info, false).is_ok());
+        assert!(check_structure(&good, Some(&old), "mock", &info, false).is_ok());
+        assert!(check_structure(&good, None, "mock", &info, true).is_ok());
         for bad in [
             WrappedKey { backend: "local".into(), ..good.clone() },
             WrappedKey { key_id: "other".into(), ..good.clone() },
@@ -967,7 +1120,7 @@ mod tests {
             WrappedKey { blob: vec![2; 39], ..good.clone() },
             WrappedKey { blob: old.blob.clone(), ..good.clone() },
         ] {
-            assert!(check_structure(&bad, &old, "mock", &info, false).is_err(), "{bad:?}");
+            assert!(check_structure(&bad, Some(&old), "mock", &info, false).is_err(), "{bad:?}");
         }
     }
 }

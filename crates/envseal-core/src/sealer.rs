@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use crate::aead::Engine;
 use crate::context::EncryptionContext;
 use crate::datakey::SecretBytes;
+use crate::entries;
 use crate::envelope::{self, Envelope, FieldKey};
 use crate::error::{Error, FormatError, KmsError};
-use crate::kms::{self, Kms};
+use crate::kms::Kms;
 
 /// Limits of the data-key cache.
 #[derive(Clone, Copy, Debug)]
@@ -412,14 +413,8 @@ impl Sealer {
             return Err(KmsError::Unsupported { operation: "decrypt", backend: entry.backend }.into());
         }
         let kctx = envelope::kms_context(context, env.salt)?;
-        let k = kms::decrypt_data_key(self.kms.as_ref(), &entry, &kctx).await.map_err(|e| match e {
-            KmsError::InvalidCiphertext => Error::Format(FormatError::KeyEntryTampered { index: 0 }),
-            e => Error::Kms(e),
-        })?;
-        if k.key_id != entry.key_id || k.key_version != entry.key_version {
-            return Err(FormatError::KeyEntryTampered { index: 0 }.into());
-        }
-        Ok(FieldKey::for_opening(self.engine, &k.data_key, *env.salt))
+        let dk = entries::unwrap_one(self.kms.as_ref(), &entry, &kctx, 0).await?;
+        Ok(FieldKey::for_opening(self.engine, &dk, *env.salt))
     }
 
     /// Opens an envelope (byte form) sealed under `context`.

@@ -2,6 +2,30 @@
 
 use crate::error::FormatError;
 
+/// A source of bytes for the parsers: a slice ([`Reader`]) or a stream (the container's
+/// preamble reader). `take` returns exactly `n` bytes or fails (`Truncated` at the end).
+pub(crate) trait Take {
+    /// The error type: [`FormatError`] for slices, [`crate::Error`] where I/O can fail.
+    type Error: From<FormatError>;
+    /// The next `n` bytes.
+    fn take(&mut self, n: usize) -> Result<&[u8], Self::Error>;
+}
+
+/// A u16-length-prefixed byte string of at most `max` bytes, checked before it is read.
+pub(crate) fn take_bytes16<T: Take>(t: &mut T, max: usize, what: &'static str) -> Result<Vec<u8>, T::Error> {
+    let b = t.take(2)?;
+    let len = u16::from_be_bytes([b[0], b[1]]) as usize;
+    if len > max {
+        return Err(FormatError::LimitExceeded { what, value: len as u64, max: max as u64 }.into());
+    }
+    Ok(t.take(len)?.to_vec())
+}
+
+/// A u16-length-prefixed UTF-8 string of at most `max` bytes.
+pub(crate) fn take_string16<T: Take>(t: &mut T, max: usize, what: &'static str) -> Result<String, T::Error> {
+    String::from_utf8(take_bytes16(t, max, what)?).map_err(|_| FormatError::Malformed("string is not UTF-8").into())
+}
+
 /// A cursor over a byte slice that never reads past the end.
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
@@ -61,6 +85,13 @@ impl<'a> Reader<'a> {
     pub(crate) fn string16(&mut self, max: usize, what: &'static str) -> Result<String, FormatError> {
         let b = self.bytes16(max, what)?;
         String::from_utf8(b.to_vec()).map_err(|_| FormatError::Malformed("string is not UTF-8"))
+    }
+}
+
+impl Take for Reader<'_> {
+    type Error = FormatError;
+    fn take(&mut self, n: usize) -> Result<&[u8], FormatError> {
+        Reader::take(self, n)
     }
 }
 

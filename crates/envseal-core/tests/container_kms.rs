@@ -26,7 +26,7 @@ async fn seal_with(kms: &MockKms, keys: &[&str], c: &EncryptionContext, opts: Se
 
 async fn open_with(kms: &MockKms, c: &EncryptionContext, engine: Engine, sealed: &[u8]) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    container::open(&[kms as &dyn Kms], c, engine, sealed, &mut out).await?;
+    container::open(&[kms as &dyn Kms], c, &envseal_core::entries::Trust::Discovery, engine, sealed, &mut out).await?;
     Ok(out)
 }
 
@@ -261,4 +261,45 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// Issue 12: re-keying a container gives it a new data key and salt for the same recipients;
+/// the old entry (or its data key) opens nothing of the new file, which is proven to open before
+/// `rekey` returns; a damaged body makes it fail.
+#[tokio::test]
+async fn rekey_revokes_old_entries_and_proves_the_result() {
+    use envseal_core::container::Opener;
+    use envseal_core::entries::Trust;
+    let kms = MockKms::new();
+    let a = kms.create_default_key();
+    let b = kms.create_default_key();
+    let c = ctx(&[("app", "x")]);
+    let opts = SealOptions { chunk_size: 64, ..SealOptions::default() };
+    let pt: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let sealed = seal_with(&kms, &[&a, &b], &c, opts, &pt).await;
+    let opener =
+        Opener { kmses: &[&kms as &dyn Kms], expected: &c, trust: &Trust::Discovery, engine: Engine::default() };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let n = envseal_core::container::rekey(&opener, &[Recipient { kms: &kms, key: &b }], &sealed[..], &mut out)
+        .await
+        .unwrap();
+    assert_eq!(n, pt.len() as u64);
+    let rekeyed = out.into_inner();
+    assert_eq!(open_with(&kms, &c, Engine::default(), &rekeyed).await.unwrap(), pt);
+    let (old, _) = Preamble::parse(&sealed).unwrap();
+    let (new, _) = Preamble::parse(&rekeyed).unwrap();
+    assert_ne!(old.header.salt, new.header.salt);
+    assert_eq!((new.header.chunk_size, new.entries.len()), (64, 1));
+    // The old entry for b (and a) no longer opens anything: another header, another data key.
+    let mut spliced = Preamble { entries: old.entries.clone(), ..new.clone() }.encode().unwrap();
+    spliced.extend_from_slice(&rekeyed[new.encode().unwrap().len()..]);
+    assert!(open_with(&kms, &c, Engine::default(), &spliced).await.is_err());
+    // A damaged body: nothing proven, an error.
+    let mut bad = sealed.clone();
+    let last = bad.len() - 3;
+    bad[last] ^= 1;
+    let mut out = std::io::Cursor::new(Vec::new());
+    assert!(
+        envseal_core::container::rekey(&opener, &[Recipient { kms: &kms, key: &b }], &bad[..], &mut out).await.is_err()
+    );
 }

@@ -4,8 +4,10 @@
 
 mod document;
 mod error;
+mod line;
 mod parse;
 mod value;
 
-pub use document::{Document, Entry, Line, LineEnding, Quote, RawLine, is_valid_key};
+pub use document::{Document, is_valid_key};
 pub use error::{InvalidKey, ParseError, ParseErrorKind};
+pub use line::{Entry, Line, LineEnding, Quote, RawLine};

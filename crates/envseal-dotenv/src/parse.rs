@@ -1,8 +1,8 @@
 //! The parser (README §Grammar). It splits the input into fields without dropping a byte, so that
 //! `Document::to_string` is the identity on every accepted input.
 
-use crate::document::{Entry, Line, LineEnding, Quote, RawLine};
 use crate::error::{ParseError, ParseErrorKind};
+use crate::line::{Entry, Line, LineEnding, Quote, RawLine};
 use crate::value::{decode_double, decode_single, is_key_char, is_key_start, is_ws};
 
 /// Parses a whole file: whether it starts with a byte order mark, and its lines.

@@ -86,6 +86,11 @@ impl fmt::Debug for Governance {
     }
 }
 
+/// The OS user running this process, for records of local changes.
+fn os_user() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_owned())
+}
+
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
@@ -154,7 +159,7 @@ impl Governance {
                 let new = self.iam.read().unwrap_or_else(PoisonError::into_inner).clone();
                 for change in diff::changes(&old, &new) {
                     let ev = Event::new(change.event, "iam")
-                        .principal_local(&local::os_user())
+                        .principal_local(&os_user())
                         .param("target", change.target.clone());
                     let _ = self.record(ev);
                 }
@@ -166,7 +171,7 @@ impl Governance {
                     w.path.display()
                 );
                 let ev = Event::new("IamReloadFailed", "iam")
-                    .principal_local(&local::os_user())
+                    .principal_local(&os_user())
                     .failed("InvalidIamFile", &e.to_string());
                 let _ = self.record(ev);
             }

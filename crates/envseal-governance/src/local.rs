@@ -21,11 +21,6 @@ use crate::{Access, Governance};
 /// The region used in the ARNs of local keys (`acs:kms:local:ACCOUNT:key/ID`).
 pub const LOCAL_REGION: &str = "local";
 
-/// The OS user running this process, for records of local changes.
-pub(crate) fn os_user() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_owned())
-}
-
 /// Who the CLI acts as.
 #[derive(Clone)]
 pub struct LocalPrincipal {

@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::eval::RequestContext;
+use envseal_support::wildcard::{Pattern, Token};
+
+use crate::context::RequestContext;
 
 /// What a condition compares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,31 +253,16 @@ fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-/// `*` (any run) and `?` (one character).
+/// Whether `text` matches an IAM pattern: `*` (any run) and `?` (one character), with
+/// [`LITERAL_STAR`] / [`LITERAL_QUESTION`] (what `${*}` / `${?}` became in [`substitute`])
+/// matching only a literal `*` / `?`.
 pub(crate) fn wildcard(pattern: &str, text: &str, ignore_case: bool) -> bool {
-    let norm =
-        |s: &str| -> Vec<char> { if ignore_case { s.to_lowercase().chars().collect() } else { s.chars().collect() } };
-    let (p, t) = (norm(pattern), norm(text));
-    let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None, 0usize);
-    while ti < t.len() {
-        let literal_match = (p.get(pi) == Some(&LITERAL_STAR) && t[ti] == '*')
-            || (p.get(pi) == Some(&LITERAL_QUESTION) && t[ti] == '?');
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti] || literal_match) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
+    let syntax = |c| match c {
+        LITERAL_STAR => Token::Char('*'),
+        LITERAL_QUESTION => Token::Char('?'),
+        c => Pattern::standard(c),
+    };
+    Pattern::with_syntax(pattern, ignore_case, syntax).matches(text)
 }
 
 /// Replaces `${key}` policy variables. `escape_wildcards`: a variable's value is literal in a

@@ -3,20 +3,20 @@
 #![deny(missing_docs)]
 
 mod cond;
+mod context;
 mod eval;
 mod model;
 mod policy;
 mod sts;
 
-pub use crate::eval::{
-    Decision, DecisionKind, PrincipalInfo, PrincipalKind, RequestContext, StatementRef, evaluate, evaluate_with_session,
-};
+pub use crate::context::{PrincipalInfo, PrincipalKind, RequestContext};
+pub use crate::eval::{Decision, DecisionKind, StatementRef, evaluate, evaluate_with_session};
 pub use crate::model::{
     AccessKeyEntry, DEFAULT_ACCOUNT, Flavor, Format, Group, Iam, IamError, KeyStatus, NewAccessKey, Principal, Role,
-    Summary, Target, User,
+    Session, Summary, Target, User,
 };
 pub use crate::policy::{Effect, MAX_POLICY_BYTES, MAX_STATEMENTS, Policy, PolicyError};
 pub use crate::sts::{
-    AssumeRoleRequest, DEFAULT_SESSION, MAX_SESSION, MAX_SESSION_POLICY, MIN_SESSION, Session, SessionError,
-    SessionGrant, SessionStore, StsError, TemporaryCredentials, ct_eq,
+    AssumeRoleRequest, DEFAULT_SESSION, MAX_SESSION, MAX_SESSION_POLICY, MIN_SESSION, SessionError, SessionGrant,
+    SessionStore, StsError, TemporaryCredentials, ct_eq,
 };

@@ -2,16 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
 use std::path::Path;
 use std::time::SystemTime;
 
+use envseal_support::atomic::{self, Mode};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::eval::{Decision, PrincipalInfo, PrincipalKind, RequestContext, evaluate_with_session};
+use crate::context::{PrincipalInfo, PrincipalKind, RequestContext};
+use crate::eval::{Decision, evaluate_with_session};
 use crate::policy::Policy;
-use crate::sts::Session;
 
 /// Default account id.
 pub const DEFAULT_ACCOUNT: &str = "1234567890123456";
@@ -172,6 +172,34 @@ pub enum Target {
     Role(String),
 }
 
+/// A role session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// Role name.
+    pub role: String,
+    /// Session name.
+    pub session_name: Option<String>,
+    /// Inline session policy narrowing the role.
+    pub session_policy: Option<Policy>,
+    /// Whether the caller authenticated with MFA.
+    pub mfa: bool,
+    /// Issue time.
+    pub issued: SystemTime,
+    /// Expiry.
+    pub expires: SystemTime,
+}
+
+impl Session {
+    /// The session's ARN.
+    pub fn arn(&self, account: &str, flavor: Flavor) -> String {
+        let s = self.session_name.as_deref().unwrap_or("");
+        match flavor {
+            Flavor::Alibaba => format!("acs:ram::{account}:assumed-role/{}/{s}", self.role),
+            Flavor::Aws => format!("arn:aws:sts::{account}:assumed-role/{}/{s}", self.role),
+        }
+    }
+}
+
 /// A principal as authorization sees it.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -317,38 +345,17 @@ impl Iam {
         Ok(Zeroizing::new(s))
     }
 
-    /// Writes the file atomically (temp file in the same directory, fsync, rename), mode 0600.
+    /// Writes the file atomically ([`envseal_support::atomic`]: temp file in the same directory,
+    /// fsync, rename, fsync the directory), mode 0600.
     ///
     /// # Errors
     /// [`IamError::Io`].
     pub fn save(&self, path: &Path) -> Result<(), IamError> {
-        let existing = std::fs::read_to_string(path).unwrap_or_default();
+        let existing = Zeroizing::new(std::fs::read_to_string(path).unwrap_or_default());
         let text = self.to_string(format_of(path, &existing))?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("iam"),
-            std::process::id()
-        ));
-        let io = |e: std::io::Error| IamError::Io(format!("cannot write {}: {e}", path.display()));
-        let write = || -> std::io::Result<()> {
-            let mut o = std::fs::OpenOptions::new();
-            o.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-            let mut f = o.open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
-        })
+        atomic::write(path, text.as_bytes(), Mode::Fixed(0o600))
+            .map(drop)
+            .map_err(|e| IamError::Io(format!("cannot write {}: {e}", path.display())))
     }
 
     fn validate(&self) -> Result<(), IamError> {

@@ -11,8 +11,9 @@ use base64::Engine as _;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::eval::{RequestContext, principal_matches, statement_applies};
-use crate::model::{Flavor, Iam, Principal};
+use crate::context::RequestContext;
+use crate::eval::{principal_matches, statement_applies};
+use crate::model::{Flavor, Iam, Principal, Session};
 use crate::policy::{Effect, Policy};
 
 /// Shortest session (15 minutes).
@@ -25,34 +26,6 @@ pub const DEFAULT_SESSION: Duration = Duration::from_secs(3600);
 pub const MAX_SESSION_POLICY: usize = 2048;
 /// Sessions kept at most (expired ones are dropped first).
 const MAX_SESSIONS: usize = 100_000;
-
-/// A role session.
-#[derive(Clone, Debug)]
-pub struct Session {
-    /// Role name.
-    pub role: String,
-    /// Session name.
-    pub session_name: Option<String>,
-    /// Inline session policy narrowing the role.
-    pub session_policy: Option<Policy>,
-    /// Whether the caller authenticated with MFA.
-    pub mfa: bool,
-    /// Issue time.
-    pub issued: SystemTime,
-    /// Expiry.
-    pub expires: SystemTime,
-}
-
-impl Session {
-    /// The session's ARN.
-    pub fn arn(&self, account: &str, flavor: Flavor) -> String {
-        let s = self.session_name.as_deref().unwrap_or("");
-        match flavor {
-            Flavor::Alibaba => format!("acs:ram::{account}:assumed-role/{}/{s}", self.role),
-            Flavor::Aws => format!("arn:aws:sts::{account}:assumed-role/{}/{s}", self.role),
-        }
-    }
-}
 
 /// An `AssumeRole` request.
 #[derive(Clone, Debug)]

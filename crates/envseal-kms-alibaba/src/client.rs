@@ -5,16 +5,17 @@ use std::fmt;
 use std::time::SystemTime;
 
 use envseal_core::KmsError;
-use reqwest::header::HeaderValue;
+use envseal_core::retry::RetryPolicy;
+use envseal_http::{Failure, Idempotence, Method, Request, Transport, send_with_retries};
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::config::{ResolvedEndpoint, RetryPolicy};
+use crate::config::ResolvedEndpoint;
 use crate::credentials::Provider;
-use crate::errors::{ApiError, CallContext};
+use crate::error::{ApiError, CallContext};
 use crate::signer::{RpcCall, SignatureVersion, sign_rpc_call};
 use crate::time::format_utc;
-use crate::transport::{Request, Transport, TransportError};
 
 /// The parameters of one call. Values are zeroized on drop: `Plaintext` is a secret.
 #[derive(Default)]
@@ -56,21 +57,6 @@ impl fmt::Debug for Params {
     }
 }
 
-/// Whether a call may be sent again after a failure that may have been processed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Retry {
-    /// Reads and cryptographic calls: running twice is harmless.
-    Idempotent,
-    /// Creations (key, version, alias): retried only when the server certainly did not act.
-    OnlyIfNotProcessed,
-}
-
-/// A failure before it becomes a [`KmsError`].
-enum Failure {
-    Api(ApiError),
-    Transport(TransportError),
-}
-
 pub(crate) struct Api {
     pub transport: Box<dyn Transport>,
     pub endpoint: ResolvedEndpoint,
@@ -85,57 +71,40 @@ impl Api {
         &self,
         action: &'static str,
         params: &Params,
-        retry: Retry,
+        idempotence: Idempotence,
         ctx: CallContext<'_>,
     ) -> Result<T, KmsError> {
-        let body = self.call_raw(action, params, retry, ctx).await?;
+        let body = self.call_raw(action, params, idempotence, ctx).await?;
         serde_json::from_slice(&body).map_err(|_| unexpected(action))
     }
 
+    /// Calls `action` with retries; every attempt is signed anew (fresh nonce and timestamp),
+    /// with the credentials of the moment.
     pub(crate) async fn call_raw(
         &self,
         action: &'static str,
         params: &Params,
-        retry: Retry,
+        idempotence: Idempotence,
         ctx: CallContext<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-        let policy = self.retry;
-        let mut attempt = 0;
-        loop {
+        send_with_retries(&self.retry, idempotence, || async {
             // Credential errors are final here: the provider has its own timeouts.
-            let credentials = self.provider.credentials().await?;
-            let request = self.build(action, params, &credentials);
-            let failure = match self.transport.send(request).await {
-                Ok(r) if (200..300).contains(&r.status) => return Ok(r.body),
-                Ok(r) => {
-                    let mut secrets = vec![credentials.access_key_secret().expose_secret()];
-                    if let Some(t) = credentials.security_token() {
-                        secrets.push(t.expose_secret());
-                    }
-                    if let Some(p) = params.get("Plaintext") {
-                        secrets.push(p);
-                    }
-                    Failure::Api(ApiError::parse(r.status, &r.body, &secrets))
-                }
-                Err(e) => Failure::Transport(e),
-            };
-            attempt += 1;
-            let (retryable, not_processed) = match &failure {
-                Failure::Api(e) => (e.retryable(), e.certainly_not_processed()),
-                Failure::Transport(TransportError::Connect(_)) => (true, true),
-                Failure::Transport(TransportError::Tls(_)) => (false, true),
-                Failure::Transport(_) => (true, false),
-            };
-            let may_retry =
-                retryable && (retry == Retry::Idempotent || not_processed) && attempt < policy.max_attempts.max(1);
-            if !may_retry {
-                return Err(match failure {
-                    Failure::Api(e) => e.into_kms_error(ctx),
-                    Failure::Transport(e) => self.transport_error(e),
-                });
+            let credentials = self.provider.credentials().await.map_err(Failure::Final)?;
+            let r = self.transport.send(self.build(action, params, &credentials)).await?;
+            if r.is_success() {
+                return Ok(r.body);
             }
-            tokio::time::sleep(policy.backoff(attempt - 1)).await;
-        }
+            let mut secrets = vec![credentials.access_key_secret().expose_secret()];
+            if let Some(t) = credentials.security_token() {
+                secrets.push(t.expose_secret());
+            }
+            if let Some(p) = params.get("Plaintext") {
+                secrets.push(p);
+            }
+            Err(Failure::api(ApiError::parse(r.status, &r.body, &secrets), &r))
+        })
+        .await
+        .map_err(|f| f.into_kms_error(&self.endpoint.base, "", |e| e.into_kms_error(ctx)))
     }
 
     /// Signs `action` with a fresh nonce and the current time.
@@ -149,12 +118,13 @@ impl Api {
         let mut headers = Vec::with_capacity(signed.headers.len());
         for (name, value) in &mut signed.headers {
             // Invariant: every value is built from printable ASCII (ids, dates, hex, the
-            // credentials, which are checked to be printable ASCII when loaded).
+            // credentials, which are checked to be printable ASCII when loaded), and every
+            // name is a lower-case header name.
             if let Ok(mut v) = HeaderValue::from_str(value) {
                 if matches!(*name, "authorization" | "x-acs-security-token") {
                     v.set_sensitive(true);
                 }
-                headers.push((*name, v));
+                headers.push((HeaderName::from_static(name), v));
             }
             value.zeroize();
         }
@@ -166,25 +136,11 @@ impl Api {
             v2.canonicalized_query.zeroize();
             v2.string_to_sign.zeroize();
         }
-        Request { query, headers }
-    }
-
-    fn transport_error(&self, e: TransportError) -> KmsError {
-        let addr = &self.endpoint.base;
-        match e {
-            TransportError::Connect(m) => {
-                KmsError::Unavailable { message: format!("cannot connect to {addr}: {m}"), retryable: true }
-            }
-            TransportError::Tls(m) => {
-                KmsError::Unavailable { message: format!("TLS with {addr} failed: {m}"), retryable: false }
-            }
-            TransportError::Timeout(m) => {
-                KmsError::Unavailable { message: format!("request to {addr} timed out: {m}"), retryable: true }
-            }
-            TransportError::Other(m) => {
-                KmsError::Unavailable { message: format!("request to {addr} failed: {m}"), retryable: true }
-            }
-        }
+        // Always `POST /?QUERY` with an empty body, as the official SDK sends KMS calls.
+        let mut target = Zeroizing::new(String::with_capacity(query.len() + 1));
+        target.push('?');
+        target.push_str(&query);
+        Request { method: Method::POST, target, headers, body: None }
     }
 }
 

@@ -1,10 +1,11 @@
 //! Configuration: region, endpoint, signature version, credentials, timeouts and retries; read
 //! from the environment or from an `alibaba-kms:` URI.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use envseal_core::KmsError;
+use envseal_core::retry::RetryPolicy;
+use envseal_http::client::is_loopback;
 use reqwest::Url;
 
 use crate::credentials::{CredentialSource, invalid};
@@ -76,8 +77,7 @@ impl Endpoint {
         let Some(host) = parsed.host_str() else {
             return Err(invalid(format!("the KMS endpoint {:?} has no host", shorten(&url))));
         };
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback = is_loopback(host);
         match parsed.scheme() {
             "https" => {}
             "http" if loopback => {}
@@ -97,44 +97,11 @@ impl Endpoint {
     }
 }
 
-/// Bounded exponential backoff with full jitter, for throttling, 5xx answers and connection
-/// errors.
-///
-/// Before retry `n` (from 0) the client sleeps a uniformly random time in
-/// `[0, min(max_delay, base_delay * 2^n)]`, drawn from the OS CSPRNG
-/// (`envseal_core::random`). Every attempt is signed anew (fresh nonce and timestamp).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Total attempts, the first included (1 disables retries).
-    pub max_attempts: u32,
-    /// Upper bound of the first backoff.
-    pub base_delay: Duration,
-    /// Largest backoff.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 4 attempts, 100 ms base, 5 s cap.
-    fn default() -> Self {
-        Self { max_attempts: 4, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(5) }
-    }
-}
-
-impl RetryPolicy {
-    /// No retries: every error is returned at once.
-    pub fn none() -> Self {
-        Self { max_attempts: 1, ..Self::default() }
-    }
-
-    /// The upper bound of the backoff before retry `retry` (from 0).
-    pub fn ceiling(&self, retry: u32) -> Duration {
-        envseal_core::backoff::cap(self.base_delay, self.max_delay, retry)
-    }
-
-    /// A full-jitter backoff before retry `retry`: uniform in `[0, ceiling(retry))`.
-    pub fn backoff(&self, retry: u32) -> Duration {
-        envseal_core::backoff::full_jitter(self.ceiling(retry))
-    }
+/// The retry policy of a new [`AlibabaConfig`]: 4 attempts, 100 ms first backoff cap, 5 s
+/// largest (full jitter, as [`RetryPolicy`] describes), sleeping with Tokio's timer. Every
+/// attempt is signed anew (fresh nonce and timestamp).
+pub fn default_retry() -> RetryPolicy {
+    envseal_http::retry::policy(4, Duration::from_millis(100), Duration::from_secs(5))
 }
 
 /// How to reach Alibaba Cloud KMS.
@@ -155,7 +122,8 @@ pub struct AlibabaConfig {
     pub credentials: CredentialSource,
     /// Timeout of one HTTP request (connection included), before any retry.
     pub timeout: Duration,
-    /// Retries of transient failures.
+    /// Retries of throttling, 5xx answers and connection failures ([`default_retry`] unless
+    /// set); a creation is resent only when the server certainly did not act on it.
     pub retry: RetryPolicy,
 }
 
@@ -169,7 +137,7 @@ impl AlibabaConfig {
             signature_version: SignatureVersion::V3,
             credentials,
             timeout: DEFAULT_TIMEOUT,
-            retry: RetryPolicy::default(),
+            retry: default_retry(),
         }
     }
 
@@ -366,12 +334,13 @@ mod tests {
 
     #[test]
     fn backoff_is_bounded_full_jitter() {
-        let p = RetryPolicy::default();
-        assert_eq!(p.ceiling(0), Duration::from_millis(100));
-        assert_eq!(p.ceiling(3), Duration::from_millis(800));
-        assert_eq!(p.ceiling(10), Duration::from_secs(5));
-        assert_eq!(p.ceiling(200), Duration::from_secs(5));
-        let samples: Vec<Duration> = (0..200).map(|_| p.backoff(2)).collect();
+        let p = default_retry();
+        assert_eq!(p.max_attempts, 4);
+        assert_eq!(p.cap(0), Duration::from_millis(100));
+        assert_eq!(p.cap(3), Duration::from_millis(800));
+        assert_eq!(p.cap(10), Duration::from_secs(5));
+        assert_eq!(p.cap(200), Duration::from_secs(5));
+        let samples: Vec<Duration> = (0..200).map(|_| p.delay(2)).collect();
         assert!(samples.iter().all(|d| *d <= Duration::from_millis(400)));
         assert!(samples.iter().any(|d| *d < Duration::from_millis(200)));
         assert!(samples.iter().any(|d| *d > Duration::from_millis(200)));

@@ -23,6 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use envseal_core::KmsError;
+use envseal_http::TransportError;
+use envseal_http::client::{ClientOptions, error_chain};
+use envseal_http::transport::read_body;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -602,15 +605,11 @@ impl EcsProvider {
         {
             return Err(invalid(format!("invalid ECS RAM role name {role:?}")));
         }
-        let client = reqwest::Client::builder()
-            // The metadata service is link-local: never through a proxy, never redirected.
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .user_agent(concat!("envseal-kms-alibaba/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| invalid(format!("cannot build the metadata HTTP client: {e}")))?;
+        // The metadata service is link-local: never through a proxy (and, as every client,
+        // never redirected).
+        let client = ClientOptions::new(config.timeout, concat!("envseal-kms-alibaba/", env!("CARGO_PKG_VERSION")))
+            .no_proxy(true)
+            .build()?;
         let base = config.metadata_endpoint.trim_end_matches('/').to_owned();
         Ok(Self { config, base, client, state: tokio::sync::Mutex::new(EcsState::default()), now: SystemTime::now })
     }
@@ -714,7 +713,7 @@ impl EcsProvider {
                 Err(e) => e,
             },
             Ok(resp) => MetaError::Status(resp.status().as_u16()),
-            Err(e) => MetaError::Unreachable(describe_reqwest(e)),
+            Err(e) => MetaError::Unreachable(error_chain(e)),
         };
         if self.config.disable_imds_v1 {
             return Err(self.error(failure, "cannot get a hardened-mode metadata token (required: IMDSv1 is disabled)"));
@@ -740,7 +739,7 @@ impl EcsProvider {
             v.set_sensitive(true);
             rb = rb.header(TOKEN_HEADER, v);
         }
-        let resp = rb.send().await.map_err(|e| MetaError::Unreachable(describe_reqwest(e)))?;
+        let resp = rb.send().await.map_err(|e| MetaError::Unreachable(error_chain(e)))?;
         if resp.status().as_u16() != 200 {
             return Err(MetaError::Status(resp.status().as_u16()));
         }
@@ -764,33 +763,11 @@ impl EcsProvider {
     }
 }
 
-async fn read_limited(mut resp: reqwest::Response) -> Result<Zeroizing<Vec<u8>>, MetaError> {
-    let mut body = Zeroizing::new(Vec::with_capacity(2048));
-    while let Some(chunk) = resp.chunk().await.map_err(|e| MetaError::Unreachable(describe_reqwest(e)))? {
-        if body.len() + chunk.len() > MAX_METADATA_BODY {
-            return Err(MetaError::Status(200));
-        }
-        if body.capacity() < body.len() + chunk.len() {
-            let mut bigger = Zeroizing::new(Vec::with_capacity((body.len() + chunk.len()).max(2 * body.capacity())));
-            bigger.extend_from_slice(&body);
-            body = bigger;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A reqwest error with its causes, without the URL's query (none is sent here anyway).
-pub(crate) fn describe_reqwest(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
+async fn read_limited(resp: reqwest::Response) -> Result<Zeroizing<Vec<u8>>, MetaError> {
+    read_body(resp, MAX_METADATA_BODY).await.map_err(|e| match e {
+        TransportError::TooLarge { .. } => MetaError::Status(200),
+        other => MetaError::Unreachable(other.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use zeroize::Zeroizing;
 use crate::credentials::AccessKeySecret;
 use crate::signer::{EMPTY_SHA256, sign_v2, sign_v3};
 use crate::time::format_utc;
-use crate::transport::{Request, Response, Transport, TransportError};
+use envseal_http::{Request, Response, Transport, TransportError};
+use envseal_support::percent;
 
 pub(crate) const AK_ID: &str = "LTAIfakeAccessKey";
 pub(crate) const AK_SECRET: &str = "fake-secret-0123456789";
@@ -377,12 +378,16 @@ impl FakeKms {
     /// Checks the signature over what was received; returns the action and parameters.
     fn verify(&self, request: &Request) -> Result<Verified, Fail> {
         let mut params = BTreeMap::new();
-        for pair in request.query.split('&').filter(|p| !p.is_empty()) {
+        let query = request.target.strip_prefix('?').unwrap_or_default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             params.insert(decode(k), decode(v));
         }
-        let headers: BTreeMap<String, String> =
-            request.headers.iter().map(|(n, v)| ((*n).to_owned(), v.to_str().unwrap_or_default().to_owned())).collect();
+        let headers: BTreeMap<String, String> = request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
         let secret = AccessKeySecret::new(AK_SECRET);
         let denied = || err(400, "SignatureDoesNotMatch", "Specified signature is not matched with our calculation.");
         if let Some(auth) = headers.get("authorization") {
@@ -428,31 +433,16 @@ impl FakeKms {
 }
 
 fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
+    percent::decode(s, false).expect("the client sends valid percent-encoding")
 }
 
 #[async_trait]
-impl Transport for std::sync::Arc<FakeKms> {
+impl Transport for FakeKms {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
         if let Some(fault) = self.st().faults.pop_front() {
             let (status, code) = fault?;
             let body = serde_json::to_vec(&json!({"Code": code, "Message": "injected", "RequestId": "fault"})).unwrap();
-            return Ok(Response { status, body: Zeroizing::new(body) });
+            return Ok(Response::new(status, body));
         }
         let (status, body) = match self.verify(&request) {
             Err((status, code, message)) => (status, json!({"Code": code, "Message": message, "RequestId": "r"})),
@@ -467,6 +457,6 @@ impl Transport for std::sync::Arc<FakeKms> {
                 }
             }
         };
-        Ok(Response { status, body: Zeroizing::new(serde_json::to_vec(&body).unwrap()) })
+        Ok(Response::new(status, serde_json::to_vec(&body).unwrap()))
     }
 }

@@ -11,17 +11,19 @@ use envseal_core::kms::{
     Alias, Decrypted, GeneratedDataKey, KeyManager, KeyMetadata, KeySpec, KeyState, KeyVersionInfo, Kms,
     MAX_DELETION_DAYS, MAX_DIRECT_ENCRYPT, MIN_DELETION_DAYS, ProtectionLevel, WrappedKey,
 };
-use envseal_core::{DataKey, EncryptionContext, KmsError, SecretBytes};
+use envseal_core::{DataKey, EncryptionContext, KmsError};
+use envseal_http::client::ClientOptions;
+use envseal_http::secret::{decode_secret, zeroizing_string};
+use envseal_http::{HttpTransport, Idempotence, Transport};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::client::{Api, Params, Retry, unexpected};
+use crate::client::{Api, Params, unexpected};
 use crate::config::AlibabaConfig;
 use crate::context::context_json;
 use crate::credentials::{Provider, invalid};
-use crate::errors::CallContext;
+use crate::error::CallContext;
 use crate::signer::SignatureVersion;
-use crate::transport::{HttpTransport, Transport};
 use crate::uri::{AlibabaKeyUri, SCHEME, arn_region, check_alias_name, check_key_ref, is_alias_ref};
 
 /// The backend name, as recorded in [`WrappedKey::backend`] (also the URI scheme).
@@ -39,6 +41,9 @@ pub const KEY_USAGE: &str = "ENCRYPT/DECRYPT";
 /// Largest wrapped blob accepted before any request (KMS ciphertexts of a 6 KiB plaintext are
 /// about 6.2 KB).
 pub const MAX_BLOB_LEN: usize = 16 * 1024;
+
+/// Largest response body read (KMS answers are a few KB; a page of a list more).
+const MAX_RESPONSE: usize = 4 << 20;
 
 /// Page size of the `List*` calls (KMS's maximum).
 const PAGE_SIZE: usize = 100;
@@ -89,7 +94,12 @@ impl AlibabaKms {
     /// [`KmsError::InvalidRequest`] for an invalid region, endpoint or credentials.
     pub fn new(config: AlibabaConfig) -> Result<Self, KmsError> {
         let endpoint = config.endpoint.resolve(&config.region)?;
-        let transport = HttpTransport::new(&endpoint, config.timeout)?;
+        // Redirects are not followed (a signed request is bound to its host); loopback
+        // endpoints bypass any proxy from the environment.
+        let client = ClientOptions::new(config.timeout, concat!("envseal-kms-alibaba/", env!("CARGO_PKG_VERSION")))
+            .no_proxy(endpoint.loopback)
+            .build()?;
+        let transport = HttpTransport::new(client, format!("{}/", endpoint.base), MAX_RESPONSE);
         Self::with_transport(config, Box::new(transport))
     }
 
@@ -115,10 +125,15 @@ impl AlibabaKms {
         crate::uri::check_region(&config.region)?;
         let endpoint = config.endpoint.resolve(&config.region)?;
         let provider = Provider::new(config.credentials)?;
-        let retry = crate::RetryPolicy { max_attempts: config.retry.max_attempts.max(1), ..config.retry };
         Ok(Self {
             inner: Arc::new(Inner {
-                api: Api { transport, endpoint, signature_version: config.signature_version, provider, retry },
+                api: Api {
+                    transport,
+                    endpoint,
+                    signature_version: config.signature_version,
+                    provider,
+                    retry: config.retry,
+                },
                 region: config.region,
             }),
         })
@@ -160,7 +175,7 @@ impl AlibabaKms {
                     .set("RotationInterval", format!("{}s", period.as_secs()))
             }
         };
-        let _: Ack = self.api().call("UpdateRotationPolicy", &params, Retry::Idempotent, self.ctx(&id)).await?;
+        let _: Ack = self.api().call("UpdateRotationPolicy", &params, Idempotence::Idempotent, self.ctx(&id)).await?;
         Ok(())
     }
 
@@ -221,7 +236,7 @@ impl AlibabaKms {
 
     async fn describe(&self, key: &str) -> Result<RawKeyMetadata, KmsError> {
         let params = Params::new().set("KeyId", key);
-        let r: DescribeKeyOut = self.api().call("DescribeKey", &params, Retry::Idempotent, self.ctx(key)).await?;
+        let r: DescribeKeyOut = self.api().call("DescribeKey", &params, Idempotence::Idempotent, self.ctx(key)).await?;
         r.key_metadata.filter(|m| !m.key_id.is_empty()).ok_or_else(|| unexpected("DescribeKey"))
     }
 
@@ -237,7 +252,8 @@ impl AlibabaKms {
             .map(|a| a.alias_name)
             .collect();
         let params = Params::new().set("KeyId", id.as_str());
-        let tags: TagsOut = self.api().call("ListResourceTags", &params, Retry::Idempotent, self.ctx(&id)).await?;
+        let tags: TagsOut =
+            self.api().call("ListResourceTags", &params, Idempotence::Idempotent, self.ctx(&id)).await?;
         let mut m = raw.into_metadata();
         if !versions.is_empty() {
             m.versions = versions;
@@ -270,7 +286,7 @@ impl AlibabaKms {
                 .set_opt("KeyId", key)
                 .set("PageNumber", page.to_string())
                 .set("PageSize", PAGE_SIZE.to_string());
-            let r: P = self.api().call(action, &params, Retry::Idempotent, self.ctx(key.unwrap_or(""))).await?;
+            let r: P = self.api().call(action, &params, Idempotence::Idempotent, self.ctx(key.unwrap_or(""))).await?;
             let total = r.total();
             let items = r.into_items();
             let got = items.len();
@@ -317,18 +333,6 @@ impl AlibabaKms {
 
 fn unsupported(operation: &'static str) -> KmsError {
     KmsError::Unsupported { operation, backend: BACKEND.to_owned() }
-}
-
-/// Decodes a base64 plaintext into a zeroizing buffer (no reallocation).
-fn decode_secret(b64: &str, action: &str) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    let mut out = Zeroizing::new(vec![0u8; b64.len() / 4 * 3 + 3]);
-    let n = B64.decode_slice(b64.as_bytes(), &mut out[..]).map_err(|_| unexpected(action))?;
-    out.truncate(n);
-    Ok(out)
-}
-
-fn zeroizing_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D::Error> {
-    String::deserialize(d).map(Zeroizing::new)
 }
 
 #[derive(Deserialize)]
@@ -557,8 +561,9 @@ impl Kms for AlibabaKms {
             .set("KeyId", key.as_str())
             .set("KeySpec", DATA_KEY_SPEC)
             .set_opt("EncryptionContext", context_json(context));
-        let out: DataKeyOut = self.api().call("GenerateDataKey", &params, Retry::Idempotent, self.ctx(&key)).await?;
-        let plaintext = SecretBytes::from(decode_secret(&out.plaintext, "GenerateDataKey")?);
+        let out: DataKeyOut =
+            self.api().call("GenerateDataKey", &params, Idempotence::Idempotent, self.ctx(&key)).await?;
+        let plaintext = decode_secret(&out.plaintext).ok_or_else(|| unexpected("GenerateDataKey"))?;
         let data_key = DataKey::try_from_secret(&plaintext).map_err(|_| unexpected("GenerateDataKey (key length)"))?;
         let wrapped = self.wrapped(out.key_id, out.key_version_id, &out.ciphertext_blob, "GenerateDataKey")?;
         Ok(GeneratedDataKey { data_key, wrapped })
@@ -570,8 +575,8 @@ impl Kms for AlibabaKms {
         let blob = self.check_wrapped(wrapped)?;
         let params = Params::new().set("CiphertextBlob", blob).set_opt("EncryptionContext", context_json(context));
         let ctx = CallContext { key: &wrapped.key_id, version: Some(&wrapped.key_version), opens_blob: true };
-        let out: DecryptOut = self.api().call("Decrypt", &params, Retry::Idempotent, ctx).await?;
-        let plaintext = SecretBytes::from(decode_secret(&out.plaintext, "Decrypt")?);
+        let out: DecryptOut = self.api().call("Decrypt", &params, Idempotence::Idempotent, ctx).await?;
+        let plaintext = decode_secret(&out.plaintext).ok_or_else(|| unexpected("Decrypt"))?;
         if out.key_id != wrapped.key_id || out.key_version_id != wrapped.key_version {
             return Err(KmsError::InvalidCiphertext);
         }
@@ -590,7 +595,7 @@ impl Kms for AlibabaKms {
             .set("KeyId", key.as_str())
             .set("Plaintext", b64)
             .set_opt("EncryptionContext", context_json(context));
-        let out: CipherOut = self.api().call("Encrypt", &params, Retry::Idempotent, self.ctx(&key)).await?;
+        let out: CipherOut = self.api().call("Encrypt", &params, Idempotence::Idempotent, self.ctx(&key)).await?;
         self.wrapped(out.key_id, out.key_version_id, &out.ciphertext_blob, "Encrypt")
     }
 
@@ -611,7 +616,7 @@ impl Kms for AlibabaKms {
             .set("DestinationKeyId", destination.as_str())
             .set_opt("DestinationEncryptionContext", context_json(destination_context));
         let ctx = CallContext { key: &destination, version: None, opens_blob: true };
-        let out: CipherOut = self.api().call("ReEncrypt", &params, Retry::Idempotent, ctx).await?;
+        let out: CipherOut = self.api().call("ReEncrypt", &params, Idempotence::Idempotent, ctx).await?;
         self.wrapped(out.key_id, out.key_version_id, &out.ciphertext_blob, "ReEncrypt")
     }
 
@@ -639,7 +644,7 @@ impl KeyManager for AlibabaKms {
             .set_opt("Description", (!spec.description.is_empty()).then(|| spec.description.clone()))
             .set_opt("Tags", tags);
         let out: CreateKeyOut =
-            self.api().call("CreateKey", &params, Retry::OnlyIfNotProcessed, self.ctx("(new key)")).await?;
+            self.api().call("CreateKey", &params, Idempotence::NotIdempotent, self.ctx("(new key)")).await?;
         let raw = out.key_metadata.filter(|m| !m.key_id.is_empty()).ok_or_else(|| unexpected("CreateKey"))?;
         let mut m = raw.into_metadata();
         m.tags = spec.tags.clone();
@@ -680,7 +685,7 @@ impl KeyManager for AlibabaKms {
         let key = self.key_ref(key)?;
         let id = self.resolve_id(&key).await?;
         let params = Params::new().set("AliasName", alias).set("KeyId", id.as_str());
-        match self.api().call::<Ack>("CreateAlias", &params, Retry::OnlyIfNotProcessed, self.ctx(&id)).await {
+        match self.api().call::<Ack>("CreateAlias", &params, Idempotence::NotIdempotent, self.ctx(&id)).await {
             Ok(_) => Ok(()),
             Err(KmsError::AlreadyExists { .. }) => Err(KmsError::AlreadyExists { what: format!("alias {alias}") }),
             Err(e) => Err(e),
@@ -691,7 +696,7 @@ impl KeyManager for AlibabaKms {
     async fn delete_alias(&self, alias: &str) -> Result<(), KmsError> {
         check_alias_name(alias)?;
         let params = Params::new().set("AliasName", alias);
-        let _: Ack = self.api().call("DeleteAlias", &params, Retry::Idempotent, self.ctx(alias)).await?;
+        let _: Ack = self.api().call("DeleteAlias", &params, Idempotence::Idempotent, self.ctx(alias)).await?;
         Ok(())
     }
 
@@ -707,7 +712,7 @@ impl KeyManager for AlibabaKms {
         let id = self.resolve_id(&key).await?;
         let params = Params::new().set("KeyId", id.as_str());
         let _: serde_json::Value =
-            self.api().call("CreateKeyVersion", &params, Retry::OnlyIfNotProcessed, self.ctx(&id)).await?;
+            self.api().call("CreateKeyVersion", &params, Idempotence::NotIdempotent, self.ctx(&id)).await?;
         self.metadata(&id).await
     }
 
@@ -716,7 +721,7 @@ impl KeyManager for AlibabaKms {
         let key = self.key_ref(key)?;
         let id = self.resolve_id(&key).await?;
         let params = Params::new().set("KeyId", id.as_str());
-        let _: Ack = self.api().call("EnableKey", &params, Retry::Idempotent, self.ctx(&id)).await?;
+        let _: Ack = self.api().call("EnableKey", &params, Idempotence::Idempotent, self.ctx(&id)).await?;
         Ok(())
     }
 
@@ -725,7 +730,7 @@ impl KeyManager for AlibabaKms {
         let key = self.key_ref(key)?;
         let id = self.resolve_id(&key).await?;
         let params = Params::new().set("KeyId", id.as_str());
-        let _: Ack = self.api().call("DisableKey", &params, Retry::Idempotent, self.ctx(&id)).await?;
+        let _: Ack = self.api().call("DisableKey", &params, Idempotence::Idempotent, self.ctx(&id)).await?;
         Ok(())
     }
 
@@ -740,7 +745,7 @@ impl KeyManager for AlibabaKms {
         let key = self.key_ref(key)?;
         let id = self.resolve_id(&key).await?;
         let params = Params::new().set("KeyId", id.as_str()).set("PendingWindowInDays", pending_days.to_string());
-        let _: Ack = self.api().call("ScheduleKeyDeletion", &params, Retry::Idempotent, self.ctx(&id)).await?;
+        let _: Ack = self.api().call("ScheduleKeyDeletion", &params, Idempotence::Idempotent, self.ctx(&id)).await?;
         self.metadata(&id).await
     }
 
@@ -749,7 +754,7 @@ impl KeyManager for AlibabaKms {
         let key = self.key_ref(key)?;
         let id = self.resolve_id(&key).await?;
         let params = Params::new().set("KeyId", id.as_str());
-        let _: Ack = self.api().call("CancelKeyDeletion", &params, Retry::Idempotent, self.ctx(&id)).await?;
+        let _: Ack = self.api().call("CancelKeyDeletion", &params, Idempotence::Idempotent, self.ctx(&id)).await?;
         Ok(())
     }
 

@@ -6,11 +6,10 @@ mod client;
 mod config;
 pub mod context;
 mod credentials;
-mod errors;
+mod error;
 mod kms;
 pub mod signer;
 mod time;
-mod transport;
 pub mod uri;
 
 #[cfg(test)]
@@ -22,7 +21,7 @@ mod test_http;
 mod tests;
 
 pub use crate::config::{
-    AlibabaConfig, DEFAULT_TIMEOUT, ENDPOINT_VAR, Endpoint, NETWORK_VAR, REGION_VAR, RetryPolicy, SIGNATURE_VAR,
+    AlibabaConfig, DEFAULT_TIMEOUT, ENDPOINT_VAR, Endpoint, NETWORK_VAR, REGION_VAR, SIGNATURE_VAR, default_retry,
 };
 pub use crate::credentials::{
     AccessKeySecret, CredentialSource, Credentials, DEFAULT_METADATA_ENDPOINT, EcsRamRoleConfig,
@@ -31,3 +30,5 @@ pub use crate::credentials::{
 pub use crate::kms::{AlibabaKms, BACKEND, CREATE_KEY_SPEC, DATA_KEY_SPEC, KEY_USAGE, MAX_BLOB_LEN, RotationPolicy};
 pub use crate::signer::SignatureVersion;
 pub use crate::uri::AlibabaKeyUri;
+/// The retry policy of [`AlibabaConfig::retry`] (the workspace's one, from `envseal-core`).
+pub use envseal_core::retry::RetryPolicy;

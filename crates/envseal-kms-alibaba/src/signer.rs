@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use envseal_support::percent;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -86,23 +87,10 @@ impl SignatureVersion {
     }
 }
 
-/// Percent-encoding of RFC 3986 as both signatures use it: every byte of the UTF-8 form except
-/// the unreserved `A-Z a-z 0-9 - _ . ~` becomes `%XX` (upper-case hex); a space is `%20`, never
-/// `+`, and `*` is `%2A`.
-pub fn percent_encode(s: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(s.len() + s.len() / 2);
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-        }
-    }
-    out
-}
+/// Percent-encoding of RFC 3986 as both signatures use it ([`envseal_support::percent`]): every
+/// byte of the UTF-8 form except the unreserved `A-Z a-z 0-9 - _ . ~` becomes `%XX` (upper-case
+/// hex); a space is `%20`, never `+`, and `*` is `%2A`.
+pub use envseal_support::percent::encode as percent_encode;
 
 /// `k1=v1&k2=v2...`: parameters sorted by name (byte order), names and values
 /// [percent-encoded](percent_encode). Used as the V3 canonical query string, as the V2
@@ -114,9 +102,10 @@ pub fn canonical_query(params: &BTreeMap<String, String>) -> String {
         if !out.is_empty() {
             out.push('&');
         }
-        out.push_str(&percent_encode(k));
+        percent::encode_into(k, b"", &mut out);
         out.push('=');
-        out.push_str(&percent_encode(v));
+        // No temporary copy: a value may be a base64 plaintext (the caller wipes `out`).
+        percent::encode_into(v, b"", &mut out);
     }
     out
 }
@@ -342,14 +331,6 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_encoding_is_rfc3986() {
-        assert_eq!(percent_encode("AZaz09-_.~"), "AZaz09-_.~");
-        assert_eq!(percent_encode("a b*c/d+e=f&g%"), "a%20b%2Ac%2Fd%2Be%3Df%26g%25");
-        assert_eq!(percent_encode("ü:{\"k\"}"), "%C3%BC%3A%7B%22k%22%7D");
-        assert_eq!(percent_encode(""), "");
-    }
 
     #[test]
     fn canonical_query_sorts_bytewise() {

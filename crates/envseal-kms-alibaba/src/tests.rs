@@ -9,11 +9,11 @@ use envseal_core::{EncryptionContext, KmsError};
 use envseal_testkit::{Capabilities, WrongContextReport};
 
 use crate::fake::{AK_ID, AK_SECRET, FakeKms};
-use crate::transport::TransportError;
 use crate::{
     AccessKeySecret, AlibabaConfig, AlibabaKms, CredentialSource, Credentials, RetryPolicy, RotationPolicy,
     SecurityToken, SignatureVersion,
 };
+use envseal_http::TransportError;
 
 /// What Alibaba Cloud KMS supports, as the backend declares it: a wrong context is a bad
 /// ciphertext (KMS does not tell them apart), and there is no minimum decryption version.
@@ -22,7 +22,7 @@ pub(crate) fn alibaba_capabilities() -> Capabilities {
 }
 
 fn fast_retry() -> RetryPolicy {
-    RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5) }
+    RetryPolicy::new(3, Duration::from_millis(1), Duration::from_millis(5))
 }
 
 fn client_with(fake: &Arc<FakeKms>, version: SignatureVersion, credentials: Credentials) -> AlibabaKms {

@@ -292,8 +292,7 @@ async fn retries_then_succeeds_over_http() {
         }
     })
     .await;
-    let retry =
-        RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(5), max_delay: Duration::from_millis(20) };
+    let retry = RetryPolicy::new(4, Duration::from_millis(5), Duration::from_millis(20));
     let kms = client(&server, SignatureVersion::V3, false, retry);
     kms.generate_data_key(KEY_ID, &EncryptionContext::new()).await.unwrap();
     let requests = server.requests();
@@ -313,11 +312,7 @@ async fn unreachable_endpoint_is_unavailable_and_retryable() {
     let config =
         AlibabaConfig::new("cn-hangzhou", CredentialSource::Static(Credentials::new(AK, AccessKeySecret::new(SECRET))))
             .with_endpoint(Endpoint::Custom(format!("http://127.0.0.1:{port}")))
-            .with_retry(RetryPolicy {
-                max_attempts: 2,
-                base_delay: Duration::from_millis(1),
-                max_delay: Duration::from_millis(2),
-            });
+            .with_retry(RetryPolicy::new(2, Duration::from_millis(1), Duration::from_millis(2)));
     let kms = AlibabaKms::new(config).unwrap();
     let e = kms.encrypt(KEY_ID, b"plaintext-not-in-errors", &EncryptionContext::new()).await.unwrap_err();
     assert!(matches!(e, KmsError::Unavailable { retryable: true, .. }), "{e:?}");

@@ -4,8 +4,8 @@
 
 mod crypto;
 pub mod error;
+mod files;
 mod format;
-mod fsutil;
 mod kms;
 mod store;
 mod unlock;

@@ -13,8 +13,8 @@ use envseal_core::KmsError;
 
 use crate::crypto::{KEY_LEN, Kek, KeystoreId, VersionKeys};
 use crate::error::LocalError;
+use crate::files::{self, Stamp};
 use crate::format::{self, KeyRecord, KeystoreFile, ProtectionRecord, StateRecord, UnlockRecord, VersionRecord};
-use crate::fsutil::{self, Stamp};
 use crate::unlock::{self, InitOptions, MASTER_KEY_FILE, SALT_LEN, Unlock, UnlockMode};
 
 /// File name of the keystore.
@@ -216,11 +216,11 @@ impl LocalKms {
             }
             options.argon2.validate()?;
         }
-        fsutil::ensure_dir(dir)?;
-        fsutil::check_dir(dir)?;
+        files::ensure_dir(dir)?;
+        files::check_dir(dir)?;
         let keystore_path = dir.join(KEYSTORE_FILE);
-        let _lock = fsutil::lock_exclusive(&dir.join(LOCK_FILE))?;
-        if fsutil::check_file(&keystore_path)? {
+        let _lock = files::lock_exclusive(&dir.join(LOCK_FILE))?;
+        if files::check_file(&keystore_path)? {
             return Ok(None);
         }
         let keystore_id: KeystoreId = envseal_core::random::array();
@@ -228,7 +228,7 @@ impl LocalKms {
             Unlock::MasterKeyFile(path) => {
                 let explicit = path.is_some();
                 let path = path.clone().unwrap_or_else(|| dir.join(MASTER_KEY_FILE));
-                let exists = if explicit { path.exists() } else { fsutil::check_file(&path)? };
+                let exists = if explicit { path.exists() } else { files::check_file(&path)? };
                 let master =
                     if exists { unlock::read_master_key(&path, explicit)? } else { unlock::create_master_key(&path)? };
                 (UnlockRecord::MasterKeyFile, Kek::from_master_key(&master, &keystore_id))
@@ -255,7 +255,7 @@ impl LocalKms {
             let mut key = session.new_key("Default key, created with the keystore".into(), BTreeMap::new());
             key.aliases.push(DEFAULT_ALIAS.into());
             cache.file.keys.push(key);
-            cache.stamp = Some(fsutil::write_atomic(&keystore_path, &format::to_bytes(&cache.file))?);
+            cache.stamp = Some(files::write_atomic(&keystore_path, &format::to_bytes(&cache.file))?);
         }
         Ok(Some(kms))
     }
@@ -299,8 +299,8 @@ impl LocalKms {
         let inner = &*self.inner;
         let mut cache = inner.lock_cache();
         {
-            let _lock = fsutil::lock_shared(&inner.lock_path)?;
-            let current = fsutil::stamp(&inner.keystore_path)?;
+            let _lock = files::lock_shared(&inner.lock_path)?;
+            let current = files::stamp(&inner.keystore_path)?;
             if current.is_none() || current != cache.stamp {
                 inner.reload(&mut cache)?;
             }
@@ -319,8 +319,8 @@ impl LocalKms {
     ) -> Result<T, KmsError> {
         let inner = &*self.inner;
         let mut cache = inner.lock_cache();
-        let _lock = fsutil::lock_exclusive(&inner.lock_path)?;
-        fsutil::check_dir(&inner.dir)?;
+        let _lock = files::lock_exclusive(&inner.lock_path)?;
+        files::check_dir(&inner.dir)?;
         inner.reload(&mut cache)?;
         let cache = &mut *cache;
         let now = format::now_secs();
@@ -334,7 +334,7 @@ impl LocalKms {
                 file = cache.file.clone();
                 file.purge(now);
             }
-            let stamp = fsutil::write_atomic(&inner.keystore_path, &format::to_bytes(&file))?;
+            let stamp = files::write_atomic(&inner.keystore_path, &format::to_bytes(&file))?;
             cache.stamp = Some(stamp);
             cache.versions.retain(|(id, _), _| file.keys.iter().any(|k| &k.id == id));
             cache.file = file;
@@ -356,7 +356,7 @@ impl Inner {
     /// Re-reads the keystore file (the caller holds a file lock) and checks it is still ours.
     fn reload(&self, cache: &mut Cache) -> Result<(), LocalError> {
         let (bytes, stamp) =
-            fsutil::read_checked(&self.keystore_path)?.ok_or_else(|| LocalError::NotFound { dir: self.dir.clone() })?;
+            files::read_checked(&self.keystore_path)?.ok_or_else(|| LocalError::NotFound { dir: self.dir.clone() })?;
         self.loads.fetch_add(1, Ordering::Relaxed);
         let (file, id) = format::parse(&self.keystore_path, &bytes)?;
         if id != self.keystore_id || file.unlock != self.unlock || file.check != cache.file.check {
@@ -391,10 +391,10 @@ fn load(dir: &Path) -> Result<(KeystoreFile, KeystoreId, Option<Stamp>), LocalEr
     if !LocalKms::exists(dir) {
         return Err(LocalError::NotFound { dir: dir.to_path_buf() });
     }
-    fsutil::check_dir(dir)?;
-    let _lock = fsutil::lock_shared(&dir.join(LOCK_FILE))?;
+    files::check_dir(dir)?;
+    let _lock = files::lock_shared(&dir.join(LOCK_FILE))?;
     let (bytes, stamp) =
-        fsutil::read_checked(&keystore_path)?.ok_or_else(|| LocalError::NotFound { dir: dir.to_path_buf() })?;
+        files::read_checked(&keystore_path)?.ok_or_else(|| LocalError::NotFound { dir: dir.to_path_buf() })?;
     let (file, id) = format::parse(&keystore_path, &bytes)?;
     Ok((file, id, Some(stamp)))
 }

@@ -10,7 +10,7 @@ use envseal_core::SecretBytes;
 
 use crate::crypto::{KEY_LEN, Kek};
 use crate::error::LocalError;
-use crate::fsutil;
+use crate::files;
 
 /// File name of the master key inside the keystore directory.
 pub const MASTER_KEY_FILE: &str = "master.key";
@@ -184,7 +184,7 @@ pub(crate) fn read_master_key(path: &Path, explicit: bool) -> Result<Zeroizing<[
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(bad("not found")),
         Err(e) => return Err(LocalError::io(path, e)),
     };
-    fsutil::check_file_meta(path, &meta)?;
+    files::check_file_meta(path, &meta)?;
     if meta.len() > 128 {
         return Err(bad("too large: expected 32 bytes or 64 hex digits"));
     }
@@ -205,7 +205,7 @@ pub(crate) fn read_master_key(path: &Path, explicit: bool) -> Result<Zeroizing<[
 /// Creates a master key file with 32 random bytes (mode 0600), never replacing an existing one.
 pub(crate) fn create_master_key(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, LocalError> {
     let key = Zeroizing::new(envseal_core::random::array::<KEY_LEN>());
-    fsutil::write_new(path, &key[..])?;
+    files::write_new(path, &key[..])?;
     Ok(key)
 }
 

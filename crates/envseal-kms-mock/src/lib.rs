@@ -3,6 +3,8 @@
 #![deny(missing_docs)]
 
 mod blob;
+mod calls;
+#[cfg(feature = "faults")]
 mod faults;
 mod rng;
 
@@ -19,10 +21,11 @@ use envseal_core::kms::{
 use envseal_core::{DataKey, EncryptionContext, KmsError, SecretBytes};
 use zeroize::Zeroizing;
 
-pub use crate::faults::{CallCounts, Fault, Op};
+pub use crate::calls::{CallCounts, Op};
+#[cfg(feature = "faults")]
+pub use crate::faults::Fault;
 
 use crate::blob::VersionKeys;
-use crate::faults::Control;
 use crate::rng::Rng;
 
 /// The backend name, as recorded in [`WrappedKey::backend`].
@@ -34,8 +37,9 @@ pub const ALIAS_PREFIX: &str = "alias/";
 /// Longest alias, prefix included (as on AWS KMS).
 const MAX_ALIAS_LEN: usize = 256;
 
-/// An in-memory HSM mock implementing [`Kms`] and [`KeyManager`], with fault injection,
-/// permission switches, latency and call counters. See the crate documentation.
+/// An in-memory HSM mock implementing [`Kms`] and [`KeyManager`], with call counters and (with
+/// the `faults` feature) fault injection, permission switches and latency. See the crate
+/// documentation.
 pub struct MockKms {
     state: Mutex<State>,
     control: Mutex<Control>,
@@ -263,38 +267,44 @@ impl MockKms {
         ring.create(rng, &KeySpec::default())
     }
 
+    #[cfg(feature = "faults")]
     /// Makes the next `n` calls (of any operation) fail with `fault`.
     ///
     /// Queued faults are consumed oldest first; a call consumes at most one.
     pub fn fail_next(&self, n: u64, fault: Fault) {
-        self.control().fail_next(None, n, fault);
+        self.control().faults.fail_next(None, n, fault);
     }
 
+    #[cfg(feature = "faults")]
     /// Makes the next `n` calls of `op` fail with `fault`; other operations are unaffected.
     pub fn fail_next_op(&self, op: Op, n: u64, fault: Fault) {
-        self.control().fail_next(Some(op), n, fault);
+        self.control().faults.fail_next(Some(op), n, fault);
     }
 
+    #[cfg(feature = "faults")]
     /// `Some(fault)`: every call fails with `fault` until `set_outage(None)`. An outage takes
     /// precedence over queued faults, which it leaves queued.
     pub fn set_outage(&self, fault: Option<Fault>) {
-        self.control().set_outage(fault);
+        self.control().faults.set_outage(fault);
     }
 
+    #[cfg(feature = "faults")]
     /// Sleeps `latency` (with `tokio::time::sleep`) at the start of every call; zero turns it
     /// off. The calls then need a Tokio runtime with the time driver enabled.
     pub fn set_latency(&self, latency: Duration) {
-        self.control().set_latency(latency);
+        self.control().faults.set_latency(latency);
     }
 
+    #[cfg(feature = "faults")]
     /// Makes every call of `op` fail with [`KmsError::AccessDenied`] until [`MockKms::allow`].
     pub fn deny(&self, op: Op) {
-        self.control().set_denied(op, true);
+        self.control().faults.set_denied(op, true);
     }
 
+    #[cfg(feature = "faults")]
     /// Undoes [`MockKms::deny`].
     pub fn allow(&self, op: Op) {
-        self.control().set_denied(op, false);
+        self.control().faults.set_denied(op, false);
     }
 
     /// Number of calls of `op` so far, failed ones included.
@@ -322,18 +332,49 @@ impl MockKms {
         self.control.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Every call starts here: count it, sleep the latency, then apply outage, queued faults
-    /// and denials.
+    /// Every call starts here: count it, and with the `faults` feature sleep the latency, then
+    /// apply outage, queued faults and denials.
     async fn enter(&self, op: Op) -> Result<(), KmsError> {
-        let latency = {
-            let mut c = self.control();
-            c.count(op);
-            c.latency()
-        };
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
+        #[cfg(feature = "faults")]
+        {
+            let latency = {
+                let mut c = self.control();
+                c.count(op);
+                c.faults.latency()
+            };
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            self.control().faults.check(op)
         }
-        self.control().check(op)
+        #[cfg(not(feature = "faults"))]
+        {
+            self.control().count(op);
+            Ok(())
+        }
+    }
+}
+
+/// Counters and (with the `faults` feature) what a test injects, behind one lock.
+#[derive(Debug, Default)]
+struct Control {
+    counts: [u64; 5],
+    #[cfg(feature = "faults")]
+    faults: crate::faults::Injector,
+}
+
+impl Control {
+    fn counts(&self) -> CallCounts {
+        CallCounts::from_array(self.counts)
+    }
+
+    fn reset_counts(&mut self) {
+        self.counts = [0; 5];
+    }
+
+    /// Counts a call to `op`.
+    fn count(&mut self, op: Op) {
+        self.counts[op.index()] += 1;
     }
 }
 

@@ -17,6 +17,10 @@
 
 use envseal_core::KmsError;
 
+/// Backend name, recorded in every [`WrappedKey`](envseal_core::WrappedKey) this backend makes
+/// (whose blob is in this format).
+pub const BACKEND: &str = "pkcs11";
+
 /// Magic bytes at the start of every blob.
 pub const MAGIC: &[u8; 3] = b"P11";
 /// The blob format version this build writes and reads.

@@ -21,14 +21,11 @@ use envseal_core::kms::{
 };
 use envseal_core::{DataKey, EncryptionContext, KeyManager, Kms, KmsError, SecretBytes, WrappedKey};
 
-use crate::blob::{self, IV_LEN, TAG_LEN};
+use crate::blob::{self, BACKEND, IV_LEN, TAG_LEN};
 use crate::objects::{self, KeyRecord, StateRecord, VersionObject, VersionRecord};
 use crate::pin::{Pin, PinPrompt, PinRequest};
 use crate::token::{MODULE_ENV, OpError, OpResult, Token, lock, rv};
 use crate::uri::Pkcs11Uri;
-
-/// Backend name, recorded in every [`WrappedKey`] this backend makes.
-pub const BACKEND: &str = "pkcs11";
 
 const SECONDS_PER_DAY: u64 = 24 * 60 * 60;
 

@@ -9,7 +9,8 @@ mod pin;
 mod token;
 pub mod uri;
 
-pub use kms::{BACKEND, Pkcs11Kms, Pkcs11Options};
+pub use blob::BACKEND;
+pub use kms::{Pkcs11Kms, Pkcs11Options};
 pub use objects::{APP_ALIAS, APP_KEY};
 pub use pin::{PIN_ENV, Pin, PinPrompt, PinRequest};
 pub use token::{DEFAULT_MODULES, MODULE_ENV};

@@ -437,7 +437,7 @@ pub fn set_flags(
                 Some(cryptoki::error::RvError::AttributeReadOnly | cryptoki::error::RvError::ActionProhibited)
             ) =>
         {
-            Err(OpError::Kms(KmsError::Unsupported { operation, backend: crate::BACKEND.into() }))
+            Err(OpError::Kms(KmsError::Unsupported { operation, backend: crate::blob::BACKEND.into() }))
         }
         Err(e) => Err(e.into()),
     }

@@ -28,11 +28,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use envseal_support::percent;
 
 use crate::auth::{AccessKey, Credentials, NonceCache};
 use crate::error::{Class, Fault};
-use crate::http::Incoming;
-use crate::util;
+use crate::mac;
+use crate::request::Incoming;
+use crate::wire;
 
 /// The V3 algorithm name.
 pub(crate) const ACS3: &str = "ACS3-HMAC-SHA256";
@@ -65,15 +67,41 @@ fn mismatch() -> Fault {
 }
 
 fn check_time(stamp: &str, skew: Duration) -> Result<(), Fault> {
-    let t = util::parse_iso8601(stamp)
+    let t = wire::parse_iso8601(stamp)
         .ok_or_else(|| Fault::new(Class::BadTimestamp, "the timestamp must be YYYY-MM-DDThh:mm:ssZ (UTC)"))?;
-    if !util::within_skew(t, skew) {
+    if !wire::within_skew(t, skew) {
         return Err(Fault::new(
             Class::RequestExpired,
             format!("the request time is more than {} s from the server's time", skew.as_secs()),
         ));
     }
     Ok(())
+}
+
+/// Parameters from the query string and, for a form body, from the body. A name given in both
+/// with different values is refused.
+pub(crate) fn params(req: &Incoming) -> Result<BTreeMap<String, String>, Fault> {
+    let mut out = BTreeMap::new();
+    let query = wire::parse_pairs(&req.query)
+        .ok_or_else(|| Fault::invalid("the query string is not valid percent-encoding"))?;
+    let form = req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let body = if form && !req.body.is_empty() {
+        let text = std::str::from_utf8(&req.body)
+            .map_err(|_| Fault::new(Class::MalformedBody, "the form body is not UTF-8"))?;
+        wire::parse_pairs(text)
+            .ok_or_else(|| Fault::new(Class::MalformedBody, "the form body is not valid percent-encoding"))?
+    } else {
+        Vec::new()
+    };
+    for (k, v) in query.into_iter().chain(body) {
+        if let Some(old) = out.get(&k)
+            && *old != v
+        {
+            return Err(Fault::invalid(format!("the parameter {k} is given twice with different values")));
+        }
+        out.insert(k, v);
+    }
+    Ok(out)
 }
 
 /// Verifies the request's signature (V3 when the Authorization header says so, else V2), its
@@ -156,28 +184,28 @@ fn verify_v3(
         values.sort();
         canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
     }
-    let mut query = util::parse_pairs(&req.query)
+    let mut query = wire::parse_pairs(&req.query)
         .ok_or_else(|| Fault::invalid("the query string is not valid percent-encoding"))?
         .into_iter()
-        .map(|(k, v)| (util::percent_encode(&k), util::percent_encode(&v)))
+        .map(|(k, v)| (percent::encode(&k), percent::encode(&v)))
         .collect::<Vec<_>>();
     query.sort();
     let canonical_query = query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
     let canonical_request = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         req.method,
-        util::encode_keeping(&req.decoded_path(), b"/"),
+        percent::encode_keeping(&req.decoded_path(), b"/"),
         canonical_query,
         canonical_headers,
         signed_headers.join(";"),
         claimed_hash
     );
-    let string_to_sign = format!("{ACS3}\n{}", util::sha256_hex(canonical_request.as_bytes()));
-    let expected = hex::encode(util::hmac_sha256(key.secret().as_bytes(), string_to_sign.as_bytes()));
-    if !util::ct_eq(&expected, &signature.to_ascii_lowercase()) {
+    let string_to_sign = format!("{ACS3}\n{}", mac::sha256_hex(canonical_request.as_bytes()));
+    let expected = hex::encode(mac::hmac_sha256(key.secret().as_bytes(), string_to_sign.as_bytes()));
+    if !mac::ct_eq(&expected, &signature.to_ascii_lowercase()) {
         return Err(mismatch());
     }
-    if !claimed_hash.eq_ignore_ascii_case(&util::sha256_hex(&req.body)) {
+    if !claimed_hash.eq_ignore_ascii_case(&mac::sha256_hex(&req.body)) {
         return Err(Fault::new(Class::SignatureMismatch, "x-acs-content-sha256 does not match the body"));
     }
     check_time(date, skew)?;
@@ -193,15 +221,15 @@ pub(crate) fn v2_string_to_sign(method: &str, params: &BTreeMap<String, String>)
     // BTreeMap iterates in key order: the sort the composer does.
     let canonical = params
         .iter()
-        .map(|(k, v)| format!("{}={}", util::percent_encode(k), util::percent_encode(v)))
+        .map(|(k, v)| format!("{}={}", percent::encode(k), percent::encode(v)))
         .collect::<Vec<_>>()
         .join("&");
-    format!("{method}&%2F&{}", util::percent_encode(&canonical))
+    format!("{method}&%2F&{}", percent::encode(&canonical))
 }
 
 /// `base64(HMAC-SHA1(secret + "&", string_to_sign))`.
 pub(crate) fn v2_signature(secret: &str, string_to_sign: &str) -> String {
-    STANDARD.encode(util::hmac_sha1(format!("{secret}&").as_bytes(), string_to_sign.as_bytes()))
+    STANDARD.encode(mac::hmac_sha1(format!("{secret}&").as_bytes(), string_to_sign.as_bytes()))
 }
 
 fn verify_v2(
@@ -229,7 +257,7 @@ fn verify_v2(
     let mut signed = params.clone();
     signed.remove("Signature");
     let expected = v2_signature(key.secret(), &v2_string_to_sign(&req.method, &signed));
-    if !util::ct_eq(&expected, signature) {
+    if !mac::ct_eq(&expected, signature) {
         return Err(mismatch());
     }
     check_time(timestamp, skew)?;

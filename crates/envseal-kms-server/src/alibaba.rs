@@ -13,9 +13,10 @@ use zeroize::Zeroizing;
 
 use crate::backend::{self, DEFAULT_ROTATION, RotationPolicy};
 use crate::error::{Class, Fault};
-use crate::http::{Call, Incoming};
-use crate::util::context_json;
-use crate::{DEFAULT_ALIBABA_REGION, acs, util};
+use crate::hook::{self, context_json};
+use crate::request::{Call, Incoming};
+use crate::wire;
+use crate::{DEFAULT_ALIBABA_REGION, acs};
 
 /// The API version served.
 pub(crate) const VERSION: &str = "2016-01-20";
@@ -129,7 +130,7 @@ impl Ali<'_, '_> {
         json!({
             "KeyId": m.key_id,
             "Arn": self.arn(&m.key_id),
-            "CreationDate": util::iso8601(m.created_at),
+            "CreationDate": wire::iso8601(m.created_at),
             "Creator": self.account(),
             "Description": m.description,
             "KeyState": m.state.as_str(),
@@ -138,45 +139,19 @@ impl Ali<'_, '_> {
             "Origin": "Aliyun_KMS",
             "ProtectionLevel": m.protection_level.as_str(),
             "PrimaryKeyVersion": m.current_version,
-            "DeleteDate": m.deletion_date.map(util::iso8601).unwrap_or_default(),
+            "DeleteDate": m.deletion_date.map(wire::iso8601).unwrap_or_default(),
             "MaterialExpireTime": "",
             "AutomaticRotation": if enabled { "Enabled" } else { "Disabled" },
             "RotationInterval": policy.filter(|p| p.enabled).map(|p| format!("{}s", p.interval.as_secs())).unwrap_or_default(),
-            "NextRotationDate": be.next_rotation(m).map(util::iso8601).unwrap_or_default(),
-            "LastRotationDate": util::iso8601(last),
+            "NextRotationDate": be.next_rotation(m).map(wire::iso8601).unwrap_or_default(),
+            "LastRotationDate": wire::iso8601(last),
             "DeletionProtection": "Disabled",
         })
     }
 
     fn version(&self, key_id: &str, v: &KeyVersionInfo) -> Value {
-        json!({"KeyId": key_id, "KeyVersionId": v.id, "CreationDate": util::iso8601(v.created_at)})
+        json!({"KeyId": key_id, "KeyVersionId": v.id, "CreationDate": wire::iso8601(v.created_at)})
     }
-}
-
-/// Parameters from the query string and, for a form body, from the body. A name given in both
-/// with different values is refused.
-pub(crate) fn params(req: &Incoming) -> Result<BTreeMap<String, String>, Fault> {
-    let mut out = BTreeMap::new();
-    let query = util::parse_pairs(&req.query)
-        .ok_or_else(|| Fault::invalid("the query string is not valid percent-encoding"))?;
-    let form = req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    let body = if form && !req.body.is_empty() {
-        let text = std::str::from_utf8(&req.body)
-            .map_err(|_| Fault::new(Class::MalformedBody, "the form body is not UTF-8"))?;
-        util::parse_pairs(text)
-            .ok_or_else(|| Fault::new(Class::MalformedBody, "the form body is not valid percent-encoding"))?
-    } else {
-        Vec::new()
-    };
-    for (k, v) in query.into_iter().chain(body) {
-        if let Some(old) = out.get(&k)
-            && *old != v
-        {
-            return Err(Fault::invalid(format!("the parameter {k} is given twice with different values")));
-        }
-        out.insert(k, v);
-    }
-    Ok(out)
 }
 
 /// `365d` or `31536000s` (Alibaba's RotationInterval forms).
@@ -197,7 +172,7 @@ fn parse_interval(s: &str) -> Result<Duration, Fault> {
 
 /// Handles one Alibaba request: action, version, signature, then the action.
 pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value, Fault> {
-    let p = Params(params(req)?);
+    let p = Params(acs::params(req)?);
     let action = match (req.header("x-acs-action"), p.str("Action")) {
         (Some(h), Some(a)) if h != a => return Err(Fault::invalid("the Action parameter and x-acs-action disagree")),
         (Some(a), _) | (None, Some(a)) => a.to_owned(),
@@ -229,7 +204,7 @@ pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value,
     call.region = region.clone();
     call.security_token = req.header("x-acs-security-token").is_some() || p.str("SecurityToken").is_some();
     let values: Vec<(&str, Value)> = p.0.iter().map(|(k, v)| (k.as_str(), Value::String(v.clone()))).collect();
-    call.params = util::safe_params(values.iter().map(|(k, v)| (*k, v)));
+    call.params = hook::safe_params(values.iter().map(|(k, v)| (*k, v)));
     let mut ali = Ali { call, region };
     dispatch(&mut ali, &action, &p).await
 }
@@ -264,7 +239,7 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
             if action == "GenerateDataKey"
                 && let Value::Object(o) = &mut out
             {
-                o.insert("Plaintext".into(), json!(STANDARD.encode(plaintext.expose_secret())));
+                o.insert("Plaintext".into(), json!(ali.call.secrets.base64(plaintext)));
             }
             Ok(out)
         }
@@ -300,7 +275,7 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
             Ok(json!({
                 "KeyId": opened.key_id,
                 "KeyVersionId": opened.key_version,
-                "Plaintext": STANDARD.encode(opened.plaintext.expose_secret()),
+                "Plaintext": ali.call.secrets.base64(opened.plaintext),
             }))
         }
         "ReEncrypt" => {

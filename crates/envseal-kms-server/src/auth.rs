@@ -10,7 +10,8 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::error::{Class, Fault};
-use crate::util;
+use crate::mac;
+use crate::wire;
 
 /// One access key: an id, its secret, the principal it authenticates, and optionally an STS
 /// security token that must accompany it, with an expiry.
@@ -87,7 +88,7 @@ impl AccessKey {
                 Err(Fault::new(Class::InvalidToken, "this access key is temporary: the security token is missing"))
             }
             (Some(expected), Some(sent)) => {
-                if !util::ct_eq(expected, sent) {
+                if !mac::ct_eq(expected, sent) {
                     return Err(Fault::new(Class::InvalidToken, "the security token does not match the access key"));
                 }
                 if self.expires.is_some_and(|e| SystemTime::now() >= e) {
@@ -227,7 +228,7 @@ impl Credentials {
             if let Some(token) = k.security_token {
                 let expires =
                     match k.expires.as_deref() {
-                        Some(e) => Some(util::parse_iso8601(e).ok_or_else(|| {
+                        Some(e) => Some(wire::parse_iso8601(e).ok_or_else(|| {
                             IamFileError::Invalid(format!("access_keys[{i}].expires is not RFC 3339"))
                         })?),
                         None => None,
@@ -330,7 +331,7 @@ mod tests {
 
     #[test]
     fn iam_file() {
-        let dir = std::env::temp_dir().join(format!("envseal-iam-{}", util::uuid_v4()));
+        let dir = std::env::temp_dir().join(format!("envseal-iam-{}", wire::uuid_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("iam.json");
         std::fs::write(

@@ -9,9 +9,10 @@ use serde_json::{Map, Value, json};
 
 use crate::backend::{self, DEFAULT_ROTATION, RotationPolicy};
 use crate::error::{Class, Fault};
-use crate::http::{Call, Incoming};
-use crate::util::context_json;
-use crate::{sigv4, util};
+use crate::hook::{self, context_json};
+use crate::request::{Call, Incoming};
+use crate::sigv4;
+use crate::wire;
 
 /// AWS's limit for Encrypt's `Plaintext`.
 const MAX_ENCRYPT: usize = 4096;
@@ -140,7 +141,7 @@ impl Aws<'_, '_> {
             "AWSAccountId": self.account(),
             "KeyId": m.key_id,
             "Arn": self.arn(&m.key_id),
-            "CreationDate": util::epoch_seconds(m.created_at),
+            "CreationDate": wire::epoch_seconds(m.created_at),
             "Enabled": m.state == KeyState::Enabled,
             "Description": m.description,
             "KeyUsage": "ENCRYPT_DECRYPT",
@@ -155,7 +156,7 @@ impl Aws<'_, '_> {
         });
         if let Value::Object(o) = &mut v {
             if let Some(d) = m.deletion_date {
-                o.insert("DeletionDate".into(), json!(util::epoch_seconds(d)));
+                o.insert("DeletionDate".into(), json!(wire::epoch_seconds(d)));
             }
             if hsm {
                 o.insert("CustomKeyStoreId".into(), json!("cks-envseal-emulator"));
@@ -198,7 +199,7 @@ pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value,
     };
     call.region = verified.region.clone();
     call.security_token = req.header("x-amz-security-token").is_some();
-    call.params = util::safe_params(body.iter().map(|(k, v)| (k.as_str(), v)));
+    call.params = hook::safe_params(body.iter().map(|(k, v)| (k.as_str(), v)));
     let mut aws = Aws { call, region: verified.region };
     dispatch(&mut aws, action, &Body(body)).await
 }
@@ -229,7 +230,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             if action == "GenerateDataKey"
                 && let Value::Object(o) = &mut out
             {
-                o.insert("Plaintext".into(), json!(STANDARD.encode(plaintext.expose_secret())));
+                o.insert("Plaintext".into(), json!(aws.call.secrets.base64(plaintext)));
             }
             Ok(out)
         }
@@ -266,7 +267,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             aws.call.authorize(Some(&opened.key_id)).await?;
             Ok(json!({
                 "KeyId": aws.arn(&opened.key_id),
-                "Plaintext": STANDARD.encode(opened.plaintext.expose_secret()),
+                "Plaintext": aws.call.secrets.base64(opened.plaintext),
                 "EncryptionAlgorithm": ALGORITHM,
                 "KeyMaterialId": opened.key_version,
             }))
@@ -409,7 +410,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             let m = be.km()?.schedule_key_deletion(&id, days).await?;
             Ok(json!({
                 "KeyId": aws.arn(&id),
-                "DeletionDate": m.deletion_date.map(util::epoch_seconds),
+                "DeletionDate": m.deletion_date.map(wire::epoch_seconds),
                 "KeyState": m.state.as_str(),
                 "PendingWindowInDays": days,
             }))
@@ -434,7 +435,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             });
             if let (true, Value::Object(o)) = (p.enabled, &mut out) {
                 o.insert("RotationPeriodInDays".into(), json!(p.interval.as_secs() / 86_400));
-                o.insert("NextRotationDate".into(), json!(be.next_rotation(&m).map(util::epoch_seconds)));
+                o.insert("NextRotationDate".into(), json!(be.next_rotation(&m).map(wire::epoch_seconds)));
             }
             Ok(out)
         }
@@ -448,7 +449,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
                     json!({
                         "KeyId": aws.arn(&id),
                         "KeyMaterialId": v.id,
-                        "RotationDate": util::epoch_seconds(v.created_at),
+                        "RotationDate": wire::epoch_seconds(v.created_at),
                         "RotationType": "ON_DEMAND",
                     })
                 })

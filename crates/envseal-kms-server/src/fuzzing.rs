@@ -9,15 +9,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use envseal_support::percent;
 use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::auth::{AccessKey, Credentials, NonceCache};
 use crate::backend::Backend;
 use crate::error::Fault;
-use crate::http::{App, Call, Incoming};
-use crate::{ServerConfig, acs, alibaba, aws, backend, sigv4, util};
+use crate::mac;
+use crate::request::{App, Call, Incoming};
+use crate::wire;
+use crate::{ServerConfig, acs, alibaba, aws, backend, sigv4};
 
 /// The access key id the harness signs with and the verifiers know.
 pub const ACCESS_KEY_ID: &str = "AKFUZZ";
@@ -68,29 +71,29 @@ fn credentials() -> Credentials {
     c
 }
 
-/// `util::percent_decode`.
+/// `envseal_support::percent::decode`.
 pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
-    util::percent_decode(s, plus_is_space)
+    percent::decode(s, plus_is_space)
 }
 
-/// `util::percent_encode` (RFC 3986, as both signature schemes use it).
+/// `envseal_support::percent::encode` (RFC 3986, as both signature schemes use it).
 pub fn percent_encode(s: &str) -> String {
-    util::percent_encode(s)
+    percent::encode(s)
 }
 
-/// `util::parse_pairs`: a query string or form body into decoded pairs.
+/// `wire::parse_pairs`: a query string or form body into decoded pairs.
 pub fn parse_pairs(s: &str) -> Option<Vec<(String, String)>> {
-    util::parse_pairs(s)
+    wire::parse_pairs(s)
 }
 
-/// `util::parse_amz_date` (`YYYYMMDDThhmmssZ`).
+/// `wire::parse_amz_date` (`YYYYMMDDThhmmssZ`).
 pub fn parse_amz_date(s: &str) -> Option<SystemTime> {
-    util::parse_amz_date(s)
+    wire::parse_amz_date(s)
 }
 
-/// `util::parse_iso8601` (Alibaba timestamps).
+/// `wire::parse_iso8601` (Alibaba timestamps).
 pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
-    util::parse_iso8601(s)
+    wire::parse_iso8601(s)
 }
 
 /// `backend::context_from_json`: Alibaba's `EncryptionContext` parameter (a JSON object).
@@ -101,22 +104,22 @@ pub fn context_from_json(s: &str) -> Result<envseal_core::EncryptionContext, Str
     backend::context_from_json(s).map_err(fault)
 }
 
-/// `alibaba::params`: the query string and, for a form body, the body's parameters.
+/// `acs::params`: the query string and, for a form body, the body's parameters.
 ///
 /// # Errors
 /// The fault's class and message.
 pub fn alibaba_params(r: &FuzzRequest<'_>) -> Result<BTreeMap<String, String>, String> {
-    alibaba::params(&incoming(r)).map_err(fault)
+    acs::params(&incoming(r)).map_err(fault)
 }
 
-/// `alibaba::params` then `acs::verify` (ACS3 Authorization header and canonical request, or
+/// `acs::params` then `acs::verify` (ACS3 Authorization header and canonical request, or
 /// the RPC V2 signature parameters), with [`ACCESS_KEY_ID`] known.
 ///
 /// # Errors
 /// The fault's class and message.
 pub fn acs_verify(r: &FuzzRequest<'_>) -> Result<(), String> {
     let req = incoming(r);
-    let params = alibaba::params(&req).map_err(fault)?;
+    let params = acs::params(&req).map_err(fault)?;
     let nonces = NonceCache::new(Duration::from_secs(60), NONCES);
     acs::verify(&req, &params, &credentials(), &nonces, Duration::from_secs(15 * 60)).map(|_| ()).map_err(fault)
 }
@@ -160,25 +163,7 @@ impl Harness {
     }
 
     fn call(&self) -> Call<'_> {
-        Call {
-            app: &self.app,
-            api: None,
-            action: String::new(),
-            principal: String::new(),
-            access_key_id: String::new(),
-            resource: None,
-            request_id: "fuzz".to_owned(),
-            host: "127.0.0.1".to_owned(),
-            signature: "-",
-            source_ip: None,
-            user_agent: String::new(),
-            region: String::new(),
-            security_token: false,
-            context: BTreeMap::new(),
-            params: Map::new(),
-            resource_tags: None,
-            xml: false,
-        }
+        Call::new(&self.app, "fuzz".to_owned(), "127.0.0.1".to_owned())
     }
 
     /// An AWS KMS JSON 1.1 request `X-Amz-Target: target` with `body`, signed with SigV4 and
@@ -193,18 +178,18 @@ impl Harness {
             return None;
         }
         let now = SystemTime::now();
-        let amz_date: String = util::iso8601(now).chars().filter(|c| *c != '-' && *c != ':').collect();
+        let amz_date: String = wire::iso8601(now).chars().filter(|c| *c != '-' && *c != ':').collect();
         let date = &amz_date[..8];
         let content_type = "application/x-amz-json-1.1";
         let host = "127.0.0.1";
         let canonical_request = format!(
             "POST\n/\n\ncontent-type:{content_type}\nhost:{host}\nx-amz-date:{amz_date}\nx-amz-target:{target}\n\ncontent-type;host;x-amz-date;x-amz-target\n{}",
-            util::sha256_hex(body)
+            mac::sha256_hex(body)
         );
         let scope = format!("{date}/us-east-1/kms/aws4_request");
         let string_to_sign =
-            format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", util::sha256_hex(canonical_request.as_bytes()));
-        let signature = hex::encode(util::hmac_sha256(
+            format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", mac::sha256_hex(canonical_request.as_bytes()));
+        let signature = hex::encode(mac::hmac_sha256(
             &sigv4::signing_key(SECRET, date, "us-east-1", "kms"),
             string_to_sign.as_bytes(),
         ));
@@ -231,7 +216,7 @@ impl Harness {
     /// # Errors
     /// The fault's class and message.
     pub fn alibaba(&self, params: &str) -> Option<Result<Value, String>> {
-        let mut p: BTreeMap<String, String> = util::parse_pairs(params)?.into_iter().collect();
+        let mut p: BTreeMap<String, String> = wire::parse_pairs(params)?.into_iter().collect();
         let n = self.nonce.get();
         self.nonce.set(n + 1);
         p.entry("Version".to_owned()).or_insert_with(|| alibaba::VERSION.to_owned());
@@ -240,7 +225,7 @@ impl Harness {
             ("SignatureMethod", "HMAC-SHA1".to_owned()),
             ("SignatureVersion", "1.0".to_owned()),
             ("SignatureNonce", format!("fuzz-{n}")),
-            ("Timestamp", util::iso8601(SystemTime::now())),
+            ("Timestamp", wire::iso8601(SystemTime::now())),
         ] {
             p.insert(k.to_owned(), v);
         }
@@ -250,7 +235,7 @@ impl Harness {
         p.insert("Signature".to_owned(), signature);
         let body = p
             .iter()
-            .map(|(k, v)| format!("{}={}", util::percent_encode(k), util::percent_encode(v)))
+            .map(|(k, v)| format!("{}={}", percent::encode(k), percent::encode(v)))
             .collect::<Vec<_>>()
             .join("&");
         let headers = [("content-type", "application/x-www-form-urlencoded"), ("host", "127.0.0.1")];

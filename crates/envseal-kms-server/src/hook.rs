@@ -13,6 +13,9 @@
 //!
 //! [`RequestHook::completed`] is then called once with the outcome, success or failure,
 //! including requests refused before authentication (with an empty principal).
+//!
+//! What a hook sees of a request's parameters is decided here too (`safe_params`): key ids,
+//! names and options as sent, the sizes of plaintexts and blobs, never their bytes.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -213,4 +216,72 @@ impl RequestHook for AllowAll {
     fn authorize(&self, _request: &RequestInfo<'_>) -> Result<(), Denied> {
         Ok(())
     }
+}
+
+/// Request parameters recorded as sent (key ids, names, sizes, options); anything else is
+/// left out of what hooks and the audit trail see.
+const SAFE_PARAMS: &[&str] = &[
+    "KeyId",
+    "AliasName",
+    "TargetKeyId",
+    "SourceKeyId",
+    "DestinationKeyId",
+    "KeyVersionId",
+    "NumberOfBytes",
+    "KeySpec",
+    "KeyUsage",
+    "ProtectionLevel",
+    "Origin",
+    "PendingWindowInDays",
+    "RotationInterval",
+    "RotationPeriodInDays",
+    "EnableAutomaticRotation",
+    "MinDecryptionVersion",
+    "EncryptionAlgorithm",
+    "DryRun",
+    "RoleArn",
+    "RoleSessionName",
+    "DurationSeconds",
+    "Limit",
+    "PageSize",
+    "PageNumber",
+];
+
+/// Parameters whose size (not value) is recorded, as `<Name>Bytes` (base64-decoded length).
+const SIZED_PARAMS: &[&str] = &["Plaintext", "CiphertextBlob", "Policy"];
+
+/// The recordable part of a request's parameters: [`SAFE_PARAMS`] as sent, and the sizes of
+/// [`SIZED_PARAMS`].
+pub(crate) fn safe_params<'a>(
+    params: impl IntoIterator<Item = (&'a str, &'a serde_json::Value)>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for (name, value) in params {
+        if SAFE_PARAMS.contains(&name) {
+            let v = match value {
+                serde_json::Value::String(s) if s.len() > 256 => {
+                    let end = (0..=256).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+                    serde_json::Value::String(format!("{}…", &s[..end]))
+                }
+                serde_json::Value::String(_) | serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                    value.clone()
+                }
+                _ => continue,
+            };
+            out.insert(name.to_owned(), v);
+        } else if SIZED_PARAMS.contains(&name)
+            && let serde_json::Value::String(s) = value
+        {
+            let len = if name == "Policy" { s.len() } else { s.trim_end_matches('=').len() * 3 / 4 };
+            out.insert(format!("{name}Bytes"), serde_json::Value::from(len));
+        }
+    }
+    out
+}
+
+/// An encryption context as a JSON object (for hooks and the audit trail).
+pub(crate) fn context_json(ctx: &envseal_core::EncryptionContext) -> serde_json::Value {
+    serde_json::Value::Object(
+        ctx.iter().map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned()))).collect(),
+    )
 }

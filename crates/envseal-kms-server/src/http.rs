@@ -1,7 +1,6 @@
 //! The HTTP server: accept loop, graceful shutdown, body limit, timeouts, telling the two APIs
 //! apart, and writing each API's success and error shapes.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -9,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use envseal_support::zeroizing;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming as Body};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -17,14 +17,17 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::auth::NonceCache;
 use crate::backend::Backend;
 use crate::error::{Class, Fault};
-use crate::hook::{Api, Outcome, RequestInfo};
-use crate::{ApiSelect, ServerConfig, alibaba, aws, util};
+use crate::hook::{Api, Outcome};
+use crate::request::{App, Call, Incoming};
+use crate::secrets::Syntax;
+use crate::wire;
+use crate::{ApiSelect, ServerConfig, alibaba, aws};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,118 +35,6 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Nonces remembered at most (older ones are forgotten first).
 const MAX_NONCES: usize = 100_000;
-
-/// Server state shared by every request.
-#[derive(Debug)]
-pub(crate) struct App {
-    pub cfg: ServerConfig,
-    pub backend: Backend,
-    pub nonces: NonceCache,
-}
-
-/// A request, read whole.
-#[derive(Debug)]
-pub(crate) struct Incoming {
-    pub method: String,
-    /// The path as sent (percent-encoded).
-    pub path: String,
-    /// The query string as sent, without `?`.
-    pub query: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Incoming {
-    /// The first value of a header, if it is valid text.
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The path, percent-decoded (as sent if it does not decode).
-    pub(crate) fn decoded_path(&self) -> String {
-        util::percent_decode(&self.path, false).unwrap_or_else(|| self.path.clone())
-    }
-}
-
-/// One request's progress: who, what, on which key (for the hook and the access log).
-#[derive(Debug)]
-pub(crate) struct Call<'a> {
-    pub app: &'a App,
-    pub api: Option<Api>,
-    pub action: String,
-    pub principal: String,
-    pub access_key_id: String,
-    pub resource: Option<String>,
-    pub request_id: String,
-    pub host: String,
-    /// The signature scheme verified (`sigv4`, `acs3`, `rpc-v2`), for the access log.
-    pub signature: &'static str,
-    /// The client's address.
-    pub source_ip: Option<IpAddr>,
-    /// `User-Agent`.
-    pub user_agent: String,
-    /// Region named by the request.
-    pub region: String,
-    /// Whether an STS token came with the request.
-    pub security_token: bool,
-    /// The encryption context sent (source context for ReEncrypt).
-    pub context: BTreeMap<String, String>,
-    /// Parameters safe to record (never plaintext, blobs, secrets or tokens).
-    pub params: Map<String, Value>,
-    /// Tags of the last resource authorized, when the hook wants them.
-    pub resource_tags: Option<BTreeMap<String, String>>,
-    /// Answer in XML (AWS STS Query API): the handler's value is the document.
-    pub xml: bool,
-}
-
-impl Call<'_> {
-    /// What the hook sees of this request.
-    pub(crate) fn info(&self) -> RequestInfo<'_> {
-        RequestInfo {
-            api: self.api.unwrap_or(Api::Aws),
-            principal: &self.principal,
-            access_key_id: &self.access_key_id,
-            action: &self.action,
-            resource: self.resource.as_deref(),
-            resource_tags: self.resource_tags.as_ref(),
-            region: &self.region,
-            source_ip: self.source_ip,
-            user_agent: &self.user_agent,
-            request_id: &self.request_id,
-            security_token: self.security_token,
-            encryption_context: &self.context,
-            params: &self.params,
-        }
-    }
-
-    /// Records the encryption context a request carries (for policies and the audit trail).
-    pub(crate) fn note_context(&mut self, ctx: &envseal_core::EncryptionContext) {
-        if self.context.is_empty() {
-            self.context = ctx.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-        }
-    }
-
-    /// Records a request parameter that is safe to log.
-    pub(crate) fn param(&mut self, name: &str, value: impl Into<Value>) {
-        self.params.insert(name.to_owned(), value.into());
-    }
-
-    /// Asks the hook whether the authenticated principal may apply the action to `resource`.
-    pub(crate) async fn authorize(&mut self, resource: Option<&str>) -> Result<(), Fault> {
-        if let Some(r) = resource {
-            self.resource = Some(r.to_owned());
-            self.resource_tags = None;
-            if self.app.cfg.hook.wants_resource_tags()
-                && let Ok(m) = self.app.backend.describe(r).await
-            {
-                self.resource_tags = Some(m.tags);
-            }
-        }
-        let mut info = self.info();
-        info.resource = resource;
-        self.app.cfg.hook.authorize(&info).map_err(|d| Fault::new(Class::AccessDenied, d.message))
-    }
-}
 
 /// The request shape, decided from the headers and the query before the body is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,29 +161,14 @@ async fn handle(app: &App, req: Request<Body>, peer: IpAddr) -> Response<Full<By
     let query = parts.uri.query().unwrap_or("").to_owned();
     let shape = shape(&parts.headers, &query);
     let host = parts.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1").to_owned();
-    let mut call = Call {
-        app,
-        api: match shape {
-            Shape::Aws => Some(Api::Aws),
-            Shape::Alibaba => Some(Api::Alibaba),
-            Shape::Unknown => None,
-        },
-        action: String::new(),
-        principal: String::new(),
-        access_key_id: String::new(),
-        resource: None,
-        request_id: util::uuid_v4(),
-        host,
-        signature: "-",
-        source_ip: Some(peer),
-        user_agent: parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
-        region: String::new(),
-        security_token: false,
-        context: BTreeMap::new(),
-        params: Map::new(),
-        resource_tags: None,
-        xml: false,
+    let mut call = Call::new(app, wire::uuid_v4(), host);
+    call.api = match shape {
+        Shape::Aws => Some(Api::Aws),
+        Shape::Alibaba => Some(Api::Alibaba),
+        Shape::Unknown => None,
     };
+    call.source_ip = Some(peer);
+    call.user_agent = parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let work = async {
         let body = read_body(body, &parts.headers, app.cfg.max_body).await?;
         let req = Incoming {
@@ -395,7 +271,7 @@ async fn handle(app: &App, req: Request<Body>, peer: IpAddr) -> Response<Full<By
     if app.cfg.access_log {
         eprintln!(
             "{} {} {} sig={} principal={} key={} -> {}{} ({} ms)",
-            util::iso8601(SystemTime::now()),
+            wire::iso8601(SystemTime::now()),
             api.map_or("-", Api::as_str),
             if call.action.is_empty() { "-" } else { &call.action },
             call.signature,
@@ -424,7 +300,8 @@ fn aws_response(status: u16, call: &Call<'_>, body: Value) -> Response<Full<Byte
 }
 
 fn xml_response(status: u16, call: &Call<'_>, doc: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(doc)));
+    let body = call.secrets.render(doc.as_bytes(), Syntax::Xml);
+    let mut r = Response::new(Full::new(zeroizing::into_bytes(body)));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
     if let Ok(id) = HeaderValue::from_str(&call.request_id) {
@@ -438,7 +315,9 @@ fn alibaba_response(status: u16, call: &Call<'_>, body: Value) -> Response<Full<
 }
 
 fn json_response(status: u16, content_type: &'static str, call: &Call<'_>, body: Value) -> Response<Full<Bytes>> {
-    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()));
+    // The value holds no secret, only placeholders: the body is where they are written in.
+    let public = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+    let bytes = zeroizing::into_bytes(call.secrets.render(&public, Syntax::Json));
     let mut r = Response::new(Full::new(bytes));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = r.headers_mut();

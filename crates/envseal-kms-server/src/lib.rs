@@ -8,13 +8,17 @@ mod auth;
 mod aws;
 mod backend;
 mod error;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod hook;
 mod http;
+mod mac;
+mod request;
+mod secrets;
 mod sigv4;
 mod sts;
-mod util;
+mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -16,10 +16,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use envseal_support::percent;
+
 use crate::auth::{AccessKey, Credentials};
 use crate::error::{Class, Fault};
-use crate::http::Incoming;
-use crate::util;
+use crate::mac;
+use crate::request::Incoming;
+use crate::wire;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
@@ -87,10 +90,10 @@ fn canonical_value(v: &str) -> String {
 
 /// `CanonicalQueryString`: every name and value URI-encoded, sorted by name then value.
 fn canonical_query(raw: &str) -> Result<String, Fault> {
-    let mut pairs: Vec<(String, String)> = util::parse_pairs(raw)
+    let mut pairs: Vec<(String, String)> = wire::parse_pairs(raw)
         .ok_or_else(|| Fault::invalid("the query string is not valid percent-encoding"))?
         .into_iter()
-        .map(|(k, v)| (util::percent_encode(&k), util::percent_encode(&v)))
+        .map(|(k, v)| (percent::encode(&k), percent::encode(&v)))
         .collect();
     pairs.sort();
     Ok(pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"))
@@ -99,14 +102,14 @@ fn canonical_query(raw: &str) -> Result<String, Fault> {
 /// `CanonicalURI`: the path, each segment URI-encoded once more (AWS encodes twice for every
 /// service but S3).
 fn canonical_uri(raw_path: &str) -> String {
-    if raw_path.is_empty() { "/".to_owned() } else { util::encode_keeping(raw_path, b"/") }
+    if raw_path.is_empty() { "/".to_owned() } else { percent::encode_keeping(raw_path, b"/") }
 }
 
 pub(crate) fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
-    let k_date = util::hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    let k_region = util::hmac_sha256(&k_date, region.as_bytes());
-    let k_service = util::hmac_sha256(&k_region, service.as_bytes());
-    util::hmac_sha256(&k_service, b"aws4_request")
+    let k_date = mac::hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k_region = mac::hmac_sha256(&k_date, region.as_bytes());
+    let k_service = mac::hmac_sha256(&k_region, service.as_bytes());
+    mac::hmac_sha256(&k_service, b"aws4_request")
 }
 
 /// Verifies the request's SigV4 signature, its date and its STS token.
@@ -124,7 +127,7 @@ pub(crate) fn verify(req: &Incoming, creds: &Credentials, skew: Duration, servic
     let amz_date = req
         .header("x-amz-date")
         .ok_or_else(|| incomplete("the request must carry an X-Amz-Date header (Date is not supported)"))?;
-    let time = util::parse_amz_date(amz_date).ok_or_else(|| incomplete("X-Amz-Date must be YYYYMMDDThhmmssZ"))?;
+    let time = wire::parse_amz_date(amz_date).ok_or_else(|| incomplete("X-Amz-Date must be YYYYMMDDThhmmssZ"))?;
     if !amz_date.starts_with(a.date) || a.date.len() != 8 {
         return Err(Fault::new(Class::SignatureMismatch, "the credential scope date does not match X-Amz-Date"));
     }
@@ -155,7 +158,7 @@ pub(crate) fn verify(req: &Incoming, creds: &Credentials, skew: Duration, servic
         let joined = values.iter().map(|v| canonical_value(v)).collect::<Vec<_>>().join(",");
         canonical_headers.push_str(&format!("{name}:{joined}\n"));
     }
-    let body_hash = util::sha256_hex(&req.body);
+    let body_hash = mac::sha256_hex(&req.body);
     if let Some(claimed) = req.header("x-amz-content-sha256")
         && claimed != "UNSIGNED-PAYLOAD"
         && !claimed.eq_ignore_ascii_case(&body_hash)
@@ -172,13 +175,12 @@ pub(crate) fn verify(req: &Incoming, creds: &Credentials, skew: Duration, servic
         body_hash
     );
     let scope = format!("{}/{}/{}/aws4_request", a.date, a.region, a.service);
-    let string_to_sign =
-        format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", util::sha256_hex(canonical_request.as_bytes()));
-    let expected = hex::encode(util::hmac_sha256(
+    let string_to_sign = format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", mac::sha256_hex(canonical_request.as_bytes()));
+    let expected = hex::encode(mac::hmac_sha256(
         &signing_key(key.secret(), a.date, a.region, a.service),
         string_to_sign.as_bytes(),
     ));
-    if !util::ct_eq(&expected, &a.signature.to_ascii_lowercase()) {
+    if !mac::ct_eq(&expected, &a.signature.to_ascii_lowercase()) {
         return Err(Fault::new(
             Class::SignatureMismatch,
             "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
@@ -186,7 +188,7 @@ pub(crate) fn verify(req: &Incoming, creds: &Credentials, skew: Duration, servic
     }
     // The date is checked after the signature, so an unsigned request learns nothing about
     // the clock; the token after both, as AWS does.
-    if !util::within_skew(time, skew) {
+    if !wire::within_skew(time, skew) {
         return Err(Fault::new(
             Class::RequestExpired,
             format!("Signature expired: {amz_date} is more than {} s from the server's time", skew.as_secs()),
@@ -209,15 +211,15 @@ mod tests {
         assert_eq!(hex::encode(&key), "c4afb1cc5771d871763a393e44b703571b55cc28424d1a5e86da6ed3c154a4b9");
         let canonical = "GET\n/\nAction=ListUsers&Version=2010-05-08\ncontent-type:application/x-www-form-urlencoded; charset=utf-8\nhost:iam.amazonaws.com\nx-amz-date:20150830T123600Z\n\ncontent-type;host;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert_eq!(
-            util::sha256_hex(canonical.as_bytes()),
+            mac::sha256_hex(canonical.as_bytes()),
             "f536975d06c0309214f805bb90ccff089219ecd68b2577efef23edd43b7e1a59"
         );
         let sts = format!(
             "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/iam/aws4_request\n{}",
-            util::sha256_hex(canonical.as_bytes())
+            mac::sha256_hex(canonical.as_bytes())
         );
         assert_eq!(
-            hex::encode(util::hmac_sha256(&key, sts.as_bytes())),
+            hex::encode(mac::hmac_sha256(&key, sts.as_bytes())),
             "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
         );
         assert_eq!(

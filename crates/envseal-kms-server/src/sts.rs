@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::error::{Class, Fault};
-use crate::hook::{AssumeRoleInput, IssuedCredentials, StsRefusal};
-use crate::http::{Call, Incoming};
-use crate::{acs, alibaba, sigv4, util};
+use crate::hook::{self, AssumeRoleInput, IssuedCredentials, StsRefusal};
+use crate::request::{Call, Incoming};
+use crate::wire;
+use crate::{acs, sigv4};
 
 /// The AWS STS API version served.
 pub(crate) const AWS_VERSION: &str = "2011-06-15";
@@ -75,7 +76,7 @@ fn assume(call: &mut Call<'_>, p: &BTreeMap<String, String>) -> Result<IssuedCre
 /// AWS STS (Query API): the body is a form, the answer XML.
 pub(crate) async fn handle_aws(call: &mut Call<'_>, req: &Incoming) -> Result<Value, Fault> {
     call.xml = true;
-    let p = alibaba::params(req)?;
+    let p = acs::params(req)?;
     call.action = get(&p, "Action").unwrap_or("").to_owned();
     if req.method != "POST" && req.method != "GET" {
         return Err(Fault::new(Class::UnknownAction, "STS requests are POST / (or GET /)"));
@@ -87,7 +88,7 @@ pub(crate) async fn handle_aws(call: &mut Call<'_>, req: &Incoming) -> Result<Va
     call.region = verified.region.clone();
     call.security_token = req.header("x-amz-security-token").is_some();
     let values: Vec<(&str, Value)> = p.iter().map(|(k, v)| (k.as_str(), Value::String(v.clone()))).collect();
-    call.params = util::safe_params(values.iter().map(|(k, v)| (*k, v)));
+    call.params = hook::safe_params(values.iter().map(|(k, v)| (*k, v)));
     if get(&p, "Version") != Some(AWS_VERSION) {
         return Err(Fault::new(Class::UnsupportedVersion, format!("this emulator serves STS {AWS_VERSION}"))
             .with_codes((400, "InvalidParameterValue"), (400, "InvalidVersion")));
@@ -95,6 +96,7 @@ pub(crate) async fn handle_aws(call: &mut Call<'_>, req: &Incoming) -> Result<Va
     match call.action.as_str() {
         "AssumeRole" => {
             let c = assume(call, &p)?;
+            let (secret, token) = (call.secrets.text(c.secret), call.secrets.text(c.security_token));
             Ok(Value::String(format!(
                 concat!(
                     "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">",
@@ -105,9 +107,9 @@ pub(crate) async fn handle_aws(call: &mut Call<'_>, req: &Incoming) -> Result<Va
                     "<ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></AssumeRoleResponse>"
                 ),
                 xml_escape(&c.access_key_id),
-                xml_escape(&c.secret),
-                xml_escape(&c.security_token),
-                util::iso8601(c.expiration),
+                secret,
+                token,
+                wire::iso8601(c.expiration),
                 xml_escape(&c.assumed_role_arn),
                 xml_escape(&c.assumed_role_id),
                 xml_escape(&call.request_id),
@@ -147,16 +149,16 @@ pub(crate) async fn handle_alibaba(
     call.region = get(p, "RegionId").unwrap_or(crate::DEFAULT_ALIBABA_REGION).to_owned();
     call.security_token = req.header("x-acs-security-token").is_some() || get(p, "SecurityToken").is_some();
     let values: Vec<(&str, Value)> = p.iter().map(|(k, v)| (k.as_str(), Value::String(v.clone()))).collect();
-    call.params = util::safe_params(values.iter().map(|(k, v)| (*k, v)));
+    call.params = hook::safe_params(values.iter().map(|(k, v)| (*k, v)));
     match call.action.as_str() {
         "AssumeRole" => {
             let c = assume(call, p)?;
             Ok(json!({
                 "Credentials": {
                     "AccessKeyId": c.access_key_id,
-                    "AccessKeySecret": c.secret.as_str(),
-                    "SecurityToken": c.security_token.as_str(),
-                    "Expiration": util::iso8601(c.expiration),
+                    "AccessKeySecret": call.secrets.text(c.secret),
+                    "SecurityToken": call.secrets.text(c.security_token),
+                    "Expiration": wire::iso8601(c.expiration),
                 },
                 "AssumedRoleUser": {"Arn": c.assumed_role_arn, "AssumedRoleId": c.assumed_role_id},
             }))

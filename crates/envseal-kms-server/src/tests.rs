@@ -6,13 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use envseal_kms_mock::MockKms;
+use envseal_support::percent;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+use crate::mac;
+use crate::wire;
 use crate::{
     AccessKey, ApiSelect, Credentials, Denied, Outcome, RequestHook, RequestInfo, Server, ServerConfig, acs, sigv4,
-    util,
 };
 
 const AK: &str = "AKTEST";
@@ -75,11 +77,10 @@ fn v2_request(addr: &str, action: &str, extra: &[(&str, &str)], secret: &str, no
     .chain(extra.iter().copied())
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    p.insert("Timestamp".into(), util::iso8601(time));
+    p.insert("Timestamp".into(), wire::iso8601(time));
     let sig = acs::v2_signature(secret, &acs::v2_string_to_sign("GET", &p));
     p.insert("Signature".into(), sig);
-    let q: Vec<String> =
-        p.iter().map(|(k, v)| format!("{}={}", util::percent_encode(k), util::percent_encode(v))).collect();
+    let q: Vec<String> = p.iter().map(|(k, v)| format!("{}={}", percent::encode(k), percent::encode(v))).collect();
     format!("GET /?{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n", q.join("&"))
 }
 
@@ -93,7 +94,7 @@ fn aws_request(
     token: Option<&str>,
     time: SystemTime,
 ) -> String {
-    let stamp = util::iso8601(time).replace(['-', ':'], "");
+    let stamp = wire::iso8601(time).replace(['-', ':'], "");
     let date = &stamp[..8];
     let mut headers = vec![
         ("content-type".to_owned(), "application/x-amz-json-1.1".to_owned()),
@@ -107,10 +108,10 @@ fn aws_request(
     headers.sort();
     let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
     let signed = headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
-    let canonical = format!("POST\n/\n\n{canonical_headers}\n{signed}\n{}", util::sha256_hex(body.as_bytes()));
+    let canonical = format!("POST\n/\n\n{canonical_headers}\n{signed}\n{}", mac::sha256_hex(body.as_bytes()));
     let scope = format!("{date}/eu-west-1/kms/aws4_request");
-    let sts = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", util::sha256_hex(canonical.as_bytes()));
-    let sig = hex::encode(util::hmac_sha256(&sigv4::signing_key(secret, date, "eu-west-1", "kms"), sts.as_bytes()));
+    let sts = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", mac::sha256_hex(canonical.as_bytes()));
+    let sig = hex::encode(mac::hmac_sha256(&sigv4::signing_key(secret, date, "eu-west-1", "kms"), sts.as_bytes()));
     let mut req = format!("POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in &headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -134,7 +135,7 @@ async fn alibaba_v2_replay_and_clock_rules() {
     assert_eq!((status, v["Code"].as_str()), (400, Some("SignatureNonceUsed")), "{v}");
     // 16 minutes off, either way.
     for t in [now - Duration::from_secs(960), now + Duration::from_secs(960)] {
-        let (status, v) = send(&s.addr, v2_request(&s.addr, "ListKeys", &[], SK, &util::uuid_v4(), t)).await;
+        let (status, v) = send(&s.addr, v2_request(&s.addr, "ListKeys", &[], SK, &wire::uuid_v4(), t)).await;
         assert_eq!((status, v["Code"].as_str()), (400, Some("InvalidTimeStamp.Expired")), "{v}");
     }
     // A wrong secret: the signature is checked first, so the clock is not revealed.

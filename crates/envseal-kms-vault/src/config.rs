@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use envseal_core::KmsError;
+use envseal_core::retry::RetryPolicy;
 use reqwest::Url;
 use zeroize::Zeroizing;
 
+use crate::error::invalid;
 use crate::names::{is_valid_key_name, normalize_mount};
 
 /// The Transit mount used when none is given.
@@ -53,44 +55,10 @@ impl fmt::Debug for VaultToken {
     }
 }
 
-/// Bounded exponential backoff with full jitter, for throttling, 5xx answers and connection
-/// errors.
-///
-/// Before retry `n` (from 0) the client sleeps a uniformly random time in
-/// `[0, min(max_delay, base_delay * 2^n)]`, drawn from the OS CSPRNG
-/// (`envseal_core::random`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Total attempts, the first included (1 disables retries).
-    pub max_attempts: u32,
-    /// Upper bound of the first backoff.
-    pub base_delay: Duration,
-    /// Largest backoff.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 4 attempts, 50 ms base, 2 s cap.
-    fn default() -> Self {
-        Self { max_attempts: 4, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(2) }
-    }
-}
-
-impl RetryPolicy {
-    /// No retries: every error is returned at once.
-    pub fn none() -> Self {
-        Self { max_attempts: 1, ..Self::default() }
-    }
-
-    /// The upper bound of the backoff before retry `retry` (from 0).
-    pub fn ceiling(&self, retry: u32) -> Duration {
-        envseal_core::backoff::cap(self.base_delay, self.max_delay, retry)
-    }
-
-    /// A full-jitter backoff before retry `retry`: uniform in `[0, ceiling(retry))`.
-    pub fn backoff(&self, retry: u32) -> Duration {
-        envseal_core::backoff::full_jitter(self.ceiling(retry))
-    }
+/// The retry policy of a new [`VaultConfig`]: 4 attempts, 50 ms first backoff cap, 2 s
+/// largest (full jitter, as [`RetryPolicy`] describes), sleeping with Tokio's timer.
+pub fn default_retry() -> RetryPolicy {
+    envseal_http::retry::policy(4, Duration::from_millis(50), Duration::from_secs(2))
 }
 
 /// How to reach a Transit engine.
@@ -115,13 +83,14 @@ pub struct VaultConfig {
     pub ca_cert: Option<PathBuf>,
     /// Timeout of one HTTP request (connection included), before any retry.
     pub timeout: Duration,
-    /// Retries of transient failures.
+    /// Retries of throttling, 5xx answers and connection failures ([`default_retry`] unless
+    /// set); a rotation is resent only when the server certainly did not act on it.
     pub retry: RetryPolicy,
 }
 
 impl VaultConfig {
     /// A configuration with the default mount (`transit`), no namespace, the platform's trust
-    /// store, a 30 s timeout and the default retry policy.
+    /// store, a 30 s timeout and the default retry policy ([`default_retry`]).
     pub fn new(addr: impl Into<String>, token: VaultToken) -> Self {
         Self {
             addr: addr.into(),
@@ -130,7 +99,7 @@ impl VaultConfig {
             mount: DEFAULT_MOUNT.to_owned(),
             ca_cert: None,
             timeout: DEFAULT_TIMEOUT,
-            retry: RetryPolicy::default(),
+            retry: default_retry(),
         }
     }
 
@@ -279,10 +248,6 @@ fn same_server(a: &str, b: &str) -> bool {
         }
         _ => a.trim_end_matches('/') == b.trim_end_matches('/'),
     }
-}
-
-pub(crate) fn invalid(message: impl Into<String>) -> KmsError {
-    KmsError::InvalidRequest { message: message.into() }
 }
 
 /// A parsed `vault-transit://HOST[:PORT]/MOUNT/KEY` URI.
@@ -515,13 +480,14 @@ mod tests {
 
     #[test]
     fn backoff_is_bounded_full_jitter() {
-        let p = RetryPolicy::default();
-        assert_eq!(p.ceiling(0), Duration::from_millis(50));
-        assert_eq!(p.ceiling(1), Duration::from_millis(100));
-        assert_eq!(p.ceiling(5), Duration::from_millis(1600));
-        assert_eq!(p.ceiling(6), Duration::from_secs(2));
-        assert_eq!(p.ceiling(100), Duration::from_secs(2));
-        let samples: Vec<Duration> = (0..200).map(|_| p.backoff(2)).collect();
+        let p = VaultConfig::new("https://v:8200", VaultToken::new("t")).retry;
+        assert_eq!(p.max_attempts, 4);
+        assert_eq!(p.cap(0), Duration::from_millis(50));
+        assert_eq!(p.cap(1), Duration::from_millis(100));
+        assert_eq!(p.cap(5), Duration::from_millis(1600));
+        assert_eq!(p.cap(6), Duration::from_secs(2));
+        assert_eq!(p.cap(100), Duration::from_secs(2));
+        let samples: Vec<Duration> = (0..200).map(|_| p.delay(2)).collect();
         assert!(samples.iter().all(|d| *d <= Duration::from_millis(200)));
         // Full jitter: spread over the range, not pinned at the ceiling.
         assert!(samples.iter().any(|d| *d < Duration::from_millis(100)));

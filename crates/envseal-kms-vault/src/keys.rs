@@ -113,61 +113,29 @@ impl TransitKeyInfo {
     }
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, the form Vault writes.
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, the form Vault writes: humantime reads
+/// the UTC date and time, the offset is applied here (humantime reads UTC only).
 fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    // humantime takes `SS.Z`, a dot without digits; RFC 3339 does not.
+    if s.get(19..).is_some_and(|rest| rest.starts_with('.') && !rest[1..].starts_with(|c: char| c.is_ascii_digit())) {
+        return None;
+    }
     let b = s.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(range)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) { part.parse().ok() } else { None }
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut nanos: u32 = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
+    let n = b.len();
+    let offset = (n >= 25 && matches!(b[n - 6], b'+' | b'-') && b[n - 3] == b':').then(|| {
+        let two =
+            |r: std::ops::Range<usize>| s.get(r).filter(|d| d.bytes().all(|c| c.is_ascii_digit()))?.parse::<u64>().ok();
+        Some((b[n - 6] == b'-', two(n - 5..n - 3)? * 3600 + two(n - 2..n)? * 60))
+    });
+    match offset {
+        None => humantime::parse_rfc3339(s).ok(),
+        Some(None) => None,
+        Some(Some((west, secs))) => {
+            let utc = humantime::parse_rfc3339(&format!("{}Z", &s[..n - 6])).ok()?;
+            // Local time west of UTC (`-HH:MM`) is behind it: add the offset to get UTC.
+            if west { utc.checked_add(Duration::from_secs(secs)) } else { utc.checked_sub(Duration::from_secs(secs)) }
         }
-        let kept = &frac[..digits.min(9)];
-        nanos = kept.parse::<u32>().ok()? * 10u32.pow(9 - u32::try_from(kept.len()).ok()?);
-        rest = &frac[digits..];
     }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
-            let (h, m) = (rest[1..3].parse::<i64>().ok()?, rest[4..6].parse::<i64>().ok()?);
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (h * 3600 + m * 60)
-        }
-        _ => return None,
-    };
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    let secs = u64::try_from(secs).ok()?;
-    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -183,9 +151,18 @@ mod tests {
         assert_eq!(secs(parse_rfc3339("1970-01-01T00:00:00Z").unwrap()), 0);
         assert_eq!(secs(parse_rfc3339("2024-02-29T12:34:56Z").unwrap()), 1_709_210_096);
         assert_eq!(secs(parse_rfc3339("2024-02-29T14:34:56.123456789+02:00").unwrap()), 1_709_210_096);
+        assert_eq!(secs(parse_rfc3339("2024-02-29T10:04:56-02:30").unwrap()), 1_709_210_096);
         let t = parse_rfc3339("2024-02-29T12:34:56.5Z").unwrap();
         assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().subsec_millis(), 500);
-        for bad in ["", "2024-02-29", "2024-13-01T00:00:00Z", "2024-02-29T12:34:56", "2024-02-29T12:34:56.Z", "x"] {
+        for bad in [
+            "",
+            "2024-02-29",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T12:34:56",
+            "2024-02-29T12:34:56.Z",
+            "2024-02-29T12:34:56+0x:00",
+            "x",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

@@ -11,16 +11,21 @@ use envseal_core::kms::{
     Alias, Decrypted, GeneratedDataKey, KeyManager, KeyMetadata, KeySpec, Kms, MAX_DIRECT_ENCRYPT, ProtectionLevel,
     WrappedKey,
 };
-use envseal_core::{DataKey, EncryptionContext, KmsError, SecretBytes};
+use envseal_core::retry::RetryPolicy;
+use envseal_core::{DataKey, EncryptionContext, KmsError};
+use envseal_http::client::{ClientOptions, is_loopback};
+use envseal_http::secret::{decode_secret, json_body, zeroizing_string};
+use envseal_http::{Failure, HttpTransport, Idempotence, Method, Request, Transport, send_with_retries};
+use reqwest::Url;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::config::{RetryPolicy, VaultConfig, VaultToken};
-use crate::errors::{Failure, classify, server_message};
+use crate::config::{VaultConfig, VaultToken};
+use crate::error::{ApiError, NO_UPSERT_TYPE, classify, invalid, server_message};
 use crate::keys::{KeyData, TransitKeyInfo};
 use crate::names::{MAX_BLOB_LEN, check_key_name, ciphertext_version, normalize_mount, parse_version};
-use crate::transport::{HttpTransport, Method, Request, Transport, TransportError};
 
 /// The backend name, as recorded in [`WrappedKey::backend`].
 pub const BACKEND: &str = "vault-transit";
@@ -31,20 +36,19 @@ pub const KEY_TYPE: &str = "aes256-gcm96";
 /// Prefix of the names [`KeyManager::create_key`] generates (`envseal-` + 32 hex digits).
 pub const GENERATED_NAME_PREFIX: &str = "envseal-";
 
-/// Sent as `type` with every `encrypt`: Transit's encrypt creates a missing key ("upsert")
-/// when the token may, and the key type only matters then. No key type has this name, so a
-/// missing key is refused ("unknown key type") instead of created, and envseal reports
-/// `KeyNotFound`; an existing key ignores the field.
-pub(crate) const NO_UPSERT_TYPE: &str = "envseal-no-upsert";
+/// Largest response body read (Transit answers are a few KB; a LIST of many keys more).
+const MAX_RESPONSE: usize = 8 << 20;
 
-/// Whether a call may be sent again after a failure that may have been processed.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// Reads and cryptographic calls: running twice is harmless.
-    Idempotent,
-    /// Rotation: retried only when the server certainly did not act (connection refused,
-    /// 429, 503), so a timeout never rotates twice.
-    OnlyIfNotProcessed,
+/// Added to TLS failures: the usual cause is a server certificate from a private CA.
+const TLS_HINT: &str = " (set VAULT_CACERT to the server's CA?)";
+
+/// HTTP method of a Transit call. `List` is Vault's `LIST`, sent as `GET ...?list=true`
+/// (the documented equivalent, friendlier to proxies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    Get,
+    List,
+    Post,
 }
 
 /// A HashiCorp Vault / OpenBao Transit backend (`vault-transit`).
@@ -85,7 +89,7 @@ impl VaultKms {
     /// [`KmsError::InvalidRequest`] for an invalid address, mount, namespace or token, or a
     /// CA file that cannot be read or holds no PEM certificate.
     pub fn new(config: VaultConfig) -> Result<Self, KmsError> {
-        let transport = HttpTransport::new(&config)?;
+        let transport = http_transport(&config)?;
         Self::with_transport(config, Box::new(transport))
     }
 
@@ -109,7 +113,6 @@ impl VaultKms {
 
     pub(crate) fn with_transport(config: VaultConfig, transport: Box<dyn Transport>) -> Result<Self, KmsError> {
         let mount = normalize_mount(&config.mount)?;
-        let retry = RetryPolicy { max_attempts: config.retry.max_attempts.max(1), ..config.retry };
         Ok(Self {
             inner: Arc::new(Inner {
                 transport,
@@ -117,7 +120,7 @@ impl VaultKms {
                 mount,
                 namespace: config.namespace,
                 token: config.token,
-                retry,
+                retry: config.retry,
             }),
         })
     }
@@ -140,7 +143,7 @@ impl VaultKms {
     /// transport and permission errors.
     pub async fn read_key(&self, name: &str) -> Result<TransitKeyInfo, KmsError> {
         check_key_name(name)?;
-        let data: KeyData = self.call(Method::Get, &format!("keys/{name}"), None, name, Retry::Idempotent).await?;
+        let data: KeyData = self.call(Call::Get, &format!("keys/{name}"), None, name, Idempotence::Idempotent).await?;
         data.into_info().ok_or_else(|| unexpected("keys"))
     }
 
@@ -168,7 +171,7 @@ impl VaultKms {
     async fn create(&self, name: &str) -> Result<KeyMetadata, KmsError> {
         let body = json_body(&Body { key_type: Some(KEY_TYPE), ..Body::default() });
         let v: Option<KeyData> =
-            self.call(Method::Post, &format!("keys/{name}"), Some(body), name, Retry::Idempotent).await?;
+            self.call(Call::Post, &format!("keys/{name}"), Some(body), name, Idempotence::Idempotent).await?;
         // OpenBao 2.x answers with the key; older servers answer 204.
         match v {
             Some(data) => Ok(data.into_info().ok_or_else(|| unexpected("keys"))?.to_metadata()),
@@ -180,42 +183,45 @@ impl VaultKms {
     /// (`Option<_>` accepts 204).
     async fn call<T: DeserializeOwned>(
         &self,
-        method: Method,
+        call: Call,
         path: &str,
         body: Option<Bytes>,
         key: &str,
-        retry: Retry,
+        idempotence: Idempotence,
     ) -> Result<T, KmsError> {
-        let body =
-            self.call_raw(method, path, body, retry).await.map_err(|f| f.into_kms_error(key, &self.inner.mount))?;
+        let body = self
+            .call_raw(call, path, body, idempotence)
+            .await
+            .map_err(|f| f.into_kms_error(&self.inner.addr, TLS_HINT, |e| e.into_kms_error(key, &self.inner.mount)))?;
         parse_data(&body)
     }
 
     async fn call_raw(
         &self,
-        method: Method,
+        call: Call,
         path: &str,
         body: Option<Bytes>,
-        retry: Retry,
-    ) -> Result<Zeroizing<Vec<u8>>, Failure> {
-        let request = Request { method, path: format!("{}/{path}", self.inner.mount), body };
-        let policy = self.inner.retry;
-        let mut attempt = 0;
-        loop {
-            let failure = match self.inner.transport.send(request.clone()).await {
-                Ok(r) if (200..300).contains(&r.status) => return Ok(r.body),
-                Ok(r) => classify(r.status, server_message(&r.body, self.inner.token.expose_secret())),
-                Err(e) => transport_failure(e, &self.inner.addr),
-            };
-            attempt += 1;
-            let may_retry = failure.retryable()
-                && (retry == Retry::Idempotent || failure.certainly_not_processed())
-                && attempt < policy.max_attempts;
-            if !may_retry {
-                return Err(failure);
-            }
-            tokio::time::sleep(policy.backoff(attempt - 1)).await;
+        idempotence: Idempotence,
+    ) -> Result<Zeroizing<Vec<u8>>, Failure<ApiError>> {
+        let mount = &self.inner.mount;
+        let (method, target) = match call {
+            Call::Get => (Method::GET, format!("{mount}/{path}")),
+            Call::List => (Method::GET, format!("{mount}/{path}?list=true")),
+            Call::Post => (Method::POST, format!("{mount}/{path}")),
+        };
+        let mut request = Request::new(method, target);
+        if let Some(body) = body {
+            request.headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+            request.body = Some(body);
         }
+        send_with_retries(&self.inner.retry, idempotence, || async {
+            let r = self.inner.transport.send(request.clone()).await?;
+            if r.is_success() {
+                return Ok(r.body);
+            }
+            Err(Failure::api(classify(r.status, server_message(&r.body, self.inner.token.expose_secret())), &r))
+        })
+        .await
     }
 
     /// Checks a wrapped key before it is sent: a valid key name, a `vault:vN:` blob, and the
@@ -263,6 +269,41 @@ pub fn associated_data(context: &EncryptionContext) -> Option<String> {
     (!context.is_empty()).then(|| B64.encode(context.canonical_bytes()))
 }
 
+/// The real transport for `config`: reqwest with rustls, the token and namespace as default
+/// headers (the token marked sensitive). Redirects are not followed (the token header would
+/// follow them to any host); the CA file, when given, replaces the platform's roots; loopback
+/// servers are reached without any proxy from the environment.
+fn http_transport(config: &VaultConfig) -> Result<HttpTransport, KmsError> {
+    let url = Url::parse(&config.addr).map_err(|e| invalid(format!("invalid Vault address {:?}: {e}", config.addr)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(format!("Vault address {:?} must be http:// or https://HOST[:PORT]", config.addr)));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("the Vault address must not contain user info, a query or a fragment"));
+    }
+    if config.token.is_empty() {
+        return Err(invalid("the Vault token is empty"));
+    }
+    let mut token = HeaderValue::from_str(config.token.expose_secret())
+        .map_err(|_| invalid("the Vault token contains characters not allowed in an HTTP header"))?;
+    token.set_sensitive(true);
+    let mut headers = HeaderMap::new();
+    headers.insert(HeaderName::from_static("x-vault-token"), token);
+    // Vault's own clients send it; servers may require it against SSRF.
+    headers.insert(HeaderName::from_static("x-vault-request"), HeaderValue::from_static("true"));
+    if let Some(ns) = config.namespace.as_deref().filter(|n| !n.is_empty()) {
+        let v = HeaderValue::from_str(ns).map_err(|_| invalid(format!("invalid Vault namespace {ns:?}")))?;
+        headers.insert(HeaderName::from_static("x-vault-namespace"), v);
+    }
+    let client = ClientOptions::new(config.timeout, concat!("envseal-kms-vault/", env!("CARGO_PKG_VERSION")))
+        .no_proxy(is_loopback(url.host_str().unwrap_or_default()))
+        .ca_file(config.ca_cert.as_deref())
+        .default_headers(headers)
+        .build()?;
+    let base = format!("{}/v1/", config.addr.trim_end_matches('/'));
+    Ok(HttpTransport::new(client, base, MAX_RESPONSE))
+}
+
 /// Every request body envseal sends; absent fields are left out (Transit treats `null`
 /// differently from absent in places). Borrowed, so plaintext is not copied into it.
 #[derive(Default, Serialize)]
@@ -281,25 +322,10 @@ struct Body<'a> {
     min_decryption_version: Option<u32>,
 }
 
-/// A JSON request body in a buffer that is zeroized when the last reference is dropped.
-fn json_body(value: &impl serde::Serialize) -> Bytes {
-    let mut buf = Zeroizing::new(Vec::with_capacity(256));
-    // Invariant: serializing our own request types (strings, numbers) to a Vec cannot fail.
-    serde_json::to_writer(&mut *buf, value).expect("JSON serialization of a request body");
-    Bytes::from_owner(ZeroizingBuf(buf))
-}
-
-/// Owner for [`Bytes::from_owner`]: zeroizes the buffer on drop.
-struct ZeroizingBuf(Zeroizing<Vec<u8>>);
-
-impl AsRef<[u8]> for ZeroizingBuf {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
+/// A Transit answer: what a call returns is in `data` (the other members, such as `request_id`
+/// and `lease_duration`, are not read).
 #[derive(Deserialize)]
-struct Envelope<T> {
+struct ApiResponse<T> {
     data: Option<T>,
 }
 
@@ -308,8 +334,8 @@ fn parse_data<T: DeserializeOwned>(body: &[u8]) -> Result<T, KmsError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return serde_json::from_slice(b"null").map_err(|_| unexpected("empty answer"));
     }
-    let envelope: Envelope<T> = serde_json::from_slice(body).map_err(|_| unexpected("answer"))?;
-    match envelope.data {
+    let response: ApiResponse<T> = serde_json::from_slice(body).map_err(|_| unexpected("answer"))?;
+    match response.data {
         Some(data) => Ok(data),
         None => serde_json::from_slice(b"null").map_err(|_| unexpected("answer without data")),
     }
@@ -317,29 +343,6 @@ fn parse_data<T: DeserializeOwned>(body: &[u8]) -> Result<T, KmsError> {
 
 fn unexpected(what: &str) -> KmsError {
     KmsError::Unavailable { message: format!("unexpected {what} from the Transit API"), retryable: false }
-}
-
-fn transport_failure(e: TransportError, addr: &str) -> Failure {
-    match e {
-        TransportError::Connect(m) => Failure::Unavailable {
-            message: format!("cannot connect to {addr}: {m}"),
-            retryable: true,
-            processed: false,
-        },
-        TransportError::Tls(m) => Failure::Unavailable {
-            message: format!("TLS with {addr} failed (set VAULT_CACERT to the server's CA?): {m}"),
-            retryable: false,
-            processed: false,
-        },
-        TransportError::Timeout(m) => Failure::Unavailable {
-            message: format!("request to {addr} timed out: {m}"),
-            retryable: true,
-            processed: true,
-        },
-        TransportError::Other(m) => {
-            Failure::Unavailable { message: format!("request to {addr} failed: {m}"), retryable: true, processed: true }
-        }
-    }
 }
 
 fn check_spec(spec: &KeySpec) -> Result<(), KmsError> {
@@ -355,14 +358,6 @@ fn check_spec(spec: &KeySpec) -> Result<(), KmsError> {
 
 fn unsupported(operation: &'static str) -> KmsError {
     KmsError::Unsupported { operation, backend: BACKEND.to_owned() }
-}
-
-/// Decodes base64 plaintext from a response into a zeroizing buffer (no reallocation).
-fn decode_secret(b64: &str) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    let mut out = Zeroizing::new(vec![0u8; b64.len() / 4 * 3 + 3]);
-    let n = B64.decode_slice(b64.as_bytes(), &mut out[..]).map_err(|_| unexpected("plaintext encoding"))?;
-    out.truncate(n);
-    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -381,10 +376,6 @@ struct DataKeyData {
     ciphertext: String,
     #[serde(deserialize_with = "zeroizing_string")]
     plaintext: Zeroizing<String>,
-}
-
-fn zeroizing_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D::Error> {
-    String::deserialize(d).map(Zeroizing::new)
 }
 
 #[derive(Deserialize)]
@@ -417,9 +408,10 @@ impl Kms for VaultKms {
         check_key_name(key)?;
         let ad = associated_data(context);
         let body = json_body(&Body { bits: Some(256), associated_data: ad.as_deref(), ..Body::default() });
-        let d: DataKeyData =
-            self.call(Method::Post, &format!("datakey/plaintext/{key}"), Some(body), key, Retry::Idempotent).await?;
-        let plaintext = SecretBytes::from(decode_secret(&d.plaintext)?);
+        let d: DataKeyData = self
+            .call(Call::Post, &format!("datakey/plaintext/{key}"), Some(body), key, Idempotence::Idempotent)
+            .await?;
+        let plaintext = decode_secret(&d.plaintext).ok_or_else(|| unexpected("plaintext encoding"))?;
         let data_key = DataKey::try_from_secret(&plaintext).map_err(|_| unexpected("data key length"))?;
         Ok(GeneratedDataKey { data_key, wrapped: self.wrapped(key, d.ciphertext)? })
     }
@@ -432,12 +424,12 @@ impl Kms for VaultKms {
         let ad = associated_data(context);
         let body = json_body(&Body { ciphertext: Some(ciphertext), associated_data: ad.as_deref(), ..Body::default() });
         let d: PlaintextData =
-            match self.call(Method::Post, &format!("decrypt/{key}"), Some(body), key, Retry::Idempotent).await {
+            match self.call(Call::Post, &format!("decrypt/{key}"), Some(body), key, Idempotence::Idempotent).await {
                 Ok(d) => d,
                 Err(e) => return Err(self.enrich(e, key, version).await),
             };
         Ok(Decrypted {
-            plaintext: SecretBytes::from(decode_secret(&d.plaintext)?),
+            plaintext: decode_secret(&d.plaintext).ok_or_else(|| unexpected("plaintext encoding"))?,
             key_id: key.to_owned(),
             key_version: version.to_string(),
         })
@@ -461,7 +453,7 @@ impl Kms for VaultKms {
         });
         drop(b64);
         let d: CiphertextData =
-            self.call(Method::Post, &format!("encrypt/{key}"), Some(body), key, Retry::Idempotent).await?;
+            self.call(Call::Post, &format!("encrypt/{key}"), Some(body), key, Idempotence::Idempotent).await?;
         self.wrapped(key, d.ciphertext)
     }
 
@@ -481,7 +473,7 @@ impl Kms for VaultKms {
             let key = wrapped.key_id.as_str();
             let body = json_body(&Body { ciphertext: Some(ciphertext), ..Body::default() });
             return match self
-                .call::<CiphertextData>(Method::Post, &format!("rewrap/{key}"), Some(body), key, Retry::Idempotent)
+                .call::<CiphertextData>(Call::Post, &format!("rewrap/{key}"), Some(body), key, Idempotence::Idempotent)
                 .await
             {
                 Ok(d) => self.wrapped(key, d.ciphertext),
@@ -515,7 +507,7 @@ impl KeyManager for VaultKms {
 
     /// `LIST {mount}/keys`, then one `GET` per key (keys deleted in between are skipped).
     async fn list_keys(&self) -> Result<Vec<KeyMetadata>, KmsError> {
-        let names = match self.call::<ListData>(Method::List, "keys", None, "", Retry::Idempotent).await {
+        let names = match self.call::<ListData>(Call::List, "keys", None, "", Idempotence::Idempotent).await {
             Ok(l) => l.keys,
             // Transit answers 404 when there are no keys.
             Err(KmsError::KeyNotFound { .. }) => Vec::new(),
@@ -554,7 +546,7 @@ impl KeyManager for VaultKms {
     async fn rotate_key(&self, key: &str) -> Result<KeyMetadata, KmsError> {
         check_key_name(key)?;
         let v: Option<KeyData> =
-            self.call(Method::Post, &format!("keys/{key}/rotate"), None, key, Retry::OnlyIfNotProcessed).await?;
+            self.call(Call::Post, &format!("keys/{key}/rotate"), None, key, Idempotence::NotIdempotent).await?;
         match v.and_then(KeyData::into_info) {
             Some(info) => Ok(info.to_metadata()),
             None => self.describe_key(key).await,
@@ -592,11 +584,11 @@ impl KeyManager for VaultKms {
         let body = json_body(&Body { min_decryption_version: Some(n), ..Body::default() });
         match self
             .call::<Option<serde_json::Value>>(
-                Method::Post,
+                Call::Post,
                 &format!("keys/{key}/config"),
                 Some(body),
                 key,
-                Retry::Idempotent,
+                Idempotence::Idempotent,
             )
             .await
         {

@@ -2,7 +2,7 @@
 
 use envseal_core::KmsError;
 
-use crate::config::invalid;
+use crate::error::invalid;
 
 /// Prefix of every Transit ciphertext (`vault:v<N>:<base64>`), kept by OpenBao for
 /// compatibility.

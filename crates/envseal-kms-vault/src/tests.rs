@@ -10,12 +10,21 @@ use async_trait::async_trait;
 use envseal_core::kms::{KeyManager, KeySpec, Kms, ProtectionLevel, WrappedKey};
 use envseal_core::{EncryptionContext, KmsError};
 
-use crate::transport::{Method, Request, Response, Transport, TransportError};
+use envseal_http::{Request, Response, Transport, TransportError};
+
 use crate::{RetryPolicy, VaultConfig, VaultKms, VaultToken, associated_data};
 
 const TOKEN: &str = "hvs.unit-test-token-5ecret";
 
 type Answer = Result<(u16, String), TransportError>;
+
+/// A Transit call as the fake saw it: `List` is `GET ...?list=true`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    List,
+    Post,
+}
 
 #[derive(Clone, Debug)]
 struct Sent {
@@ -34,10 +43,16 @@ struct Fake {
 impl Transport for Fake {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
         let body = request.body.as_ref().map(|b| serde_json::from_slice(b).expect("request bodies are JSON"));
-        self.sent.lock().unwrap().push(Sent { method: request.method, path: request.path.clone(), body });
+        let (method, path) = match (request.method.as_str(), request.target.strip_suffix("?list=true")) {
+            ("GET", Some(path)) => (Method::List, path.to_owned()),
+            ("GET", None) => (Method::Get, request.target.to_string()),
+            ("POST", None) => (Method::Post, request.target.to_string()),
+            (m, _) => panic!("unexpected {m} {}", request.target.as_str()),
+        };
+        self.sent.lock().unwrap().push(Sent { method, path, body });
         let (status, body) =
             self.answers.lock().unwrap().pop_front().expect("an answer is scripted for every request")?;
-        Ok(Response { status, body: zeroize::Zeroizing::new(body.into_bytes()) })
+        Ok(Response::new(status, body.into_bytes()))
     }
 }
 
@@ -45,11 +60,11 @@ impl Transport for Fake {
 fn fake_kms(answers: Vec<Answer>) -> (VaultKms, Arc<Mutex<Vec<Sent>>>) {
     let fake = Fake { answers: Mutex::new(answers.into()), sent: Arc::default() };
     let sent = fake.sent.clone();
-    let config = VaultConfig::new("http://127.0.0.1:1", VaultToken::new(TOKEN)).with_retry(RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(2),
-    });
+    let config = VaultConfig::new("http://127.0.0.1:1", VaultToken::new(TOKEN)).with_retry(RetryPolicy::new(
+        4,
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+    ));
     (VaultKms::with_transport(config, Box::new(fake)).unwrap(), sent)
 }
 

@@ -445,9 +445,13 @@ async fn errors_from_a_real_server() {
 
     // Nobody listening: Unavailable, retryable, after the bounded retries.
     let port = free_port_pair().unwrap();
-    let down = VaultKms::new(VaultConfig::new(format!("http://127.0.0.1:{port}"), VaultToken::new("t")).with_retry(
-        RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(5), max_delay: Duration::from_millis(20) },
-    ))
+    let down = VaultKms::new(
+        VaultConfig::new(format!("http://127.0.0.1:{port}"), VaultToken::new("t")).with_retry(RetryPolicy::new(
+            3,
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+        )),
+    )
     .unwrap();
     let e = down.generate_data_key(&key, &c).await.unwrap_err();
     assert!(matches!(e, KmsError::Unavailable { retryable: true, .. }), "{e:?}");

@@ -21,6 +21,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("CONTEXT", "context"),
     ("KEY", "keys"),
     ("PLAIN_KEYS", "plain_keys"),
+    ("PADDING", "padding"),
     ("COMMITMENT", "commitment"),
     ("MAC", "mac"),
     ("CREATED", "created"),

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use envseal_core::container::Recipient;
+use envseal_core::entries::{self, Recipient, Trust};
 use envseal_core::values::{self, KeyPath, ValueKeys, ValueType};
 use envseal_core::{EncryptionContext, Engine, FormatError, Kms, SecretBytes, WrappedKey};
 
@@ -129,7 +129,7 @@ pub struct Entry {
 }
 
 /// A parsed secrets file whose values can be read and replaced without disturbing the rest.
-pub trait Document: Send {
+pub trait Document: Send + Sync {
     /// The format.
     fn format(&self) -> Format;
     /// Every value, in document order, excluding envseal's metadata.
@@ -210,10 +210,36 @@ pub struct SealSpec<'a> {
     pub recipients: &'a [Recipient<'a>],
     /// The encryption context.
     pub context: EncryptionContext,
-    /// Values whose dotted path matches this regular expression stay in clear.
+    /// Values whose whole JSON pointer (`/a/b/0`; a .env variable `K` is `/K`) matches this
+    /// regular expression stay in clear (the expression is anchored at both ends).
     pub plain_keys: Option<String>,
+    /// Values are padded to a multiple of this many bytes ([`values::DEFAULT_PADDING`] by
+    /// default; 0 pads only by the marker byte).
+    pub padding: u32,
     /// AEAD engine.
     pub engine: Engine,
+}
+
+/// The plain-keys rule of a file, compiled for its format version.
+#[derive(Debug)]
+struct PlainRule {
+    re: regex::Regex,
+    /// Format 2: the rule matches whole JSON pointers. Format 1: any part of the dotted path.
+    pointer: bool,
+}
+
+impl PlainRule {
+    fn compile(rule: &Option<String>, version: u32) -> Result<Option<Self>, StoreError> {
+        let Some(r) = rule.as_deref() else { return Ok(None) };
+        let pointer = version >= 2;
+        let src = if pointer { format!("^(?:{r})$") } else { r.to_string() };
+        let re = regex::Regex::new(&src).map_err(|e| StoreError::BadRegex(e.to_string()))?;
+        Ok(Some(Self { re, pointer }))
+    }
+
+    fn matches(&self, path: &KeyPath) -> bool {
+        if self.pointer { self.re.is_match(&path.pointer()) } else { self.re.is_match(&path.display()) }
+    }
 }
 
 /// An opened sealed file: its keys and metadata.
@@ -222,22 +248,41 @@ pub struct Unlocked {
     keys: ValueKeys,
     /// The file's metadata.
     pub meta: Metadata,
-    plain: Option<regex::Regex>,
-}
-
-fn compile(rule: &Option<String>) -> Result<Option<regex::Regex>, StoreError> {
-    rule.as_deref().map(|r| regex::Regex::new(r).map_err(|e| StoreError::BadRegex(e.to_string()))).transpose()
+    plain: Option<PlainRule>,
+    /// The entry that opened the file (it unwrapped and passed the key commitment).
+    verified: WrappedKey,
+    engine: Engine,
+    /// A fixed `modified` time (test vectors); else the clock.
+    fixed_time: Option<String>,
+    /// The entries the last MAC was computed over (what `render_checked` must read back).
+    maced: Option<Vec<Entry>>,
 }
 
 impl Unlocked {
     fn is_plain(&self, path: &KeyPath) -> bool {
-        self.plain.as_ref().is_some_and(|r| r.is_match(&path.display()))
+        self.plain.as_ref().is_some_and(|r| r.matches(path))
+    }
+
+    /// The index of the wrapped-key entry that opened the file (verified: it unwrapped and
+    /// passed the key commitment).
+    pub fn opened_entry(&self) -> Option<usize> {
+        self.meta.keys.iter().position(|e| *e == self.verified)
+    }
+
+    /// The JSON pointers of the values left in clear by the plain-keys rule, in document order.
+    pub fn plain_pointers(&self, doc: &dyn Document) -> Vec<String> {
+        doc.entries().into_iter().filter(|e| self.is_plain(&e.path)).map(|e| e.path.pointer()).collect()
     }
 
     /// The MAC over the document's stored entries.
     fn mac(&self, doc: &dyn Document) -> Result<String, StoreError> {
+        self.mac_of(&doc.entries())
+    }
+
+    /// The MAC over these entries (in document order).
+    fn mac_of(&self, entries: &[Entry]) -> Result<String, StoreError> {
         let mut m = self.keys.mac(&self.meta.mac_header());
-        for e in doc.entries() {
+        for e in entries {
             let sealed = !self.is_plain(&e.path);
             if sealed && !(e.ty == ValueType::Str && values::is_sealed(&e.text)) {
                 return Err(StoreError::UnsealedValue(e.path.display()));
@@ -271,9 +316,41 @@ impl Unlocked {
     }
 
     fn finish(&mut self, doc: &mut dyn Document) -> Result<(), StoreError> {
-        self.meta.mac = self.mac(doc)?;
-        self.meta.modified = Some(now());
+        let entries = doc.entries();
+        self.meta.mac = self.mac_of(&entries)?;
+        self.meta.modified = Some(self.fixed_time.clone().unwrap_or_else(now));
+        self.maced = Some(entries);
         doc.set_metadata(Some(&self.meta))
+    }
+
+    /// Renders `doc` and proves that the bytes read back as this file before anyone writes them:
+    /// they parse, the metadata (entries, commitment, MAC) reads back as it is, the verified
+    /// entry that opened the file (or that a re-key proved) is still among the entries, and
+    /// every value reads back with the exact stored text (and type) the MAC was computed over —
+    /// so the stored MAC verifies and each value opens as it did in `doc`. Writers (`set`,
+    /// `unset`, `edit`, `encrypt`, `rekey`) write only what this returns.
+    ///
+    /// # Errors
+    /// [`StoreError::Metadata`] (an internal error) if the rendered bytes do not read back.
+    pub fn render_checked(&self, doc: &dyn Document) -> Result<Vec<u8>, StoreError> {
+        let bytes = doc.render();
+        let bad = |what: &str| StoreError::Metadata(format!("internal error: the rewritten file {what}"));
+        let back = parse(doc.format(), &bytes)?;
+        let meta = back.metadata()?.ok_or_else(|| bad("lost its metadata"))?;
+        if meta != self.meta {
+            return Err(bad("has other metadata than intended"));
+        }
+        if self.opened_entry().is_none() {
+            return Err(bad("lost the wrapped key that opened it"));
+        }
+        let same = match &self.maced {
+            Some(maced) => back.entries() == *maced,
+            None => back.entries() == doc.entries(),
+        };
+        if !same {
+            return Err(bad("does not read back to the same values"));
+        }
+        Ok(bytes)
     }
 
     /// Every value as a program sees it (decoded from its stored form), in document order;
@@ -404,8 +481,47 @@ fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
-/// Seals every value of `doc` (except those matching the plain-keys rule) under a fresh data
-/// key, and adds the metadata.
+fn check_recipients(recipients: &[Recipient<'_>]) -> Result<(), StoreError> {
+    if recipients.is_empty() || recipients.len() > entries::MAX_ENTRIES {
+        return Err(FormatError::LimitExceeded {
+            what: "recipients",
+            value: recipients.len() as u64,
+            max: entries::MAX_ENTRIES as u64,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// New keys for a file: a fresh file id and data key wrapped for `recipients`, proven to open
+/// (one entry unwrapped through its KMS and checked against the new commitment) before any
+/// value is sealed with them.
+async fn new_keys(
+    recipients: &[Recipient<'_>],
+    context: &EncryptionContext,
+    padding: u32,
+    engine: Engine,
+) -> Result<(ValueKeys, [u8; values::FILE_ID_LEN], Vec<WrappedKey>, WrappedKey), StoreError> {
+    check_recipients(recipients)?;
+    values::check_padding(padding)?;
+    let file_id: [u8; values::FILE_ID_LEN] = envseal_core::random::array();
+    let kctx = values::kms_context(context, &file_id)?;
+    let (dk, keys) = entries::wrap_new(recipients, &kctx).await?;
+    let vk = ValueKeys::derive(engine, &dk, file_id, values::VERSION, padding)?;
+    drop(dk);
+    let commitment = vk.commitment_hex();
+    let check = |dk: &envseal_core::DataKey| -> Result<(), envseal_core::Error> {
+        Ok(ValueKeys::derive(engine, dk, file_id, values::VERSION, 0)?.check_commitment(&commitment)?)
+    };
+    let kmses: Vec<&dyn Kms> = recipients.iter().map(|r| r.kms).collect();
+    let (_, index) = entries::unwrap_verified(&kmses, &keys, &kctx, &Trust::Discovery, &check).await?;
+    let verified = keys[index].clone();
+    Ok((vk, file_id, keys, verified))
+}
+
+/// Seals every value of `doc` (except those the plain-keys rule exempts) under a fresh data
+/// key, in the current format (2), and adds the metadata. The new keys are proven to open before
+/// any value is sealed; write the result with [`Unlocked::render_checked`].
 ///
 /// # Errors
 /// [`StoreError::AlreadySealed`]; KMS errors; [`StoreError::BadRegex`].
@@ -413,42 +529,22 @@ pub async fn seal(doc: &mut dyn Document, spec: &SealSpec<'_>) -> Result<Unlocke
     if doc.metadata()?.is_some() {
         return Err(StoreError::AlreadySealed);
     }
-    if spec.recipients.is_empty() || spec.recipients.len() > envseal_core::container::MAX_ENTRIES {
-        return Err(FormatError::LimitExceeded {
-            what: "recipients",
-            value: spec.recipients.len() as u64,
-            max: envseal_core::container::MAX_ENTRIES as u64,
-        }
-        .into());
-    }
-    let plain = compile(&spec.plain_keys)?;
-    let file_id: [u8; values::FILE_ID_LEN] = envseal_core::random::array();
-    let kctx = values::kms_context(&spec.context, &file_id)?;
-    let first = spec.recipients[0]
-        .kms
-        .generate_data_key(spec.recipients[0].key, &kctx)
-        .await
-        .map_err(envseal_core::Error::from)?;
-    let mut keys: Vec<WrappedKey> = vec![first.wrapped];
-    for r in &spec.recipients[1..] {
-        keys.push(
-            r.kms.encrypt(r.key, first.data_key.expose_secret(), &kctx).await.map_err(envseal_core::Error::from)?,
-        );
-    }
-    let vk = ValueKeys::derive(spec.engine, &first.data_key, file_id);
-    let created = now();
+    let plain = PlainRule::compile(&spec.plain_keys, values::VERSION as u32)?;
+    let (keys, file_id, wrapped, verified) =
+        new_keys(spec.recipients, &spec.context, spec.padding, spec.engine).await?;
     let meta = Metadata {
-        version: 1,
+        version: values::VERSION as u32,
         file_id,
         context: spec.context.clone(),
-        keys,
+        keys: wrapped,
         plain_keys: spec.plain_keys.clone(),
-        commitment: vk.commitment_hex(),
+        padding: Some(spec.padding),
+        commitment: keys.commitment_hex(),
         mac: String::new(),
-        created: Some(created),
+        created: Some(now()),
         modified: None,
     };
-    let mut u = Unlocked { keys: vk, meta, plain };
+    let mut u = Unlocked { keys, meta, plain, verified, engine: spec.engine, fixed_time: None, maced: None };
     for (i, e) in doc.entries().into_iter().enumerate() {
         u.seal_entry(doc, Some(i), &e.path, e.ty, e.text.as_bytes())?;
     }
@@ -456,15 +552,118 @@ pub async fn seal(doc: &mut dyn Document, spec: &SealSpec<'_>) -> Result<Unlocke
     Ok(u)
 }
 
-/// Opens a sealed document: unwraps the data key with any of `kmses`, checks the key
-/// commitment and the whole-file MAC. `expected` must be contained in the file's context.
+impl Unlocked {
+    /// Re-keys the file (FORMAT.md §10.6): a new data key and file id, wrapped for
+    /// `recipients` and proven to open, every value resealed in the current format (a format-1
+    /// file becomes format 2; the values it left in clear stay in clear), and a new MAC. Old
+    /// wrapped keys, and anyone who kept the old data key from an old copy, open none of the
+    /// values sealed from now on: this is what revokes a removed recipient.
+    ///
+    /// `padding` overrides the file's padding (format-1 files get [`values::DEFAULT_PADDING`]
+    /// unless given). The caller writes `doc` with [`Unlocked::render_checked`].
+    ///
+    /// # Errors
+    /// As [`seal`].
+    pub async fn rekey(
+        &mut self,
+        doc: &mut dyn Document,
+        recipients: &[Recipient<'_>],
+        padding: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let current = self.values(doc)?;
+        let padding = padding.or(self.meta.padding).unwrap_or(values::DEFAULT_PADDING);
+        // The same values stay in clear. A format-1 rule (any part of a dotted path) becomes the
+        // exact list of those pointers, anchored, so the resealed file leaves the same ones out.
+        let plain_keys = match (&self.meta.plain_keys, self.meta.version) {
+            (Some(_), 1) => {
+                let exact: Vec<String> = current
+                    .iter()
+                    .filter(|(p, _, _)| self.is_plain(p))
+                    .map(|(p, _, _)| regex::escape(&p.pointer()))
+                    .collect();
+                (!exact.is_empty()).then(|| exact.join("|"))
+            }
+            (rule, _) => rule.clone(),
+        };
+        let (keys, file_id, wrapped, verified) = new_keys(recipients, &self.meta.context, padding, self.engine).await?;
+        self.plain = PlainRule::compile(&plain_keys, values::VERSION as u32)?;
+        self.keys = keys;
+        self.verified = verified;
+        self.meta = Metadata {
+            version: values::VERSION as u32,
+            file_id,
+            context: self.meta.context.clone(),
+            keys: wrapped,
+            plain_keys,
+            padding: Some(padding),
+            commitment: self.keys.commitment_hex(),
+            mac: String::new(),
+            created: self.meta.created.clone(),
+            modified: None,
+        };
+        for (i, (path, ty, v)) in current.into_iter().enumerate() {
+            self.seal_entry(doc, Some(i), &path, ty, v.expose_secret())?;
+        }
+        self.finish(doc)
+    }
+}
+
+/// Opens a sealed document: the entries `trust` permits are tried in order until one unwraps
+/// and passes the key commitment (FORMAT.md §10.1), then the whole-file MAC is checked.
+/// `expected` must be contained in the file's context (checked before any KMS call).
 ///
 /// # Errors
-/// [`StoreError::NotSealed`]; [`FormatError::WrongContext`]; KMS errors;
-/// [`FormatError::CommitmentMismatch`]; [`FormatError::MacMismatch`].
+/// [`StoreError::NotSealed`]; [`FormatError::WrongContext`]; the errors of
+/// [`entries::unwrap_verified`] (KMS errors, [`envseal_core::Error::KeyNotAllowed`],
+/// [`FormatError::CommitmentMismatch`], ...); [`FormatError::MacMismatch`].
 pub async fn unlock(
     doc: &dyn Document,
     kmses: &[&dyn Kms],
+    expected: &EncryptionContext,
+    trust: &Trust,
+    engine: Engine,
+) -> Result<Unlocked, StoreError> {
+    let meta = doc.metadata()?.ok_or(StoreError::NotSealed)?;
+    if !meta.context.contains_all(expected) {
+        return Err(FormatError::WrongContext.into());
+    }
+    let version = u8::try_from(meta.version).map_err(|_| FormatError::UnsupportedVersion(u8::MAX))?;
+    let kctx = values::kms_context(&meta.context, &meta.file_id)?;
+    let check = |dk: &envseal_core::DataKey| -> Result<(), envseal_core::Error> {
+        Ok(ValueKeys::derive(engine, dk, meta.file_id, version, 0)?.check_commitment(&meta.commitment)?)
+    };
+    let (dk, index) = entries::unwrap_verified(kmses, &meta.keys, &kctx, trust, &check).await?;
+    let keys = ValueKeys::derive(engine, &dk, meta.file_id, version, meta.padding.unwrap_or(0))?;
+    drop(dk);
+    let verified = meta.keys[index].clone();
+    checked_mac(doc, keys, meta, verified, engine)
+}
+
+/// The last step of opening: the whole-file MAC, with the keys whose commitment was checked.
+fn checked_mac(
+    doc: &dyn Document,
+    keys: ValueKeys,
+    meta: Metadata,
+    verified: WrappedKey,
+    engine: Engine,
+) -> Result<Unlocked, StoreError> {
+    let plain = PlainRule::compile(&meta.plain_keys, meta.version)?;
+    let u = Unlocked { keys, meta, plain, verified, engine, fixed_time: None, maced: None };
+    if !ValueKeys::mac_matches(&u.mac(doc)?, &u.meta.mac) {
+        return Err(FormatError::MacMismatch.into());
+    }
+    Ok(u)
+}
+
+/// Opens a sealed document with a data key obtained by other means (no KMS): checks the key
+/// commitment and the whole-file MAC, as [`unlock`] does after the unwrap. For the test vectors
+/// (FORMAT.md §10.7) and callers that hold the data key.
+///
+/// # Errors
+/// As [`unlock`], without the KMS errors.
+pub fn unlock_with_data_key(
+    doc: &dyn Document,
+    data_key: &envseal_core::DataKey,
     expected: &EncryptionContext,
     engine: Engine,
 ) -> Result<Unlocked, StoreError> {
@@ -472,18 +671,88 @@ pub async fn unlock(
     if !meta.context.contains_all(expected) {
         return Err(FormatError::WrongContext.into());
     }
-    let kctx = values::kms_context(&meta.context, &meta.file_id)?;
-    let (dk, _) = envseal_core::kms::unwrap_any(kmses, &meta.keys, &kctx).await?;
-    let keys = ValueKeys::derive(engine, &dk, meta.file_id);
-    drop(dk);
+    let version = u8::try_from(meta.version).map_err(|_| FormatError::UnsupportedVersion(u8::MAX))?;
+    let keys = ValueKeys::derive(engine, data_key, meta.file_id, version, meta.padding.unwrap_or(0))?;
     keys.check_commitment(&meta.commitment)?;
-    let plain = compile(&meta.plain_keys)?;
-    let u = Unlocked { keys, meta, plain };
-    let mac = u.mac(doc)?;
-    if !ValueKeys::mac_matches(&mac, &u.meta.mac) {
-        return Err(FormatError::MacMismatch.into());
+    let verified = meta.keys.first().cloned().ok_or(StoreError::Metadata("no wrapped-key entry".into()))?;
+    checked_mac(doc, keys, meta, verified, engine)
+}
+
+/// Everything [`seal`] draws at random or from the clock, fixed: for the generator of the test
+/// vectors only (FORMAT.md §10.7). Real files MUST get a fresh data key and file id.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct FixedSeal<'a> {
+    /// Format version to write (1 or 2).
+    pub version: u8,
+    /// The data key.
+    pub data_key: &'a envseal_core::DataKey,
+    /// The file id.
+    pub file_id: [u8; values::FILE_ID_LEN],
+    /// The entries to record (not checked: no KMS is involved).
+    pub keys: Vec<WrappedKey>,
+    /// The context.
+    pub context: EncryptionContext,
+    /// The plain-keys rule.
+    pub plain_keys: Option<String>,
+    /// The padding (format 2).
+    pub padding: u32,
+    /// `created` and `modified`.
+    pub time: String,
+}
+
+/// [`seal`] with fixed inputs, for the test-vector generator.
+///
+/// # Errors
+/// As [`seal`].
+#[doc(hidden)]
+pub fn seal_fixed(doc: &mut dyn Document, f: FixedSeal<'_>) -> Result<Unlocked, StoreError> {
+    let padding = (f.version >= 2).then_some(f.padding);
+    let keys = ValueKeys::derive(Engine::default(), f.data_key, f.file_id, f.version, f.padding)?;
+    let meta = Metadata {
+        version: f.version as u32,
+        file_id: f.file_id,
+        context: f.context,
+        keys: f.keys.clone(),
+        plain_keys: f.plain_keys.clone(),
+        padding,
+        commitment: keys.commitment_hex(),
+        mac: String::new(),
+        created: Some(f.time.clone()),
+        modified: None,
+    };
+    let plain = PlainRule::compile(&f.plain_keys, f.version as u32)?;
+    let verified = f.keys.first().cloned().ok_or(StoreError::Metadata("no wrapped-key entry".into()))?;
+    let mut u =
+        Unlocked { keys, meta, plain, verified, engine: Engine::default(), fixed_time: Some(f.time), maced: None };
+    for (i, e) in doc.entries().into_iter().enumerate() {
+        u.seal_entry(doc, Some(i), &e.path, e.ty, e.text.as_bytes())?;
     }
+    u.finish(doc)?;
     Ok(u)
+}
+
+impl Unlocked {
+    /// Recomputes the MAC over `doc` as it is, with `modified` set to `time` (test-vector
+    /// generator: a defect made with the keys, that only authentication of the value catches).
+    ///
+    /// # Errors
+    /// [`StoreError::UnsealedValue`].
+    #[doc(hidden)]
+    pub fn remac(&mut self, doc: &mut dyn Document, time: &str) -> Result<(), StoreError> {
+        self.fixed_time = Some(time.to_string());
+        self.finish(doc)
+    }
+
+    /// Seals `plaintext` for `path` with this file's keys, without storing it (test-vector
+    /// generator).
+    ///
+    /// # Errors
+    /// As [`ValueKeys::seal`].
+    #[doc(hidden)]
+    pub fn seal_text(&self, path: &KeyPath, ty: ValueType, plaintext: &[u8]) -> Result<String, StoreError> {
+        Ok(self.keys.seal(path, ty, plaintext)?)
+    }
 }
 
 /// Parses a user's key argument: `a.b[0].c`, or a JSON pointer `/a/b/0/c`.

@@ -12,7 +12,7 @@ use crate::StoreError;
 /// Metadata of a value-level sealed file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metadata {
-    /// Value-format version (1).
+    /// Value-format version: 1 or 2 (FORMAT.md §10).
     pub version: u32,
     /// Random file id: HKDF salt and KMS-context binding.
     pub file_id: [u8; FILE_ID_LEN],
@@ -20,8 +20,11 @@ pub struct Metadata {
     pub context: EncryptionContext,
     /// Wrapped data-key entries (any one opens the file; rewrap replaces them).
     pub keys: Vec<WrappedKey>,
-    /// Regular expression of dotted key paths left in clear.
+    /// Regular expression of the values left in clear: format 2 matches the whole JSON pointer
+    /// of each value (`/a/b/0`), format 1 any part of its dotted path.
     pub plain_keys: Option<String>,
+    /// Format 2: values are padded to a multiple of this many bytes (`None` in format 1).
+    pub padding: Option<u32>,
     /// Key commitment (hex).
     pub commitment: String,
     /// Whole-file MAC (hex).
@@ -43,6 +46,8 @@ pub(crate) struct Wire {
     pub keys: Vec<WireKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plain_keys: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<u32>,
     pub commitment: String,
     pub mac: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,7 +66,8 @@ pub(crate) struct WireKey {
 }
 
 impl Metadata {
-    /// The bytes the MAC covers besides the entries: version, context, plain-keys rule.
+    /// The bytes the MAC covers besides the entries: version, context, plain-keys rule and
+    /// (format 2) padding.
     pub(crate) fn mac_header(&self) -> Vec<u8> {
         let mut h = Vec::new();
         h.extend_from_slice(&self.version.to_be_bytes());
@@ -73,6 +79,9 @@ impl Metadata {
                 h.extend_from_slice(&(r.len() as u64).to_be_bytes());
                 h.extend_from_slice(r.as_bytes());
             }
+        }
+        if let Some(p) = self.padding {
+            h.extend_from_slice(&p.to_be_bytes());
         }
         h
     }
@@ -93,6 +102,7 @@ impl Metadata {
                 })
                 .collect(),
             plain_keys: self.plain_keys.clone(),
+            padding: self.padding,
             commitment: self.commitment.clone(),
             mac: self.mac.clone(),
             created: self.created.clone(),
@@ -102,13 +112,22 @@ impl Metadata {
 
     pub(crate) fn from_wire(w: Wire) -> Result<Self, StoreError> {
         let bad = |m: &str| StoreError::Metadata(m.to_string());
-        if w.version != 1 {
+        if w.version != 1 && w.version != 2 {
             return Err(StoreError::Core(
                 envseal_core::FormatError::UnsupportedVersion(w.version.min(255) as u8).into(),
             ));
         }
+        match (w.version, w.padding) {
+            (1, Some(_)) => return Err(bad("padding is a format-2 field")),
+            (2, None) => return Err(bad("format 2 needs a padding")),
+            (_, Some(p)) => envseal_core::values::check_padding(p).map_err(|e| StoreError::Metadata(e.to_string()))?,
+            _ => {}
+        }
         let mut file_id = [0u8; FILE_ID_LEN];
-        hex::decode_to_slice(&w.file_id, &mut file_id).map_err(|_| bad("file_id must be 64 hex digits"))?;
+        if w.file_id.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(bad("file_id must be 64 lowercase hex digits"));
+        }
+        hex::decode_to_slice(&w.file_id, &mut file_id).map_err(|_| bad("file_id must be 64 lowercase hex digits"))?;
         let context = EncryptionContext::from_pairs(w.context).map_err(|e| StoreError::Metadata(e.to_string()))?;
         if w.keys.is_empty() {
             return Err(bad("no wrapped-key entry"));
@@ -123,14 +142,14 @@ impl Metadata {
                 let blob = base64::engine::general_purpose::STANDARD
                     .decode(&k.blob)
                     .map_err(|_| bad("key blob is not base64"))?;
-                if blob.is_empty() || blob.len() > envseal_core::container::MAX_BLOB_LEN {
-                    return Err(bad("key blob length out of bounds"));
-                }
-                Ok(WrappedKey { backend: k.backend, key_id: k.key_id, key_version: k.key_version, blob })
+                let e = WrappedKey { backend: k.backend, key_id: k.key_id, key_version: k.key_version, blob };
+                envseal_core::entries::validate(&e).map_err(|e| StoreError::Metadata(format!("key entry: {e}")))?;
+                Ok(e)
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        if w.commitment.len() != 64 || w.mac.len() != 64 {
-            return Err(bad("commitment and mac must be 64 hex digits"));
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let lower_hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !lower_hex(&w.commitment) || !lower_hex(&w.mac) {
+            return Err(bad("commitment and mac must be 64 lowercase hex digits"));
         }
         Ok(Metadata {
             version: w.version,
@@ -138,6 +157,7 @@ impl Metadata {
             context,
             keys,
             plain_keys: w.plain_keys,
+            padding: w.padding,
             commitment: w.commitment,
             mac: w.mac,
             created: w.created,

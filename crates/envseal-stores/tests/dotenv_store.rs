@@ -19,6 +19,7 @@ async fn seal(kms: &MockKms, key: &str, content: &[u8], plain: Option<&str>) -> 
         recipients: &rs,
         context: EncryptionContext::new(),
         plain_keys: plain.map(str::to_string),
+        padding: envseal_core::values::DEFAULT_PADDING,
         engine: Engine::default(),
     };
     envseal_stores::seal(doc.as_mut(), &spec).await.unwrap();
@@ -27,8 +28,14 @@ async fn seal(kms: &MockKms, key: &str, content: &[u8], plain: Option<&str>) -> 
 
 async fn open(kms: &MockKms, sealed: &[u8]) -> Result<(Box<dyn Document>, Unlocked), StoreError> {
     let doc: Box<dyn Document> = Box::new(DotenvDocument::parse(sealed)?);
-    let u =
-        envseal_stores::unlock(doc.as_ref(), &[kms as &dyn Kms], &EncryptionContext::new(), Engine::default()).await?;
+    let u = envseal_stores::unlock(
+        doc.as_ref(),
+        &[kms as &dyn Kms],
+        &EncryptionContext::new(),
+        &envseal_core::entries::Trust::Discovery,
+        Engine::default(),
+    )
+    .await?;
     Ok((doc, u))
 }
 
@@ -113,10 +120,10 @@ async fn crlf_and_missing_final_newline_and_plain_keys() {
     let kms = MockKms::new();
     let key = kms.create_default_key();
     for src in [&b"A=1\r\nPUBLIC_URL=https://x\r\nB=2"[..], b"A=1", b"", b"# only a comment"] {
-        let sealed = seal(&kms, &key, src, Some("^PUBLIC_")).await;
+        let sealed = seal(&kms, &key, src, Some("/PUBLIC_[^/]*")).await;
         assert_eq!(decrypt(&kms, &sealed).await, src, "{:?}", String::from_utf8_lossy(src));
     }
-    let sealed = seal(&kms, &key, b"A=1\r\nPUBLIC_URL=https://x\r\n", Some("^PUBLIC_")).await;
+    let sealed = seal(&kms, &key, b"A=1\r\nPUBLIC_URL=https://x\r\n", Some("/PUBLIC_[^/]*")).await;
     let t = String::from_utf8(sealed).unwrap();
     assert!(t.contains("PUBLIC_URL=https://x\r\n") && t.contains("#ENVSEAL_MAC=") && t.ends_with("\r\n"));
 }

@@ -30,6 +30,7 @@ async fn sealed(kms: &MockKms, key: &str, plain: Option<&str>) -> (Box<dyn Docum
         recipients: &rs,
         context: EncryptionContext::from_pairs([("app", "billing")]).unwrap(),
         plain_keys: plain.map(str::to_string),
+        padding: envseal_core::values::DEFAULT_PADDING,
         engine: Engine::default(),
     };
     let u = envseal_stores::seal(doc.as_mut(), &spec).await.unwrap();
@@ -38,8 +39,14 @@ async fn sealed(kms: &MockKms, key: &str, plain: Option<&str>) -> (Box<dyn Docum
 
 async fn reopen(kms: &MockKms, bytes: &[u8]) -> Result<(Box<dyn Document>, envseal_stores::Unlocked), StoreError> {
     let doc: Box<dyn Document> = Box::new(JsonDocument::parse(bytes)?);
-    let u =
-        envseal_stores::unlock(doc.as_ref(), &[kms as &dyn Kms], &EncryptionContext::new(), Engine::default()).await?;
+    let u = envseal_stores::unlock(
+        doc.as_ref(),
+        &[kms as &dyn Kms],
+        &EncryptionContext::new(),
+        &envseal_core::entries::Trust::Discovery,
+        Engine::default(),
+    )
+    .await?;
     Ok((doc, u))
 }
 
@@ -47,7 +54,7 @@ async fn reopen(kms: &MockKms, bytes: &[u8]) -> Result<(Box<dyn Document>, envse
 async fn json_round_trip_keeps_types_order_and_bytes() {
     let kms = MockKms::new();
     let key = kms.create_default_key();
-    let (doc, _) = sealed(&kms, &key, Some("^PUBLIC_")).await;
+    let (doc, _) = sealed(&kms, &key, Some("/PUBLIC_[^/]*")).await;
     let text = String::from_utf8(doc.render()).unwrap();
     assert!(!text.contains("hunter2") && !text.contains("db.internal") && !text.contains("5432"));
     assert!(text.contains("https://example.com"), "plain key kept in clear");
@@ -114,7 +121,7 @@ fn swap_values(text: &str, a: &str, b: &str) -> String {
 async fn tampering_is_detected() {
     let kms = MockKms::new();
     let key = kms.create_default_key();
-    let (doc, _) = sealed(&kms, &key, Some("^PUBLIC_")).await;
+    let (doc, _) = sealed(&kms, &key, Some("/PUBLIC_[^/]*")).await;
     let text = String::from_utf8(doc.render()).unwrap();
 
     // Swap two sealed values: each is bound to its path.
@@ -148,6 +155,7 @@ async fn tampering_is_detected() {
         d.as_ref(),
         &[&kms as &dyn Kms],
         &EncryptionContext::from_pairs([("app", "other")]).unwrap(),
+        &envseal_core::entries::Trust::Discovery,
         Engine::default(),
     )
     .await
@@ -163,8 +171,13 @@ async fn tampering_is_detected() {
     // Already sealed.
     let mut d: Box<dyn Document> = Box::new(JsonDocument::parse(text.as_bytes()).unwrap());
     let rs = [Recipient { kms: &kms, key: &key }];
-    let spec =
-        SealSpec { recipients: &rs, context: EncryptionContext::new(), plain_keys: None, engine: Engine::default() };
+    let spec = SealSpec {
+        recipients: &rs,
+        context: EncryptionContext::new(),
+        plain_keys: None,
+        padding: envseal_core::values::DEFAULT_PADDING,
+        engine: Engine::default(),
+    };
     assert!(matches!(envseal_stores::seal(d.as_mut(), &spec).await, Err(StoreError::AlreadySealed)));
 }
 

@@ -38,6 +38,7 @@ async fn seal(kms: &MockKms, key: &str, text: &[u8], plain: Option<&str>) -> (Bo
         recipients: &rs,
         context: context(),
         plain_keys: plain.map(str::to_string),
+        padding: envseal_core::values::DEFAULT_PADDING,
         engine: Engine::default(),
     };
     let u = envseal_stores::seal(doc.as_mut(), &spec).await.unwrap();
@@ -46,8 +47,14 @@ async fn seal(kms: &MockKms, key: &str, text: &[u8], plain: Option<&str>) -> (Bo
 
 async fn reopen(kms: &MockKms, bytes: &[u8]) -> Result<(Box<dyn Document>, Unlocked), StoreError> {
     let doc: Box<dyn Document> = Box::new(YamlDocument::parse(bytes)?);
-    let u =
-        envseal_stores::unlock(doc.as_ref(), &[kms as &dyn Kms], &EncryptionContext::new(), Engine::default()).await?;
+    let u = envseal_stores::unlock(
+        doc.as_ref(),
+        &[kms as &dyn Kms],
+        &EncryptionContext::new(),
+        &envseal_core::entries::Trust::Discovery,
+        Engine::default(),
+    )
+    .await?;
     Ok((doc, u))
 }
 
@@ -127,7 +134,7 @@ async fn line_endings_and_final_newline_round_trip() {
 async fn sealed_file_keeps_layout_and_plain_keys() {
     let kms = MockKms::new();
     let key = kms.create_default_key();
-    let (doc, _) = seal(&kms, &key, SAMPLE.as_bytes(), Some("^PUBLIC_")).await;
+    let (doc, _) = seal(&kms, &key, SAMPLE.as_bytes(), Some("/PUBLIC_[^/]*")).await;
     let text = String::from_utf8(doc.render()).unwrap();
     // Look for the values outside the ciphertexts and the metadata: a short value such as "r1"
     // may appear inside random base64 by chance.
@@ -140,12 +147,12 @@ async fn sealed_file_keeps_layout_and_plain_keys() {
         assert!(!clear.contains(secret), "{secret} in\n{text}");
     }
     assert!(text.contains("PUBLIC_URL: https://example.com\n"), "plain key kept in clear");
-    assert!(text.starts_with("# secrets\ndb:\n  host: ENC[v1:s:"), "{text}");
-    assert!(text.contains("   # primary\n  password: 'ENC[v1:s:"), "comment and quoting kept:\n{text}");
-    assert!(text.contains("\n    - ENC[v1:s:"), "{text}");
+    assert!(text.starts_with("# secrets\ndb:\n  host: ENC[v2:"), "{text}");
+    assert!(text.contains("   # primary\n  password: 'ENC[v2:"), "comment and quoting kept:\n{text}");
+    assert!(text.contains("\n    - ENC[v2:"), "{text}");
     // Metadata last, as a block mapping.
-    let meta_at = text.find("\nenvseal:\n  version: 1\n").expect("metadata block");
-    assert!(text[..meta_at].contains("ratio: ENC[v1:n:"), "{text}");
+    let meta_at = text.find("\nenvseal:\n  version: 2\n").expect("metadata block");
+    assert!(text[..meta_at].contains("ratio: ENC[v2:"), "{text}");
     assert!(doc.metadata().unwrap().is_some());
 }
 
@@ -179,7 +186,7 @@ async fn set_changes_one_ciphertext_only_and_edit_keeps_unchanged_values() {
     u4.set(d4.as_mut(), &parse_key_path("db.pool.max").unwrap(), ValueType::Num, b"20").unwrap();
     u4.set(d4.as_mut(), &parse_key_path("db.replicas[2]").unwrap(), ValueType::Str, b"r3").unwrap();
     let t4 = String::from_utf8(d4.render()).unwrap();
-    assert!(t4.contains("\n  pool:\n    max: ENC[v1:n:"), "{t4}");
+    assert!(t4.contains("\n  pool:\n    max: ENC[v2:"), "{t4}");
     let (mut d4, u4) = reopen(&kms, t4.as_bytes()).await.unwrap();
     u4.decrypt(d4.as_mut()).unwrap();
     let plain4 = String::from_utf8(d4.render()).unwrap();
@@ -235,7 +242,7 @@ fn swap_line_values(text: &str, a: &str, b: &str) -> String {
 async fn tampering_is_detected() {
     let kms = MockKms::new();
     let key = kms.create_default_key();
-    let (doc, _) = seal(&kms, &key, SAMPLE.as_bytes(), Some("^PUBLIC_")).await;
+    let (doc, _) = seal(&kms, &key, SAMPLE.as_bytes(), Some("/PUBLIC_[^/]*")).await;
     let text = String::from_utf8(doc.render()).unwrap();
     assert!(reopen(&kms, text.as_bytes()).await.is_ok());
 
@@ -265,7 +272,7 @@ async fn tampering_is_detected() {
     assert!(matches!(reopen(&kms, added.as_bytes()).await.err(), Some(StoreError::UnsealedValue(_))));
 
     // Metadata twice.
-    let twice = format!("{text}envseal:\n  version: 1\n");
+    let twice = format!("{text}envseal:\n  version: 2\n");
     assert!(matches!(reopen(&kms, twice.as_bytes()).await.err(), Some(StoreError::Metadata(_))));
 
     // Context in the metadata edited: the KMS binding fails.
@@ -276,8 +283,13 @@ async fn tampering_is_detected() {
     // Already sealed.
     let mut d: Box<dyn Document> = Box::new(YamlDocument::parse(text.as_bytes()).unwrap());
     let rs = [Recipient { kms: &kms, key: &key }];
-    let spec =
-        SealSpec { recipients: &rs, context: EncryptionContext::new(), plain_keys: None, engine: Engine::default() };
+    let spec = SealSpec {
+        recipients: &rs,
+        context: EncryptionContext::new(),
+        plain_keys: None,
+        padding: envseal_core::values::DEFAULT_PADDING,
+        engine: Engine::default(),
+    };
     assert!(matches!(envseal_stores::seal(d.as_mut(), &spec).await, Err(StoreError::AlreadySealed)));
 }
 

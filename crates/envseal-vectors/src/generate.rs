@@ -8,22 +8,20 @@
 //! identical AES-256-GCM output), and the loader checks every case on every engine.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::{fmt, fs, io};
 
 use envseal_core::container::{PendingContainer, Preamble};
-use envseal_core::envelope::{Envelope, FieldKey};
-use envseal_core::{DataKey, EncryptionContext, Engine, WrappedKey};
+use envseal_core::envelope::Envelope;
+use envseal_core::{DataKey, Engine, WrappedKey};
 
-use crate::{EXPECT_OK, Format, Vector};
+use crate::json_files;
 
-/// One generated vector and its path relative to the vector folder
-/// (`container/NAME.json` or `field/NAME.json`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Case {
-    /// Relative path, `/`-separated.
-    pub path: String,
-    /// The vector.
-    pub vector: Vector,
-}
+mod fixtures;
+mod values;
+
+pub use fixtures::Case;
+use fixtures::*;
 
 /// Every vector, in a fixed order (containers first).
 ///
@@ -34,6 +32,8 @@ pub fn cases() -> Vec<Case> {
     let mut b = Builder::default();
     container_cases(&mut b);
     field_cases(&mut b);
+    values::text_cases(&mut b);
+    values::value_cases(&mut b);
     b.cases
 }
 
@@ -52,125 +52,6 @@ pub fn verify(cases: &[Case]) -> Result<(), Vec<String>> {
         }
     }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Fixed inputs.
-
-/// `N` bytes counting up from `start` (wrapping): readable in hex, distinct per `start`.
-fn seq<const N: usize>(start: u8) -> [u8; N] {
-    std::array::from_fn(|i| start.wrapping_add(i as u8))
-}
-
-/// The data key of every container vector: `00 01 02 ... 1f`.
-const CONTAINER_DK: u8 = 0x00;
-/// The data key of every field vector: `40 41 ... 5f`.
-const FIELD_DK: u8 = 0x40;
-/// A wrong data key: `80 81 ... 9f`.
-const WRONG_DK: u8 = 0x80;
-
-/// The container salt number `n`: `n, n+7, n+14, ...` (mod 256).
-fn container_salt(n: u8) -> [u8; 32] {
-    std::array::from_fn(|i| n.wrapping_add((i as u8).wrapping_mul(7)))
-}
-
-/// Plaintext of `len` bytes: `i mod 251`, so chunks of a multiple of 64 never repeat.
-fn plaintext(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
-/// The wrapped-key entry of every vector (the blob is arbitrary: no KMS opens it here).
-fn entry() -> WrappedKey {
-    WrappedKey {
-        backend: "test".into(),
-        key_id: "test-key".into(),
-        key_version: "1".into(),
-        blob: seq::<48>(0xb0).to_vec(),
-    }
-}
-
-/// The second entry of the two-entry container.
-fn entry2() -> WrappedKey {
-    WrappedKey {
-        backend: "test-2".into(),
-        key_id: "arn:test:key/second".into(),
-        key_version: "7".into(),
-        blob: seq::<64>(0x10).to_vec(),
-    }
-}
-
-type Ctx = BTreeMap<String, String>;
-
-fn ctx(pairs: &[(&str, &str)]) -> Ctx {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-}
-
-fn encryption_context(c: &Ctx) -> EncryptionContext {
-    // Invariant: the generator's contexts are valid user contexts.
-    EncryptionContext::from_pairs(c.iter().map(|(k, v)| (k.as_str(), v.as_str()))).expect("valid fixed context")
-}
-
-/// The unicode context: mixed case, non-ASCII keys and values, an empty value. Bytewise order is
-/// `Zone` < `app` < `empty` < `région` < `tenant` (`Z` = 0x5a sorts before `a` = 0x61).
-fn unicode_context() -> Ctx {
-    ctx(&[
-        ("tenant", "Zürich ☃"),
-        ("app", "billing"),
-        ("région", "Île-de-France"),
-        ("Zone", "eu-west-1"),
-        ("empty", ""),
-    ])
-}
-
-// ---------------------------------------------------------------------------------------------
-// Case assembly.
-
-enum Outcome {
-    Ok(Vec<u8>),
-    Err(&'static str),
-    ErrAt(&'static str, u64),
-}
-
-struct Input {
-    data_key: [u8; 32],
-    context: Ctx,
-    sealed: Vec<u8>,
-}
-
-#[derive(Default)]
-struct Builder {
-    cases: Vec<Case>,
-}
-
-impl Builder {
-    fn push(&mut self, format: Format, name: &str, description: &str, input: Input, outcome: Outcome) {
-        let path = format!("{}/{name}.json", format.dir_name());
-        assert!(!self.cases.iter().any(|c| c.path == path), "duplicate vector name {path}");
-        let (expect, plaintext, error_index) = match outcome {
-            Outcome::Ok(pt) => (EXPECT_OK.to_owned(), Some(pt), None),
-            Outcome::Err(name) => (name.to_owned(), None, None),
-            Outcome::ErrAt(name, i) => (name.to_owned(), None, Some(i)),
-        };
-        let vector = Vector {
-            description: description.to_owned(),
-            format,
-            data_key: input.data_key.to_vec(),
-            context: input.context,
-            sealed: input.sealed,
-            plaintext,
-            expect,
-            error_index,
-        };
-        self.cases.push(Case { path, vector });
-    }
-
-    fn container(&mut self, name: &str, description: &str, input: Input, outcome: Outcome) {
-        self.push(Format::Container, name, description, input, outcome);
-    }
-
-    fn field(&mut self, name: &str, description: &str, input: Input, outcome: Outcome) {
-        self.push(Format::Field, name, description, input, outcome);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -511,6 +392,16 @@ fn container_parse_cases(b: &mut Builder, base: &Container, uni: &Container) {
         Outcome::Err("LimitExceeded"),
     );
     b.container(
+        "limit_backend_name_empty",
+        &format!(
+            "Backend name length (offset {}) set to 0, below the minimum of 1 (FORMAT.md §2.4: a length outside 1..=32 \
+             is LimitExceeded, checked before anything else of the entry is read).",
+            l.backend_len
+        ),
+        c.input_with(|s| s[l.backend_len] = 0),
+        Outcome::Err("LimitExceeded"),
+    );
+    b.container(
         "malformed_backend_name",
         &format!("Backend name \"test\" changed to \"Test\" (offset {}): only [a-z0-9-] is allowed.", l.backend),
         c.input_with(|s| s[l.backend] = b'T'),
@@ -744,60 +635,6 @@ fn container_body_cases(b: &mut Builder, base: &Container, full_final: &Containe
     );
 }
 
-// ---------------------------------------------------------------------------------------------
-// Field envelopes (FORMAT.md §5).
-
-/// The salt of every field vector: `60 61 ... 6f`.
-const FIELD_SALT: u8 = 0x60;
-
-fn field_key() -> FieldKey {
-    // Invariant: the fixed entry is within every bound.
-    FieldKey::new(Engine::default(), &DataKey::from_bytes(seq(FIELD_DK)), seq(FIELD_SALT), &entry())
-        .expect("valid field entry")
-}
-
-struct Field {
-    bytes: Vec<u8>,
-    context: Ctx,
-    plaintext: Vec<u8>,
-}
-
-fn seal_field(counter: u64, len: usize, context: &Ctx) -> Field {
-    let pt = plaintext(len);
-    // Invariant: the fixed plaintexts are far below the field limit.
-    let bytes = field_key().seal(counter, &pt, &encryption_context(context)).expect("sealable value");
-    Field { bytes, context: context.clone(), plaintext: pt }
-}
-
-impl Field {
-    fn input(&self) -> Input {
-        self.input_with(|_| {})
-    }
-
-    fn input_with(&self, f: impl FnOnce(&mut Vec<u8>)) -> Input {
-        let mut sealed = self.bytes.clone();
-        f(&mut sealed);
-        Input { data_key: seq(FIELD_DK), context: self.context.clone(), sealed }
-    }
-
-    fn ok(&self) -> Outcome {
-        Outcome::Ok(self.plaintext.clone())
-    }
-
-    fn entry_len(&self) -> usize {
-        // Invariant: the generator's envelopes parse.
-        Envelope::parse(&self.bytes).expect("valid envelope").entry_bytes.len()
-    }
-
-    fn nonce_at(&self) -> usize {
-        51 + self.entry_len()
-    }
-
-    fn ciphertext_at(&self) -> usize {
-        self.nonce_at() + 12
-    }
-}
-
 fn field_cases(b: &mut Builder) {
     let none = Ctx::new();
     let table = ctx(&[("table", "users"), ("column", "card_number")]);
@@ -975,6 +812,12 @@ fn field_cases(b: &mut Builder) {
         Outcome::Err("LimitExceeded"),
     );
     b.field(
+        "limit_backend_name_empty",
+        &format!("Backend name length (offset {}) set to 0, below the minimum of 1.", l.backend_len),
+        c.input_with(|s| s[l.backend_len] = 0),
+        Outcome::Err("LimitExceeded"),
+    );
+    b.field(
         "malformed_backend_name",
         &format!("Backend name \"test\" changed to \"Test\" (offset {}).", l.backend),
         c.input_with(|s| s[l.backend] = b'T'),
@@ -994,9 +837,81 @@ fn field_cases(b: &mut Builder) {
     );
 }
 
+/// How the files on disk compare with what the generator produces.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DirDiff {
+    /// Generated cases with no file on disk (relative paths).
+    pub missing: Vec<String>,
+    /// Files whose bytes differ from the generated text.
+    pub changed: Vec<String>,
+    /// `*.json` files on disk that the generator does not produce.
+    pub stale: Vec<String>,
+    /// Files identical to the generated text.
+    pub same: usize,
+}
+
+impl DirDiff {
+    /// True when the files on disk are exactly the generated ones.
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.changed.is_empty() && self.stale.is_empty()
+    }
+}
+
+impl fmt::Display for DirDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} identical", self.same)?;
+        for (what, list) in [("missing", &self.missing), ("changed", &self.changed), ("stale", &self.stale)] {
+            if !list.is_empty() {
+                write!(f, "; {what}: {}", list.join(", "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compares the generated cases with the files under `dir` (the `--check` logic).
+///
+/// # Errors
+/// I/O errors reading `dir`.
+pub fn diff_dir(dir: &Path, cases: &[Case]) -> io::Result<DirDiff> {
+    let on_disk = json_files(dir)?.iter().map(|p| relative(dir, p)).collect();
+    diff_texts(dir, cases.iter().map(|c| (c.path.as_str(), c.vector.to_json())), on_disk)
+}
+
+/// Compares expected files (path relative to `dir`, text) with `dir`: identical, missing or
+/// changed files, and files of `on_disk` (relative paths) that are not expected.
+///
+/// # Errors
+/// I/O errors reading `dir`.
+pub fn diff_texts<'a>(
+    dir: &Path,
+    expected: impl IntoIterator<Item = (&'a str, String)>,
+    on_disk: Vec<String>,
+) -> io::Result<DirDiff> {
+    let mut diff = DirDiff::default();
+    let mut paths = Vec::new();
+    for (path, text) in expected {
+        paths.push(path);
+        match fs::read(dir.join(path)) {
+            Ok(bytes) if bytes == text.as_bytes() => diff.same += 1,
+            Ok(_) => diff.changed.push(path.to_string()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => diff.missing.push(path.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    diff.stale = on_disk.into_iter().filter(|p| !paths.contains(&p.as_str())).collect();
+    Ok(diff)
+}
+
+pub(crate) fn relative(dir: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(dir).unwrap_or(path);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::EXPECT_OK;
 
     #[test]
     fn generation_is_deterministic_and_verified() {

@@ -733,7 +733,7 @@ pub fn load_dir(dir: &Path) -> io::Result<Vec<(String, KeyrefVector)>> {
         let text = fs::read_to_string(&path)?;
         let v: KeyrefVector = serde_json::from_str(&text)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
-        out.push((crate::relative(dir, &path), v));
+        out.push((crate::generate::relative(dir, &path), v));
     }
     Ok(out)
 }
@@ -744,7 +744,7 @@ pub fn load_dir(dir: &Path) -> io::Result<Vec<(String, KeyrefVector)>> {
 /// I/O and JSON errors.
 pub fn diff_dir(dir: &Path, cases: &[Case]) -> io::Result<crate::DirDiff> {
     let on_disk = load_dir(dir)?.into_iter().map(|(p, _)| p).collect();
-    crate::diff_texts(dir, cases.iter().map(|c| (c.path.as_str(), c.vector.to_json())), on_disk)
+    crate::generate::diff_texts(dir, cases.iter().map(|c| (c.path.as_str(), c.vector.to_json())), on_disk)
 }
 
 /// What `gen-vectors` does for the key-reference folder: verify, then check (`check`) or write

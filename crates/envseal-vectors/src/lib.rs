@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 pub mod generate;
 pub mod keyref;
 
-/// The two sealed formats a vector can hold (FORMAT.md §4 and §5).
+pub use crate::generate::{DirDiff, diff_dir};
+
+/// The sealed forms a vector can hold (FORMAT.md §4, §5, §5.6 and §10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
@@ -24,6 +26,11 @@ pub enum Format {
     Container,
     /// The field envelope (byte form).
     Field,
+    /// The field envelope's text form (`esf1:...`; `sealed` holds the text's UTF-8 bytes).
+    Text,
+    /// A value-level .env/JSON/YAML file (`sealed` holds the file's bytes, `plaintext` the
+    /// opened file's; `file_format` says which).
+    Values,
 }
 
 impl Format {
@@ -32,11 +39,13 @@ impl Format {
         match self {
             Format::Container => "container",
             Format::Field => "field",
+            Format::Text => "text",
+            Format::Values => "values",
         }
     }
 
     /// Every format, in folder order.
-    pub const ALL: [Format; 2] = [Format::Container, Format::Field];
+    pub const ALL: [Format; 4] = [Format::Container, Format::Field, Format::Text, Format::Values];
 }
 
 /// The `expect` value of a vector that must open.
@@ -70,6 +79,9 @@ pub struct Vector {
     /// complete chunks read. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_index: Option<u64>,
+    /// For `values` vectors: `dotenv`, `json` or `yaml`. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_format: Option<String>,
 }
 
 /// A failed opening, reduced to what vectors compare: the error's name and its index, if any.
@@ -208,6 +220,19 @@ impl Vector {
         let res = match self.format {
             Format::Container => open_container(engine, &dk, &ctx, &self.sealed, mode),
             Format::Field => open_field(engine, &dk, &ctx, &self.sealed),
+            Format::Text => match std::str::from_utf8(&self.sealed) {
+                Ok(t) => envseal_core::envelope::from_text(t).and_then(|b| open_field(engine, &dk, &ctx, &b)),
+                Err(_) => Err(FormatError::Malformed("text is not UTF-8").into()),
+            },
+            Format::Values => {
+                let format = match self.file_format.as_deref() {
+                    Some("dotenv") => envseal_stores::Format::Dotenv,
+                    Some("json") => envseal_stores::Format::Json,
+                    Some("yaml") => envseal_stores::Format::Yaml,
+                    other => return Err(InvalidVector(format!("file_format {other:?}"))),
+                };
+                return Ok(open_values(engine, &dk, &ctx, &self.sealed, format));
+            }
         };
         Ok(res.map_err(|e| failure_of(&e)))
     }
@@ -333,6 +358,37 @@ fn open_field(engine: Engine, dk: &DataKey, context: &EncryptionContext, sealed:
     Ok(key.open(&env, context)?.expose_secret().to_vec())
 }
 
+/// Opens a value-level file with its data key (FORMAT.md §10 without the KMS step): parse, check
+/// the context, the commitment and the MAC, open every value, render the plaintext file.
+fn open_values(
+    engine: Engine,
+    dk: &DataKey,
+    expected: &EncryptionContext,
+    sealed: &[u8],
+    format: envseal_stores::Format,
+) -> Result<Vec<u8>, Failure> {
+    let run = || -> Result<Vec<u8>, envseal_stores::StoreError> {
+        let mut doc = envseal_stores::parse(format, sealed)?;
+        let u = envseal_stores::unlock_with_data_key(doc.as_ref(), dk, expected, engine)?;
+        u.decrypt(doc.as_mut())?;
+        Ok(doc.render())
+    };
+    run().map_err(|e| failure_of_store(&e))
+}
+
+/// The name under which value-level vectors record a store error: core errors by their own
+/// name; invalid metadata and a value left in clear against the rule are `Malformed`; a file
+/// without metadata or that does not parse is `NotSealed`.
+pub fn failure_of_store(error: &envseal_stores::StoreError) -> Failure {
+    use envseal_stores::StoreError as S;
+    match error {
+        S::Core(e) => failure_of(e),
+        S::Metadata(_) | S::UnsealedValue(_) | S::BadRegex(_) => Failure { name: "Malformed", index: None },
+        S::NotSealed | S::Parse { .. } => Failure { name: "NotSealed", index: None },
+        _ => Failure { name: "UnknownError", index: None },
+    }
+}
+
 /// The default vector folder: `testdata/vectors` at the repository root.
 pub fn default_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/vectors"))
@@ -354,7 +410,7 @@ pub fn load_dir(dir: &Path) -> io::Result<Vec<(PathBuf, Vector)>> {
 }
 
 /// The `*.json` files under `dir/container` and `dir/field`, sorted; missing folders are empty.
-fn json_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn json_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     json_files_in(dir, &Format::ALL.map(Format::dir_name))
 }
 
@@ -376,77 +432,6 @@ pub(crate) fn json_files_in(dir: &Path, subdirs: &[&str]) -> io::Result<Vec<Path
     }
     files.sort();
     Ok(files)
-}
-
-/// How the files on disk compare with what the generator produces.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct DirDiff {
-    /// Generated cases with no file on disk (relative paths).
-    pub missing: Vec<String>,
-    /// Files whose bytes differ from the generated text.
-    pub changed: Vec<String>,
-    /// `*.json` files on disk that the generator does not produce.
-    pub stale: Vec<String>,
-    /// Files identical to the generated text.
-    pub same: usize,
-}
-
-impl DirDiff {
-    /// True when the files on disk are exactly the generated ones.
-    pub fn is_clean(&self) -> bool {
-        self.missing.is_empty() && self.changed.is_empty() && self.stale.is_empty()
-    }
-}
-
-impl fmt::Display for DirDiff {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} identical", self.same)?;
-        for (what, list) in [("missing", &self.missing), ("changed", &self.changed), ("stale", &self.stale)] {
-            if !list.is_empty() {
-                write!(f, "; {what}: {}", list.join(", "))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Compares the generated cases with the files under `dir` (the `--check` logic).
-///
-/// # Errors
-/// I/O errors reading `dir`.
-pub fn diff_dir(dir: &Path, cases: &[generate::Case]) -> io::Result<DirDiff> {
-    let on_disk = json_files(dir)?.iter().map(|p| relative(dir, p)).collect();
-    diff_texts(dir, cases.iter().map(|c| (c.path.as_str(), c.vector.to_json())), on_disk)
-}
-
-/// Compares expected files (path relative to `dir`, text) with `dir`: identical, missing or
-/// changed files, and files of `on_disk` (relative paths) that are not expected.
-///
-/// # Errors
-/// I/O errors reading `dir`.
-pub fn diff_texts<'a>(
-    dir: &Path,
-    expected: impl IntoIterator<Item = (&'a str, String)>,
-    on_disk: Vec<String>,
-) -> io::Result<DirDiff> {
-    let mut diff = DirDiff::default();
-    let mut paths = Vec::new();
-    for (path, text) in expected {
-        paths.push(path);
-        match fs::read(dir.join(path)) {
-            Ok(bytes) if bytes == text.as_bytes() => diff.same += 1,
-            Ok(_) => diff.changed.push(path.to_string()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => diff.missing.push(path.to_string()),
-            Err(e) => return Err(e),
-        }
-    }
-    diff.stale = on_disk.into_iter().filter(|p| !paths.contains(&p.as_str())).collect();
-    Ok(diff)
-}
-
-fn relative(dir: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(dir).unwrap_or(path);
-    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// Hex (lowercase) for byte fields.
@@ -496,6 +481,7 @@ mod tests {
             plaintext: None,
             expect: "ChunkTampered".into(),
             error_index: Some(3),
+            file_format: None,
         }
     }
 

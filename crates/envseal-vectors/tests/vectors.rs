@@ -19,7 +19,7 @@ fn every_vector_on_every_engine() {
         for &engine in Engine::ALL {
             let modes: &[ReadMode] = match v.format {
                 Format::Container => &ReadMode::ALL,
-                Format::Field => &[ReadMode::Slice],
+                Format::Field | Format::Text | Format::Values => &[ReadMode::Slice],
             };
             for &mode in modes {
                 let result = v.check_with(engine, mode);
@@ -77,6 +77,20 @@ fn coverage_of_outcomes() {
                 "Malformed",
                 "Truncated",
                 "CommitmentMismatch",
+                "ValueTampered",
+            ][..],
+        ),
+        (Format::Text, &[EXPECT_OK, "NotSealed", "Malformed"][..]),
+        (
+            Format::Values,
+            &[
+                EXPECT_OK,
+                "NotSealed",
+                "UnsupportedVersion",
+                "Malformed",
+                "WrongContext",
+                "CommitmentMismatch",
+                "MacMismatch",
                 "ValueTampered",
             ][..],
         ),

@@ -1,0 +1,3 @@
+pub fn z() -> crate::Z {
+    crate::Z(crate::X(crate::Config))
+}

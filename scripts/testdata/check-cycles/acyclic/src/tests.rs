@@ -1,0 +1,7 @@
+use crate::y::helper;
+
+#[test]
+fn t() {
+    helper();
+    let _ = crate::x::run;
+}

@@ -1,0 +1,3 @@
+use crate::X;
+
+pub struct Z(pub X);

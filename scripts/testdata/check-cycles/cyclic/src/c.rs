@@ -1,0 +1,3 @@
+use crate::Thing;
+
+pub struct C(pub Thing);

@@ -1,0 +1,3 @@
+use super::Y;
+
+pub struct X(pub Y);

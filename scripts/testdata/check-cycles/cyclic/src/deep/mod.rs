@@ -1,0 +1,5 @@
+mod inner;
+
+pub use inner::X;
+
+pub struct Y;

@@ -1,0 +1,1 @@
+pub struct E(pub crate::a::A);

@@ -1,1 +1,0 @@
-//! Cross-crate test helpers (tests live in `tests/tests/`).
