@@ -9,6 +9,7 @@
 //! Without PostgreSQL, [`TempPostgres::start_or_skip`] prints a loud `SKIPPED:` line and returns
 //! `None`, or panics when `ENVSEAL_REQUIRE_SERVERS=1` (CI).
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -36,9 +37,12 @@ pub fn skip(test: &str, why: &str) {
     if require_servers() {
         panic!("{test}: {REQUIRE_ENV}=1 but {why}");
     }
-    eprintln!(
+    // Straight to the process's stderr: libtest captures `eprintln!` of passing tests, which
+    // would make the skip silent.
+    let line = format!(
         "\n*** SKIPPED: {test}: {why}. Install it with `apt-get install -y postgresql`; set {REQUIRE_ENV}=1 to make this a failure. ***\n"
     );
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// A running PostgreSQL server, stopped and deleted on drop.
