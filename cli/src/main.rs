@@ -233,6 +233,14 @@ enum Command {
         after_help = "Examples:\n  envseal rekey .env\n  envseal rekey config.json backup.tar.sealed --json\n\nSee docs/ROTATION.md."
     )]
     Rekey(cmd::rekey::RekeyArgs),
+    /// Rotate sealed database columns (envseal-fields): rewrap the key vault, re-key a table.
+    #[command(
+        after_help = "Examples:\n  envseal db rewrap --url postgres://app@db/app --to-latest\n  envseal db rekey --url postgres://app@db/app --table users --pk id --column email\n\nSee docs/FIELDS.md."
+    )]
+    Db {
+        #[command(subcommand)]
+        action: cmd::db::DbCmd,
+    },
     /// Manage KMS keys (create, list, rotate, ...).
     #[command(
         after_help = "Examples:\n  envseal keys list\n  envseal keys create --alias alias/app\n  envseal keys rotate alias/app"
@@ -363,6 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { path, json } => cmd::inspect::run(path, json),
         Command::Rewrap(args) => cmd::rewrap::run(args).await,
         Command::Rekey(args) => cmd::rekey::run(args).await,
+        Command::Db { action } => cmd::db::run(action).await,
         Command::Keys { action, kms, json } => cmd::keys::run(action, kms, json).await,
         Command::Kms { action } => cmd::kms::run(action).await,
         Command::Iam { action } => cmd::iam::run(action),

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod db;
 pub mod decrypt;
 pub mod edit;
 pub mod encrypt;

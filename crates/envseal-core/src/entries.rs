@@ -77,8 +77,8 @@ pub fn encode(out: &mut Vec<u8>, e: &WrappedKey) -> Result<(), FormatError> {
     Ok(())
 }
 
-/// Reads one entry, checking each length before its bytes are read (FORMAT.md §2.4).
-pub(crate) fn decode<T: Take>(t: &mut T) -> Result<WrappedKey, T::Error> {
+/// The backend name length, checked (FORMAT.md §2.4).
+fn backend_len<T: Take>(t: &mut T) -> Result<usize, T::Error> {
     let blen = t.take(1)?[0] as usize;
     if blen == 0 || blen > MAX_BACKEND_LEN {
         return Err(FormatError::LimitExceeded {
@@ -88,12 +88,23 @@ pub(crate) fn decode<T: Take>(t: &mut T) -> Result<WrappedKey, T::Error> {
         }
         .into());
     }
+    Ok(blen)
+}
+
+/// The backend name's bytes, checked against `[a-z0-9-]`.
+fn backend_bytes<T: Take>(t: &mut T, blen: usize) -> Result<&[u8], T::Error> {
     let backend = t.take(blen)?;
     if !backend_name_ok(backend) {
         return Err(FormatError::Malformed("backend name must be [a-z0-9-]").into());
     }
-    // Invariant: only ASCII bytes passed the check above.
-    let backend = String::from_utf8(backend.to_vec()).expect("ASCII backend name");
+    Ok(backend)
+}
+
+/// Reads one entry, checking each length before its bytes are read (FORMAT.md §2.4).
+pub(crate) fn decode<T: Take>(t: &mut T) -> Result<WrappedKey, T::Error> {
+    let blen = backend_len(t)?;
+    // Invariant: only ASCII bytes pass `backend_bytes`.
+    let backend = String::from_utf8(backend_bytes(t, blen)?.to_vec()).expect("ASCII backend name");
     let key_id = wire::take_string16(t, MAX_KEY_ID_LEN, "key id length")?;
     let key_version = wire::take_string16(t, MAX_KEY_VERSION_LEN, "key version length")?;
     let blob = wire::take_bytes16(t, MAX_BLOB_LEN, "wrapped key length")?;
@@ -101,6 +112,30 @@ pub(crate) fn decode<T: Take>(t: &mut T) -> Result<WrappedKey, T::Error> {
         return Err(FormatError::Malformed("empty wrapped key").into());
     }
     Ok(WrappedKey { backend, key_id, key_version, blob })
+}
+
+/// Checks one entry exactly as [`decode`] does (same bounds, same errors) without building it:
+/// no allocation, for the field envelope's parse on the warm path.
+pub(crate) fn check(r: &mut wire::Reader<'_>) -> Result<(), FormatError> {
+    let blen = backend_len(r)?;
+    backend_bytes(r, blen)?;
+    for (max, what) in [(MAX_KEY_ID_LEN, "key id length"), (MAX_KEY_VERSION_LEN, "key version length")] {
+        std::str::from_utf8(take_slice16(r, max, what)?).map_err(|_| FormatError::Malformed("string is not UTF-8"))?;
+    }
+    if take_slice16(r, MAX_BLOB_LEN, "wrapped key length")?.is_empty() {
+        return Err(FormatError::Malformed("empty wrapped key"));
+    }
+    Ok(())
+}
+
+/// A u16-length-prefixed byte string of at most `max` bytes, borrowed (as
+/// [`wire::take_bytes16`], without the copy).
+fn take_slice16<'a>(r: &mut wire::Reader<'a>, max: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
+    let len = u16::from_be_bytes(r.take(2)?.try_into().map_err(|_| FormatError::Truncated)?) as usize;
+    if len > max {
+        return Err(FormatError::LimitExceeded { what, value: len as u64, max: max as u64 });
+    }
+    r.take(len)
 }
 
 /// A KMS key to wrap a new object's data key under.
@@ -364,6 +399,33 @@ mod tests {
         }
         // A zero-length backend name is a limit violation when read, as when written.
         assert!(matches!(decode(&mut wire::Reader::new(&[0])), Err(FormatError::LimitExceeded { .. })));
+    }
+
+    #[test]
+    fn check_agrees_with_decode() {
+        let mut good = Vec::new();
+        encode(&mut good, &entry("aws-kms", "k")).unwrap();
+        let mut cases = vec![good.clone(), Vec::new(), vec![0], vec![33], vec![1, b'A', 0, 0, 0, 0, 0, 1, 9]];
+        for i in 0..good.len() {
+            cases.push(good[..i].to_vec());
+            let mut b = good.clone();
+            b[i] ^= 0x80;
+            cases.push(b);
+        }
+        // Invalid UTF-8 in the key id, and an empty blob.
+        // Layout: 7, "aws-kms", u16 1, "k", u16 1, "1", u16 40, blob.
+        cases.push([&good[..10], &[0xff][..], &good[11..]].concat());
+        cases.push([&good[..14], &[0, 0][..]].concat());
+        for c in cases {
+            let mut a = wire::Reader::new(&c);
+            let mut b = wire::Reader::new(&c);
+            let da = decode(&mut a).map(drop).map_err(|e| e.to_string());
+            let db = check(&mut b).map_err(|e| e.to_string());
+            assert_eq!(da, db, "{c:?}");
+            if da.is_ok() {
+                assert_eq!(a.position(), b.position());
+            }
+        }
     }
 
     #[test]

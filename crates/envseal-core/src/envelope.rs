@@ -103,6 +103,31 @@ impl FieldKey {
     /// [`FormatError::LimitExceeded`] above [`MAX_PLAINTEXT`]; [`FormatError::Malformed`] if
     /// this key was made for opening only.
     pub fn seal(&self, counter: u64, plaintext: &[u8], context: &EncryptionContext) -> Result<Vec<u8>, FormatError> {
+        let ctx = context.canonical_bytes();
+        let mut out = Vec::with_capacity(self.sealed_len(plaintext.len()) + FIXED_LEN + ctx.len());
+        self.seal_into(counter, plaintext, &ctx, &mut out)?;
+        Ok(out)
+    }
+
+    /// The length of the envelope of a `plaintext_len`-byte value under this key.
+    pub fn sealed_len(&self, plaintext_len: usize) -> usize {
+        PREFIX_LEN + self.entry.len() + NONCE_LEN + plaintext_len + TAG_LEN
+    }
+
+    /// Appends the envelope of `plaintext` to `out`, given the canonical encoding
+    /// ([`EncryptionContext::canonical_bytes`]) of the context. `out`'s spare capacity holds the
+    /// associated data while sealing, so a buffer reused with enough capacity
+    /// ([`FieldKey::sealed_len`] + 19 + `context.len()`) makes sealing allocation-free.
+    ///
+    /// # Errors
+    /// As [`FieldKey::seal`].
+    pub fn seal_into(
+        &self,
+        counter: u64,
+        plaintext: &[u8],
+        context: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), FormatError> {
         if plaintext.len() > MAX_PLAINTEXT {
             return Err(FormatError::LimitExceeded {
                 what: "field plaintext",
@@ -113,7 +138,8 @@ impl FieldKey {
         if self.entry.is_empty() {
             return Err(FormatError::Malformed("field key has no wrapped-key entry"));
         }
-        let mut out = Vec::with_capacity(PREFIX_LEN + self.entry.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
+        let begin = out.len();
+        out.reserve(self.sealed_len(plaintext.len()) + FIXED_LEN + context.len());
         out.extend_from_slice(&[TAG, VERSION, SUITE_AES256GCM_HKDF_SHA512]);
         out.extend_from_slice(&self.salt);
         out.extend_from_slice(&self.commitment);
@@ -122,10 +148,17 @@ impl FieldKey {
         out.extend_from_slice(&nonce);
         let start = out.len();
         out.extend_from_slice(plaintext);
-        let aad = value_aad(&out[..FIXED_LEN], context);
-        let tag = self.value_key.seal_in_place(&nonce, &aad, &mut out[start..]);
+        // §5.3: aad = envelope[0..19] || context, built past the ciphertext and cut off after.
+        let end = out.len();
+        out.extend_from_slice(&[TAG, VERSION, SUITE_AES256GCM_HKDF_SHA512]);
+        out.extend_from_slice(&self.salt);
+        out.extend_from_slice(context);
+        let (body, aad) = out.split_at_mut(end);
+        let tag = self.value_key.seal_in_place(&nonce, aad, &mut body[start..]);
+        out.truncate(end);
         out.extend_from_slice(&tag);
-        Ok(out)
+        debug_assert_eq!(out.len() - begin, self.sealed_len(plaintext.len()));
+        Ok(())
     }
 
     /// Opens a parsed envelope whose salt matches this key.
@@ -135,15 +168,40 @@ impl FieldKey {
     /// [`FormatError::ValueTampered`] if the value fails authentication (altered, or wrong
     /// context).
     pub fn open(&self, env: &Envelope<'_>, context: &EncryptionContext) -> Result<crate::SecretBytes, FormatError> {
+        let mut out = zeroize::Zeroizing::new(Vec::new());
+        self.open_into(env, &context.canonical_bytes(), &mut out)?;
+        Ok(crate::SecretBytes::from(out))
+    }
+
+    /// Opens a parsed envelope given the canonical encoding of the context, appending the
+    /// plaintext to `out` (the caller wipes it: pass a `Zeroizing` buffer). On failure `out` is
+    /// left as it was.
+    ///
+    /// # Errors
+    /// As [`FieldKey::open`].
+    pub fn open_into(&self, env: &Envelope<'_>, context: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError> {
         if env.salt != &self.salt || !kdf::ct_eq(env.commitment, &self.commitment) {
             return Err(FormatError::CommitmentMismatch);
         }
-        let aad = value_aad(env.fixed, context);
-        let mut out = vec![0u8; env.ciphertext.len()];
-        self.value_key
-            .open_to(env.nonce, &aad, env.ciphertext, env.tag, &mut out)
-            .map_err(|_| FormatError::ValueTampered)?;
-        Ok(crate::SecretBytes::new(out))
+        // §5.3: aad = envelope[0..19] || context; on the stack for contexts of up to 237 bytes.
+        let mut stack = [0u8; 256];
+        let heap;
+        let aad: &[u8] = if FIXED_LEN + context.len() <= stack.len() {
+            stack[..FIXED_LEN].copy_from_slice(env.fixed);
+            stack[FIXED_LEN..FIXED_LEN + context.len()].copy_from_slice(context);
+            &stack[..FIXED_LEN + context.len()]
+        } else {
+            heap = [env.fixed, context].concat();
+            &heap
+        };
+        let start = out.len();
+        out.resize(start + env.ciphertext.len(), 0);
+        if self.value_key.open_to(env.nonce, aad, env.ciphertext, env.tag, &mut out[start..]).is_err() {
+            out[start..].iter_mut().for_each(|b| *b = 0);
+            out.truncate(start);
+            return Err(FormatError::ValueTampered);
+        }
+        Ok(())
     }
 }
 
@@ -151,13 +209,6 @@ fn counter_nonce(counter: u64) -> [u8; NONCE_LEN] {
     let mut n = [0u8; NONCE_LEN];
     n[4..].copy_from_slice(&counter.to_be_bytes());
     n
-}
-
-fn value_aad(fixed: &[u8], context: &EncryptionContext) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(fixed.len() + 2 + context.len() * 16);
-    aad.extend_from_slice(fixed);
-    context.encode_into(&mut aad);
-    aad
 }
 
 /// The KMS encryption context of a field data key: the user context plus
@@ -206,7 +257,8 @@ impl<'a> Envelope<'a> {
         let salt: &[u8; SALT_LEN] = r.take(SALT_LEN)?.try_into().map_err(|_| FormatError::Truncated)?;
         let commitment: &[u8; 32] = r.take(32)?.try_into().map_err(|_| FormatError::Truncated)?;
         let entry_start = r.position();
-        entries::decode(&mut r)?;
+        // Checked here without allocating; `entry()` builds the owned form when needed.
+        entries::check(&mut r)?;
         let entry_bytes = &bytes[entry_start..r.position()];
         let nonce: &[u8; NONCE_LEN] = r.take(NONCE_LEN)?.try_into().map_err(|_| FormatError::Truncated)?;
         let rest = r.remaining();

@@ -10,9 +10,10 @@
 //! seal or open under another. Concurrent callers that miss on the same entry wait for a single
 //! KMS call. Evicted and expired entries are dropped, which zeroizes their key schedules.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::aead::Engine;
@@ -56,12 +57,6 @@ pub struct CacheStats {
     pub entries: usize,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum CacheKey {
-    Seal { suite: u8, key: String, context: Vec<u8> },
-    Open { suite: u8, salt: [u8; envelope::SALT_LEN], entry: Vec<u8>, context: Vec<u8> },
-}
-
 struct Entry {
     key: FieldKey,
     created: Instant,
@@ -70,73 +65,195 @@ struct Entry {
 }
 
 struct Slot {
-    current: Mutex<Option<Arc<Entry>>>,
+    current: RwLock<Option<Arc<Entry>>>,
     refill: tokio::sync::Mutex<()>,
+    /// The cache's tick at the last use, for least-recently-used eviction.
     last_used: AtomicU64,
+}
+
+impl Slot {
+    fn new(tick: u64) -> Arc<Self> {
+        Arc::new(Slot {
+            current: RwLock::new(None),
+            refill: tokio::sync::Mutex::new(()),
+            last_used: AtomicU64::new(tick),
+        })
+    }
+
+    /// Drops the current entry if it is still `stale` (its keys are wiped once no caller holds
+    /// them).
+    fn retire(&self, stale: *const Entry) {
+        let mut w = write(&self.current);
+        if w.as_ref().is_some_and(|c| Arc::as_ptr(c) == stale) {
+            *w = None;
+        }
+    }
+}
+
+/// The opening slot of one data-key instance: the exact entry bytes and context it is for.
+struct OpenSlot {
+    entry: Vec<u8>,
+    context: Vec<u8>,
+    slot: Arc<Slot>,
+}
+
+/// Cache slots. Sealing slots are keyed by the canonical context alone (suite and KMS key are
+/// the sealer's own); opening slots by the envelope salt, then by exact entry bytes and context.
+#[derive(Default)]
+struct Maps {
+    seal: HashMap<Vec<u8>, Arc<Slot>>,
+    open: HashMap<[u8; envelope::SALT_LEN], Vec<OpenSlot>>,
+    len: usize,
 }
 
 struct Cache {
     policy: CachePolicy,
-    slots: Mutex<HashMap<CacheKey, Arc<Slot>>>,
+    maps: RwLock<Maps>,
     tick: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
 }
 
-/// Recovers a mutex even if a panicking thread poisoned it: the data behind these mutexes
-/// (maps of `Arc`s) stays consistent across a panic.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// Recovers a lock even if a panicking thread poisoned it: the data behind these locks (maps
+/// of `Arc`s) stays consistent across a panic.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+thread_local! {
+    /// The canonical context of the current call, encoded without an allocation per call.
+    static CONTEXT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the canonical encoding of `context` (FORMAT.md §2.3).
+fn with_context<R>(context: &EncryptionContext, f: impl FnOnce(&[u8]) -> R) -> R {
+    CONTEXT.with(|b| match b.try_borrow_mut() {
+        Ok(mut b) => {
+            b.clear();
+            context.encode_into(&mut b);
+            f(&b)
+        }
+        // Only if `f` re-entered the sealer on this thread: encode afresh.
+        Err(_) => f(&context.canonical_bytes()),
+    })
 }
 
 impl Cache {
-    fn slot(&self, key: &CacheKey) -> Arc<Slot> {
-        let now = self.tick.fetch_add(1, Ordering::Relaxed);
-        let mut slots = lock(&self.slots);
-        if let Some(s) = slots.get(key) {
-            s.last_used.store(now, Ordering::Relaxed);
-            return s.clone();
+    fn touch(&self, slot: &Slot) {
+        slot.last_used.store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Whether `e` may seal `bytes` more bytes (taking one message index) or, for opening,
+    /// is still fresh. Returns the index.
+    fn admit(&self, e: &Entry, bytes: u64, sealing: bool) -> Option<u64> {
+        let fresh = e.created.elapsed() < self.policy.max_age;
+        if !sealing {
+            return fresh.then_some(0);
         }
-        if slots.len() >= self.policy.capacity.max(1) {
-            // Evict the least recently used slot; O(capacity), only on insertion.
-            if let Some(victim) =
-                slots.iter().min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed)).map(|(k, _)| k.clone())
-            {
-                slots.remove(&victim);
-                self.evictions.fetch_add(1, Ordering::Relaxed);
+        let max_messages = self.policy.max_messages.min(envelope::MAX_MESSAGES_PER_KEY);
+        let index = e.messages.fetch_add(1, Ordering::Relaxed);
+        let used = e.bytes.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        (fresh && index < max_messages && used <= self.policy.max_bytes).then_some(index)
+    }
+
+    /// Seals with the cached key of `context` if there is a usable one (the warm path: no
+    /// allocation besides `out`'s, no reference count touched). `None`: go to the KMS.
+    fn seal_warm(&self, context: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> Option<Result<(), FormatError>> {
+        let maps = read(&self.maps);
+        let slot = maps.seal.get(context)?;
+        self.touch(slot);
+        let cur = read(&slot.current);
+        let e = cur.as_ref()?;
+        match self.admit(e, plaintext.len() as u64, true) {
+            Some(index) => Some(e.key.seal_into(index, plaintext, context, out)),
+            None => {
+                // Exhausted or expired: drop it so its keys are wiped once no caller holds them.
+                let stale = Arc::as_ptr(e);
+                drop(cur);
+                slot.retire(stale);
+                None
             }
         }
-        let s = Arc::new(Slot {
-            current: Mutex::new(None),
-            refill: tokio::sync::Mutex::new(()),
-            last_used: AtomicU64::new(now),
-        });
-        slots.insert(key.clone(), s.clone());
+    }
+
+    /// Opens with the cached key of this instance and context, if fresh.
+    fn open_warm(&self, env: &Envelope<'_>, context: &[u8]) -> Option<Result<SecretBytes, FormatError>> {
+        let maps = read(&self.maps);
+        let os = maps.open.get(env.salt)?.iter().find(|o| o.entry == env.entry_bytes && o.context == context)?;
+        self.touch(&os.slot);
+        let cur = read(&os.slot.current);
+        let e = cur.as_ref()?;
+        if self.admit(e, 0, false).is_none() {
+            let stale = Arc::as_ptr(e);
+            drop(cur);
+            os.slot.retire(stale);
+            return None;
+        }
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(env.plaintext_len()));
+        Some(e.key.open_into(env, context, &mut out).map(|()| SecretBytes::from(out)))
+    }
+
+    /// Makes room for one more slot by evicting the least recently used one (of either map).
+    /// O(capacity), only on insertion.
+    fn make_room(&self, maps: &mut Maps) {
+        if maps.len < self.policy.capacity.max(1) {
+            return;
+        }
+        let used = |s: &Slot| s.last_used.load(Ordering::Relaxed);
+        let seal = maps.seal.iter().map(|(k, s)| (used(s), k)).min_by_key(|(t, _)| *t).map(|(t, k)| (t, k.clone()));
+        let open = maps
+            .open
+            .iter()
+            .flat_map(|(salt, v)| v.iter().enumerate().map(move |(i, o)| (used(&o.slot), *salt, i)))
+            .min_by_key(|(t, _, _)| *t);
+        match (seal, open) {
+            (Some((ts, k)), Some((to, _, _))) if ts <= to => {
+                maps.seal.remove(&k);
+            }
+            (Some((_, k)), None) => {
+                maps.seal.remove(&k);
+            }
+            (_, Some((_, salt, i))) => remove_open(maps, salt, i),
+            (None, None) => return,
+        }
+        maps.len -= 1;
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn seal_slot(&self, context: &[u8]) -> Arc<Slot> {
+        let mut maps = write(&self.maps);
+        if let Some(s) = maps.seal.get(context) {
+            self.touch(s);
+            return s.clone();
+        }
+        self.make_room(&mut maps);
+        let s = Slot::new(self.tick.fetch_add(1, Ordering::Relaxed));
+        maps.seal.insert(context.to_vec(), s.clone());
+        maps.len += 1;
         s
     }
 
-    /// Takes one use of the slot's entry if it is within every limit; returns it with the
-    /// message index reserved (the nonce counter).
-    fn reserve(&self, slot: &Slot, bytes: u64, sealing: bool) -> Option<(Arc<Entry>, u64)> {
-        let mut cur = lock(&slot.current);
-        let e = cur.as_ref()?;
-        let max_messages = self.policy.max_messages.min(envelope::MAX_MESSAGES_PER_KEY);
-        let fresh = e.created.elapsed() < self.policy.max_age;
-        let (ok, index) = if sealing {
-            let index = e.messages.fetch_add(1, Ordering::Relaxed);
-            let used = e.bytes.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
-            (fresh && index < max_messages && used <= self.policy.max_bytes, index)
-        } else {
-            (fresh, 0)
-        };
-        if ok {
-            Some((e.clone(), index))
-        } else {
-            // Exhausted or expired: drop it so its keys are wiped once no caller holds them.
-            *cur = None;
-            None
+    fn open_slot(&self, env: &Envelope<'_>, context: &[u8]) -> Arc<Slot> {
+        let mut maps = write(&self.maps);
+        if let Some(o) =
+            maps.open.get(env.salt).and_then(|v| v.iter().find(|o| o.entry == env.entry_bytes && o.context == context))
+        {
+            self.touch(&o.slot);
+            return o.slot.clone();
         }
+        self.make_room(&mut maps);
+        let s = Slot::new(self.tick.fetch_add(1, Ordering::Relaxed));
+        maps.open.entry(*env.salt).or_default().push(OpenSlot {
+            entry: env.entry_bytes.to_vec(),
+            context: context.to_vec(),
+            slot: s.clone(),
+        });
+        maps.len += 1;
+        s
     }
 
     fn stats(&self) -> CacheStats {
@@ -144,7 +261,16 @@ impl Cache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
-            entries: lock(&self.slots).len(),
+            entries: read(&self.maps).len,
+        }
+    }
+}
+
+fn remove_open(maps: &mut Maps, salt: [u8; envelope::SALT_LEN], i: usize) {
+    if let Some(v) = maps.open.get_mut(&salt) {
+        v.remove(i);
+        if v.is_empty() {
+            maps.open.remove(&salt);
         }
     }
 }
@@ -178,7 +304,7 @@ impl Sealer {
     pub fn with_cache(mut self, policy: CachePolicy) -> Self {
         self.cache = Some(Cache {
             policy,
-            slots: Mutex::new(HashMap::new()),
+            maps: RwLock::new(Maps::default()),
             tick: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -222,27 +348,55 @@ impl Sealer {
         let Some(cache) = &self.cache else {
             return Ok(self.fresh_seal_key(context).await?.seal(0, plaintext, context)?);
         };
-        let ck = CacheKey::Seal {
-            suite: envelope::SUITE_AES256GCM_HKDF_SHA512,
-            key: self.key.clone(),
-            context: context.canonical_bytes(),
-        };
-        let slot = cache.slot(&ck);
-        let n = plaintext.len() as u64;
-        if let Some((e, index)) = cache.reserve(&slot, n, true) {
+        let mut out = Vec::new();
+        if let Some(r) = with_context(context, |ctx| cache.seal_warm(ctx, plaintext, &mut out)) {
             cache.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(e.key.seal(index, plaintext, context)?);
+            r?;
+            return Ok(out);
         }
+        // The cold path is boxed so that the warm path's future stays small.
+        Box::pin(self.seal_cold(cache, plaintext, context)).await
+    }
+
+    async fn seal_cold(&self, cache: &Cache, plaintext: &[u8], context: &EncryptionContext) -> Result<Vec<u8>, Error> {
+        let ctx = context.canonical_bytes();
+        let slot = cache.seal_slot(&ctx);
         let _refill = slot.refill.lock().await;
-        if let Some((e, index)) = cache.reserve(&slot, n, true) {
+        let mut out = Vec::new();
+        if let Some(r) = cache.seal_warm(&ctx, plaintext, &mut out) {
             cache.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(e.key.seal(index, plaintext, context)?);
+            r?;
+            return Ok(out);
         }
         cache.misses.fetch_add(1, Ordering::Relaxed);
         let key = self.fresh_seal_key(context).await?;
+        let n = plaintext.len() as u64;
         let e = Arc::new(Entry { key, created: Instant::now(), messages: AtomicU64::new(1), bytes: AtomicU64::new(n) });
-        *lock(&slot.current) = Some(e.clone());
-        Ok(e.key.seal(0, plaintext, context)?)
+        *write(&slot.current) = Some(e.clone());
+        e.key.seal_into(0, plaintext, &ctx, &mut out)?;
+        Ok(out)
+    }
+
+    /// Seals into `out`, appending the envelope's byte form: with a warm cache and a buffer
+    /// reused with enough capacity, sealing makes no allocation.
+    ///
+    /// # Errors
+    /// As [`Sealer::seal`].
+    pub async fn seal_into(
+        &self,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        if let Some(cache) = &self.cache
+            && plaintext.len() <= envelope::MAX_PLAINTEXT
+            && let Some(r) = with_context(context, |ctx| cache.seal_warm(ctx, plaintext, out))
+        {
+            cache.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(r?);
+        }
+        out.extend_from_slice(&self.seal(plaintext, context).await?);
+        Ok(())
     }
 
     /// Seals to the text form (`esf1:...`).
@@ -275,28 +429,32 @@ impl Sealer {
         let Some(cache) = &self.cache else {
             return Ok(self.fetch_open_key(&env, context).await?.open(&env, context)?);
         };
-        let ck = CacheKey::Open {
-            suite: envelope::SUITE_AES256GCM_HKDF_SHA512,
-            salt: *env.salt,
-            entry: env.entry_bytes.to_vec(),
-            context: context.canonical_bytes(),
-        };
-        let slot = cache.slot(&ck);
-        if let Some((e, _)) = cache.reserve(&slot, 0, false) {
+        if let Some(r) = with_context(context, |ctx| cache.open_warm(&env, ctx)) {
             cache.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(e.key.open(&env, context)?);
+            return Ok(r?);
         }
+        Box::pin(self.open_cold(cache, &env, context)).await
+    }
+
+    async fn open_cold(
+        &self,
+        cache: &Cache,
+        env: &Envelope<'_>,
+        context: &EncryptionContext,
+    ) -> Result<SecretBytes, Error> {
+        let ctx = context.canonical_bytes();
+        let slot = cache.open_slot(env, &ctx);
         let _refill = slot.refill.lock().await;
-        if let Some((e, _)) = cache.reserve(&slot, 0, false) {
+        if let Some(r) = cache.open_warm(env, &ctx) {
             cache.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(e.key.open(&env, context)?);
+            return Ok(r?);
         }
         cache.misses.fetch_add(1, Ordering::Relaxed);
-        let key = self.fetch_open_key(&env, context).await?;
+        let key = self.fetch_open_key(env, context).await?;
         // Verify before caching: a forged envelope must not plant a key in the cache.
-        let out = key.open(&env, context)?;
+        let out = key.open(env, context)?;
         let e = Arc::new(Entry { key, created: Instant::now(), messages: AtomicU64::new(0), bytes: AtomicU64::new(0) });
-        *lock(&slot.current) = Some(e);
+        *write(&slot.current) = Some(e);
         Ok(out)
     }
 

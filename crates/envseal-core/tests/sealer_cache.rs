@@ -218,3 +218,22 @@ async fn overhead_is_as_documented() {
     let entry = 1 + 4 + 2 + key.len() + 2 + 1 + 2 + Envelope::parse(&e).unwrap().entry().unwrap().blob.len();
     assert_eq!(e.len() - 64, 3 + 16 + 32 + entry + 12 + 16);
 }
+
+#[tokio::test]
+async fn seal_into_appends_with_a_warm_or_cold_cache() {
+    let (kms, key) = setup();
+    let c = ctx(&[("table", "t")]);
+    for s in [
+        Sealer::new(kms.clone(), key.clone()),
+        Sealer::new(kms.clone(), key.clone()).with_cache(CachePolicy::default()),
+    ] {
+        let mut buf = b"head".to_vec();
+        s.seal_into(b"one", &c, &mut buf).await.unwrap();
+        let first = buf.len();
+        s.seal_into(b"two", &c, &mut buf).await.unwrap();
+        assert_eq!(&buf[..4], b"head");
+        assert_eq!(s.open(&buf[4..first], &c).await.unwrap().expose_secret(), b"one");
+        assert_eq!(s.open(&buf[first..], &c).await.unwrap().expose_secret(), b"two");
+        assert!(s.seal_into(&vec![0; envelope::MAX_PLAINTEXT + 1], &c, &mut buf).await.is_err());
+    }
+}

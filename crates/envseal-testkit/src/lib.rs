@@ -9,7 +9,9 @@
 //!   (create, describe, rotate, alias, disable/enable, deletion scheduling, minimum decryption
 //!   version).
 //!
-//! Both hold a backend to envseal's full contract. A backend whose KMS does less (AWS's
+//! [`postgres::TempPostgres`] starts a throwaway PostgreSQL server for database tests.
+//!
+//! Both suites hold a backend to envseal's full contract. A backend whose KMS does less (AWS's
 //! Encrypt takes 1..=4096 bytes; Transit has no aliases), or whose test server deviates from
 //! the real service (moto), declares it in a [`Capabilities`] and runs the same suite with
 //! [`run_conformance_with`] / [`run_key_management_conformance_with`]: each relaxation swaps a
@@ -44,6 +46,7 @@
 #![deny(missing_docs)]
 
 pub mod conformance;
+pub mod postgres;
 
 pub use conformance::{
     Capabilities, WrongContextReport, run_conformance, run_conformance_with, run_key_management_conformance,

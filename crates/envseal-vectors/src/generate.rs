@@ -874,25 +874,36 @@ impl fmt::Display for DirDiff {
 /// # Errors
 /// I/O errors reading `dir`.
 pub fn diff_dir(dir: &Path, cases: &[Case]) -> io::Result<DirDiff> {
+    let on_disk = json_files(dir)?.iter().map(|p| relative(dir, p)).collect();
+    diff_texts(dir, cases.iter().map(|c| (c.path.as_str(), c.vector.to_json())), on_disk)
+}
+
+/// Compares expected files (path relative to `dir`, text) with `dir`: identical, missing or
+/// changed files, and files of `on_disk` (relative paths) that are not expected.
+///
+/// # Errors
+/// I/O errors reading `dir`.
+pub fn diff_texts<'a>(
+    dir: &Path,
+    expected: impl IntoIterator<Item = (&'a str, String)>,
+    on_disk: Vec<String>,
+) -> io::Result<DirDiff> {
     let mut diff = DirDiff::default();
-    for case in cases {
-        match fs::read(dir.join(&case.path)) {
-            Ok(bytes) if bytes == case.vector.to_json().as_bytes() => diff.same += 1,
-            Ok(_) => diff.changed.push(case.path.clone()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => diff.missing.push(case.path.clone()),
+    let mut paths = Vec::new();
+    for (path, text) in expected {
+        paths.push(path);
+        match fs::read(dir.join(path)) {
+            Ok(bytes) if bytes == text.as_bytes() => diff.same += 1,
+            Ok(_) => diff.changed.push(path.to_string()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => diff.missing.push(path.to_string()),
             Err(e) => return Err(e),
         }
     }
-    for path in json_files(dir)? {
-        let rel = relative(dir, &path);
-        if !cases.iter().any(|c| c.path == rel) {
-            diff.stale.push(rel);
-        }
-    }
+    diff.stale = on_disk.into_iter().filter(|p| !paths.contains(&p.as_str())).collect();
     Ok(diff)
 }
 
-fn relative(dir: &Path, path: &Path) -> String {
+pub(crate) fn relative(dir: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(dir).unwrap_or(path);
     rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }

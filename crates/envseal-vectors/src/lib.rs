@@ -14,6 +14,7 @@ use envseal_core::{DataKey, EncryptionContext, Engine, Error, FormatError};
 use serde::{Deserialize, Serialize};
 
 pub mod generate;
+pub mod keyref;
 
 pub use crate::generate::{DirDiff, diff_dir};
 
@@ -410,10 +411,14 @@ pub fn load_dir(dir: &Path) -> io::Result<Vec<(PathBuf, Vector)>> {
 
 /// The `*.json` files under `dir/container` and `dir/field`, sorted; missing folders are empty.
 pub(crate) fn json_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    json_files_in(dir, &Format::ALL.map(Format::dir_name))
+}
+
+/// The `*.json` files under each `dir/SUB`, sorted; missing folders are empty.
+pub(crate) fn json_files_in(dir: &Path, subdirs: &[&str]) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for format in Format::ALL {
-        let sub = dir.join(format.dir_name());
-        let entries = match fs::read_dir(&sub) {
+    for sub in subdirs {
+        let entries = match fs::read_dir(dir.join(sub)) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),

@@ -1,4 +1,5 @@
-//! `gen-vectors`: writes envseal's test vectors to `testdata/vectors/`, or checks them.
+//! `gen-vectors`: writes envseal's test vectors to `testdata/vectors/` (the key-reference ones to
+//! `testdata/vectors/keyref/`), or checks them.
 //!
 //! ```text
 //! gen-vectors [--check] [--overwrite] [--dir PATH]
@@ -79,7 +80,13 @@ fn run(args: &Args) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    let result = parse_args().and_then(|a| run(&a));
+    // The key-reference vectors (FORMAT.md §11) live in `keyref/` and have their own generator
+    // module (envseal_vectors::keyref).
+    let result = parse_args().and_then(|a| {
+        let main = run(&a)?;
+        let keyref = envseal_vectors::keyref::generate_into(&a.dir.join("keyref"), a.check, a.overwrite)?;
+        Ok(format!("{main}\n{keyref}"))
+    });
     match result {
         Ok(report) => {
             println!("{report}");
