@@ -137,7 +137,7 @@ async fn latest_rewraps_each_backend_on_its_own() {
     ma.reset_counts();
     mb.reset_counts();
 
-    let planner = Planner::new(KmsSet::new([a.clone(), b.clone()])).with_retry(fast_retry());
+    let planner = Planner::new(KmsSet::new([a.clone(), b.clone()])).with_setup(|rw| rw.with_retry(fast_retry()));
     let plan = planner.plan(&Target::Latest, &p.entries).unwrap();
     assert_eq!(plan.len(), 2, "one rewrapper per backend");
     assert_eq!((plan[0].source().backend(), plan[1].source().backend()), ("alpha", "beta"));
@@ -246,6 +246,12 @@ async fn latest_caches_rewrappers_across_objects() {
     assert_eq!(m.counts().key_management, 1, "one describe per key per job");
     let rw = &planner.plan(&Target::Latest, &files[0].entries).unwrap()[0];
     assert_eq!(rw.stats().rewrapped, 4);
+    assert!(!rw.trust().is_strict());
+
+    // The setup applies to every rewrapper the planner makes, planned or not.
+    let strict = Planner::new(KmsSet::new([a.clone()])).with_setup(|rw| rw.with_trust(Trust::Allow(Vec::new())));
+    assert!(strict.plan(&Target::Latest, &files[0].entries).unwrap()[0].trust().is_strict());
+    assert!(strict.rewrapper(a.clone(), Target::Latest).trust().is_strict());
 }
 
 #[tokio::test]
@@ -312,7 +318,7 @@ async fn kms_failures_fail_the_object_unchanged() {
     let (m, a, ka) = backend("alpha");
     let p = seal(&[(&a, &ka)], b"outage").await;
     m.rotate_key(&ka).await.unwrap();
-    let planner = Planner::new(KmsSet::new([a.clone()])).with_retry(fast_retry());
+    let planner = Planner::new(KmsSet::new([a.clone()])).with_setup(|rw| rw.with_retry(fast_retry()));
     m.set_outage(Some(Fault::Unavailable));
     let e = planner.rewrap_preamble(&Target::Latest, &p).await.unwrap_err();
     assert!(e.is_retryable(), "{e}");

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use envseal_core::container::Preamble;
+use envseal_core::entries::Trust;
 use envseal_core::rewrap::plan::Planner;
 use envseal_core::rewrap::{
     self, AddEntry, EntryReport, EntryStatus, Outcome, RemoveEntries, Rewrapper, Target, ValueFile,
@@ -66,6 +67,8 @@ pub struct Job {
     pub no_rekey: bool,
     /// Which rewrapper handles which entries; the job's backends.
     pub planner: Planner<Backends>,
+    /// The keys whose entries may be sent to a KMS (`--allow-key`).
+    pub trust: Trust,
     /// The journal (none in a dry run).
     pub journal: Option<Journal>,
     /// Whether a data key passed through this process (the note was printed).
@@ -78,6 +81,22 @@ struct Adder {
     rw: Rewrapper,
     sources: Vec<Arc<dyn Kms>>,
     key: String,
+}
+
+/// A sealed object, in the form the library's rewrap functions take.
+#[derive(Clone, Copy)]
+enum Form<'a> {
+    Container(&'a Preamble),
+    Values(&'a ValueFile<'a>),
+}
+
+impl Form<'_> {
+    fn entries(&self) -> &[WrappedKey] {
+        match self {
+            Form::Container(p) => &p.entries,
+            Form::Values(f) => f.keys,
+        }
+    }
 }
 
 /// What the job's operation does to a file.
@@ -165,25 +184,8 @@ impl Job {
                 let target = self.op.target().unwrap_or(Target::Latest);
                 Ok(Change::of(self.planner.rewrap_preamble(&target, p).await?))
             }
-            Op::Add { uri, key } => {
-                let a = self.adder(uri, key, &p.entries)?;
-                let refs: Vec<&dyn Kms> = a.sources.iter().map(|k| k.as_ref()).collect();
-                let add = AddEntry { sources: &refs, rewrapper: &a.rw, key: &a.key };
-                Ok(Change::of(rewrap::add_entry_to_preamble(&add, p).await?))
-            }
-            Op::Remove(id) => {
-                refuse_removing_all(&p.entries, id)?;
-                let sources = self.planner.sources(&p.entries);
-                let refs: Vec<&dyn Kms> = sources.iter().map(|k| k.as_ref()).collect();
-                let matches = |e: &WrappedKey| e.key_id == *id;
-                let spec = RemoveEntries {
-                    sources: &refs,
-                    trust: self.planner.trust(),
-                    engine: envseal_core::Engine::default(),
-                    matches: &matches,
-                };
-                Ok(Change::of(rewrap::remove_entries_from_preamble(&spec, p).await?))
-            }
+            Op::Add { uri, key } => Ok(Change::of(self.add(uri, key, Form::Container(p)).await?)),
+            Op::Remove(id) => Ok(Change::of(self.remove(id, Form::Container(p)).await?.0)),
         }
     }
 
@@ -194,24 +196,9 @@ impl Job {
                 let target = self.op.target().unwrap_or(Target::Latest);
                 Ok(Change::of(self.planner.rewrap_value_keys(&target, &file).await?))
             }
-            Op::Add { uri, key } => {
-                let a = self.adder(uri, key, &meta.keys)?;
-                let refs: Vec<&dyn Kms> = a.sources.iter().map(|k| k.as_ref()).collect();
-                let add = AddEntry { sources: &refs, rewrapper: &a.rw, key: &a.key };
-                Ok(Change::of(rewrap::add_entry_to_value_keys(&add, &file).await?))
-            }
+            Op::Add { uri, key } => Ok(Change::of(self.add(uri, key, Form::Values(&file)).await?)),
             Op::Remove(id) => {
-                refuse_removing_all(&meta.keys, id)?;
-                let sources = self.planner.sources(&meta.keys);
-                let refs: Vec<&dyn Kms> = sources.iter().map(|k| k.as_ref()).collect();
-                let matches = |e: &WrappedKey| e.key_id == *id;
-                let spec = RemoveEntries {
-                    sources: &refs,
-                    trust: self.planner.trust(),
-                    engine: envseal_core::Engine::default(),
-                    matches: &matches,
-                };
-                let out = rewrap::remove_entries_from_value_keys(&spec, &file).await?;
+                let (out, sources) = self.remove(id, Form::Values(&file)).await?;
                 let Some(kept) = out.entries else { return Ok(Change::Unchanged(out.report)) };
                 if self.no_rekey {
                     return Ok(Change::Entries { entries: kept, moved: false, report: out.report });
@@ -221,6 +208,37 @@ impl Job {
                 self.rekey_document(path, doc, &sources, kept).await
             }
         }
+    }
+
+    /// Adds the entry of --add-key to an object.
+    async fn add(&self, uri: &str, key: &Option<String>, form: Form<'_>) -> Result<Outcome> {
+        let a = self.adder(uri, key, form.entries())?;
+        let refs: Vec<&dyn Kms> = a.sources.iter().map(|k| k.as_ref()).collect();
+        let add = AddEntry { sources: &refs, rewrapper: &a.rw, key: &a.key };
+        Ok(match form {
+            Form::Container(p) => rewrap::add_entry_to_preamble(&add, p).await?,
+            Form::Values(f) => rewrap::add_entry_to_value_keys(&add, f).await?,
+        })
+    }
+
+    /// Removes the entries of key id `id` from an object (never its last entry); also returns
+    /// the backends that open the object.
+    async fn remove(&self, id: &str, form: Form<'_>) -> Result<(Outcome, Vec<Arc<dyn Kms>>)> {
+        refuse_removing_all(form.entries(), id)?;
+        let sources = self.planner.sources(form.entries());
+        let refs: Vec<&dyn Kms> = sources.iter().map(|k| k.as_ref()).collect();
+        let matches = |e: &WrappedKey| e.key_id == *id;
+        let spec = RemoveEntries {
+            sources: &refs,
+            trust: &self.trust,
+            engine: envseal_core::Engine::default(),
+            matches: &matches,
+        };
+        let out = match form {
+            Form::Container(p) => rewrap::remove_entries_from_preamble(&spec, p).await?,
+            Form::Values(f) => rewrap::remove_entries_from_value_keys(&spec, f).await?,
+        };
+        Ok((out, sources))
     }
 
     /// Re-keys a value-level file for the recipients among `keep` that verify; returns the new
@@ -236,13 +254,13 @@ impl Job {
         let mut doc = envseal_stores::parse(format, &bytes)?;
         let engine = envseal_core::Engine::default();
         let empty = envseal_core::EncryptionContext::new();
-        let mut u = envseal_stores::unlock(doc.as_ref(), &refs, &empty, self.planner.trust(), engine).await?;
+        let mut u = envseal_stores::unlock(doc.as_ref(), &refs, &empty, &self.trust, engine).await?;
         let meta = u.meta.clone();
         let file = ValueFile { keys: &keep, ..meta.file_ref()? };
         let check = file.check(engine);
         let reading = crate::trust::Reading {
             expected: empty.clone(),
-            trust: self.planner.trust().clone(),
+            trust: self.trust.clone(),
             source: "rewrap".into(),
             opened: Vec::new(),
         };

@@ -155,15 +155,21 @@ pub async fn run(a: RewrapArgs) -> Result<ExitCode> {
         VerifyArg::Decrypt => Verify::Decrypt,
         VerifyArg::Structure => Verify::Structure,
     };
+    let trust = crate::trust::from_allow(&a.allow_key).await?;
+    let retry = RetryPolicy::default().with_sleep(Arc::new(|d| Box::pin(tokio::time::sleep(d))));
+    let (setup_trust, drop_unverifiable) = (trust.clone(), a.drop_unverifiable);
+    let planner = Planner::new(Backends::new(kms)).with_setup(move |rw| {
+        rw.with_verify(verify)
+            .with_trust(setup_trust.clone())
+            .with_drop_unverifiable(drop_unverifiable)
+            .with_retry(retry.clone())
+    });
     let job = Arc::new(Job {
         op: op.clone(),
         dry_run: a.dry_run,
         no_rekey: a.no_rekey,
-        planner: Planner::new(Backends::new(kms))
-            .with_verify(verify)
-            .with_trust(crate::trust::from_allow(&a.allow_key).await?)
-            .with_drop_unverifiable(a.drop_unverifiable)
-            .with_retry(RetryPolicy::default().with_sleep(Arc::new(|d| Box::pin(tokio::time::sleep(d))))),
+        planner,
+        trust,
         journal,
         moved_notice: AtomicBool::new(false),
     });

@@ -21,9 +21,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use super::{Outcome, RetryPolicy, Rewrapper, Target, ValueFile, Verify};
+use super::{Outcome, Rewrapper, Target, ValueFile};
 use crate::container::Preamble;
-use crate::entries::Trust;
 use crate::error::{Error, FormatError};
 use crate::kms::{Kms, WrappedKey};
 
@@ -106,25 +105,20 @@ enum Role {
     Moved(String),
 }
 
+/// How each new rewrapper of a [`Planner`] is set up (see [`Planner::with_setup`]).
+type Setup = Box<dyn Fn(Rewrapper) -> Rewrapper + Send + Sync>;
+
 /// Plans and runs the rewrap of objects whose entries may belong to several backends. See the
 /// [module documentation](self).
 pub struct Planner<R> {
     backends: R,
-    verify: Verify,
-    trust: Trust,
-    drop_unverifiable: bool,
-    retry: RetryPolicy,
+    setup: Setup,
     rewrappers: Mutex<HashMap<(Role, Target), Arc<Rewrapper>>>,
 }
 
 impl<R> fmt::Debug for Planner<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Planner")
-            .field("verify", &self.verify)
-            .field("trust", &self.trust)
-            .field("drop_unverifiable", &self.drop_unverifiable)
-            .field("rewrappers", &lock(&self.rewrappers).len())
-            .finish_non_exhaustive()
+        f.debug_struct("Planner").field("rewrappers", &lock(&self.rewrappers).len()).finish_non_exhaustive()
     }
 }
 
@@ -134,40 +128,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<R: Resolver> Planner<R> {
-    /// A planner over `backends`, whose rewrappers verify with [`Verify::Decrypt`], trust
-    /// [`Trust::Discovery`], keep unverifiable entries and retry with [`RetryPolicy::default`].
+    /// A planner over `backends`, whose rewrappers have [`Rewrapper::new`]'s defaults.
     pub fn new(backends: R) -> Self {
-        Self {
-            backends,
-            verify: Verify::default(),
-            trust: Trust::default(),
-            drop_unverifiable: false,
-            retry: RetryPolicy::default(),
-            rewrappers: Mutex::new(HashMap::new()),
-        }
+        Self { backends, setup: Box::new(|rw| rw), rewrappers: Mutex::new(HashMap::new()) }
     }
 
-    /// Sets the verification mode of the rewrappers ([`Rewrapper::with_verify`]).
-    pub fn with_verify(mut self, verify: Verify) -> Self {
-        self.verify = verify;
-        self
-    }
-
-    /// Sets which entries may be sent to a KMS ([`Rewrapper::with_trust`]).
-    pub fn with_trust(mut self, trust: Trust) -> Self {
-        self.trust = trust;
-        self
-    }
-
-    /// Drops unverifiable entries ([`Rewrapper::with_drop_unverifiable`]).
-    pub fn with_drop_unverifiable(mut self, drop: bool) -> Self {
-        self.drop_unverifiable = drop;
-        self
-    }
-
-    /// Sets the retry policy of the rewrappers ([`Rewrapper::with_retry`]).
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
+    /// Sets up each new rewrapper: verification, trust, dropping, retries, engine (the
+    /// `Rewrapper::with_*` calls; not the destination, which is the plan's).
+    pub fn with_setup(mut self, setup: impl Fn(Rewrapper) -> Rewrapper + Send + Sync + 'static) -> Self {
+        self.setup = Box::new(setup);
         self
     }
 
@@ -176,25 +145,10 @@ impl<R: Resolver> Planner<R> {
         &self.backends
     }
 
-    /// The verification mode.
-    pub fn verify(&self) -> Verify {
-        self.verify
-    }
-
-    /// The trust.
-    pub fn trust(&self) -> &Trust {
-        &self.trust
-    }
-
-    /// A new rewrapper on `kms` configured like the planned ones (verification, trust, dropping,
-    /// retries), outside the plan and its cache: for jobs the plan does not cover, such as
-    /// adding an entry ([`super::AddEntry`]).
+    /// A new rewrapper on `kms`, set up like the planned ones, outside the plan and its cache:
+    /// for jobs the plan does not cover, such as adding an entry ([`super::AddEntry`]).
     pub fn rewrapper(&self, kms: Arc<dyn Kms>, target: Target) -> Rewrapper {
-        Rewrapper::new(kms, target)
-            .with_verify(self.verify)
-            .with_trust(self.trust.clone())
-            .with_drop_unverifiable(self.drop_unverifiable)
-            .with_retry(self.retry.clone())
+        (self.setup)(Rewrapper::new(kms, target))
     }
 
     /// The cached rewrapper of a role, built on first use.
