@@ -10,15 +10,20 @@
 //! number of KMS calls follows the number of data keys, not of rows. A second pass, with a small
 //! cache (100 values per data key) and 2 ms of simulated KMS latency, shows the concurrency at
 //! work. Only the wrapped-key entry of each envelope changes; every value opens afterwards.
+//!
+//! A third pass shows a job meeting a KMS outage: the column goes in chunks, each row's result is
+//! recorded in a circuit [`Breaker`], and once several rows in a row failed with a retryable error
+//! (after their retries) no further chunk is started. Failed rows keep their old envelope.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use envseal_core::envelope::Envelope;
 use envseal_core::kms::KeyManager;
-use envseal_core::rewrap::{Rewrapper, Target};
+use envseal_core::rewrap::breaker::Breaker;
+use envseal_core::rewrap::{RetryPolicy, Rewrapper, Target};
 use envseal_core::{CachePolicy, EncryptionContext, Kms, Sealer};
-use envseal_kms_mock::MockKms;
+use envseal_kms_mock::{Fault, MockKms};
 
 const ROWS: usize = 10_000;
 const CONCURRENCY: usize = 32;
@@ -89,10 +94,61 @@ async fn run(label: &str, policy: CachePolicy, latency: Duration) -> Result<(), 
     Ok(())
 }
 
+/// A rewrap in chunks of `CHUNK` rows during an outage of the KMS: the breaker stops the job.
+async fn outage() -> Result<(), Box<dyn std::error::Error>> {
+    const CHUNK: usize = 1_000;
+    let mock = Arc::new(MockKms::new());
+    let key = mock.create_default_key();
+    let kms: Arc<dyn Kms> = mock.clone();
+    let ctx = EncryptionContext::from_pairs([("table", "users"), ("column", "ssn")])?;
+    let sealer =
+        Sealer::new(kms.clone(), key.clone()).with_cache(CachePolicy { max_messages: 10, ..Default::default() });
+    let mut column = Vec::with_capacity(ROWS);
+    for row in 0..ROWS {
+        column.push((row, sealer.seal(format!("row {row}").as_bytes(), &ctx).await?, ctx.clone()));
+    }
+    mock.rotate_key(&key).await?;
+    mock.set_outage(Some(Fault::Unavailable));
+
+    // Short retries, so that the example does not wait out the default backoff.
+    let retry = RetryPolicy::new(3, Duration::from_millis(1), Duration::from_millis(5));
+    let rewrapper = Rewrapper::new(kms, Target::Latest).with_retry(retry);
+    let breaker = Breaker::default();
+    let (mut done, mut failed, mut chunks) = (0, 0, 0);
+    for chunk in column.chunks(CHUNK) {
+        if breaker.is_open() {
+            break;
+        }
+        chunks += 1;
+        for (_, r) in rewrapper.rewrap_envelopes(chunk.to_vec(), CONCURRENCY).await {
+            match r {
+                Ok(_) => {
+                    done += 1;
+                    breaker.success();
+                }
+                Err(e) => {
+                    failed += 1;
+                    breaker.failure_of(&e);
+                }
+            }
+        }
+    }
+    mock.set_outage(None);
+    println!("KMS outage, chunks of {CHUNK} rows:");
+    println!(
+        "  breaker open: {} after {chunks} chunk(s); rewrapped {done}, failed {failed} (old envelopes kept), \
+         not started {}",
+        breaker.is_open(),
+        ROWS - done - failed
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     run("default cache (one data key per context):", CachePolicy::default(), Duration::ZERO).await?;
     let small = CachePolicy { max_messages: 100, ..CachePolicy::default() };
     run("small cache (100 values per data key), 2 ms per KMS call:", small, Duration::from_millis(2)).await?;
+    outage().await?;
     Ok(())
 }

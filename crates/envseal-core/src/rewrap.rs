@@ -37,6 +37,12 @@
 //! through this process (in a zeroizing buffer, wiped after use). Within one backend it never
 //! does.
 //!
+//! **Jobs over many objects**: [`plan::Planner`] decides which rewrapper handles which entries
+//! of an object whose entries may belong to several backends (each backend's own, or a move to a
+//! destination), from backends a [`plan::Resolver`] opens, and keeps the rewrappers for the whole
+//! job; [`breaker::Breaker`] stops a job when the KMS looks down (several objects in a row
+//! failed with a retryable error).
+//!
 //! Nothing here needs a specific async runtime: concurrency comes from `futures-util`'s
 //! `buffer_unordered`, and retry delays from a pluggable sleep function (by default a short-lived
 //! thread completing a oneshot channel).
@@ -60,6 +66,9 @@ use crate::error::{Error, FormatError, KeyAttempt, KmsError};
 use crate::kms::{Kms, WrappedKey};
 
 pub use crate::retry::{RetryPolicy, SleepFn};
+
+pub mod breaker;
+pub mod plan;
 
 /// Smallest blob a KMS can return for a wrapped 256-bit key: AES key wrap (RFC 3394/5649) adds
 /// 8 bytes to 32; every AEAD-based backend adds more. Used by [`Verify::Structure`].
