@@ -14,9 +14,9 @@ use envseal_core::container::{self, Preamble};
 use envseal_stores::{Document, Format, Metadata};
 
 use super::journal::JOURNAL_SUFFIX;
-use crate::opts::FormatArg;
 use crate::exit;
 use crate::fsio::{self, AtomicFile};
+use crate::opts::FormatArg;
 
 /// Prefix of `fsio::AtomicFile` temp files.
 const TMP_PREFIX: &str = ".envseal-tmp-";
