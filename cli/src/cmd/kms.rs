@@ -190,12 +190,11 @@ fn stable_dev_key(dir: &std::path::Path) -> Result<AccessKey> {
 }
 
 async fn serve(mut args: ServeArgs) -> Result<ExitCode> {
-    if let Some(dir) = &args.state {
-        match args.backend.as_str() {
-            "mem" => args.backend = format!("local:{}", dir.join("keys").display()),
-            b if b.starts_with("local:") => {}
-            _ => {}
-        }
+    // --state keeps the keys too: in a local keystore under it, unless --backend names one.
+    if let Some(dir) = &args.state
+        && args.backend == "mem"
+    {
+        args.backend = format!("local:{}", dir.join("keys").display());
     }
     let (kms, backend_desc, default_key) = open_backend(&args.backend).await?;
     let governed = args.iam.as_ref().is_some_and(|p| !credentials_only(p));
