@@ -21,8 +21,8 @@ use clap::{Args, ValueEnum};
 use envseal_core::container::{self, Preamble};
 use envseal_core::entries::Trust;
 use envseal_core::rewrap::{
-    self, AddEntry, EntryReport, EntryResult, EntryStatus, Outcome, RemoveEntries, RetryPolicy, Rewrapper, Target,
-    ValueFile, Verify,
+    self, AddEntry, EntryReport, EntryResult, EntryStatus, Outcome, RemoveEntries, RetryPolicy, Rewrapper, Shard,
+    Target, ValueFile, Verify,
 };
 use envseal_core::{Kms, WrappedKey};
 use envseal_stores::{Document, Format, Metadata};
@@ -111,9 +111,26 @@ pub struct RewrapArgs {
     /// How new entries are checked before a file is replaced.
     #[arg(long, value_enum, default_value_t = VerifyArg::Decrypt)]
     pub verify: VerifyArg,
+    /// Take only shard I of N (0 <= I < N) of the files: N workers given the same PATHs from the
+    /// same directory (a Kubernetes indexed Job, a CI matrix) split one job, each file going to
+    /// exactly one of them (by the SHA-256 of its path relative to the current directory). Each
+    /// shard keeps its own default journal.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    Shard::parse(s).map_err(|e| e.to_string())
+}
+
+/// The name a file is sharded by: its path relative to the current directory when it is below
+/// it (so workers in different checkouts agree), else its absolute path.
+fn shard_name(path: &Path) -> Vec<u8> {
+    let rel = std::env::current_dir().ok().and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    rel.as_deref().unwrap_or(path).as_os_str().as_encoded_bytes().to_vec()
 }
 
 /// The operation, from the mutually exclusive flags.
@@ -242,7 +259,7 @@ impl Journal {
     }
 }
 
-fn default_journal(first: &Path) -> Result<PathBuf> {
+fn default_journal(first: &Path, shard: Option<Shard>) -> Result<PathBuf> {
     // A symlink argument keeps its journal beside the link: canonicalizing it would write the
     // journal into the directory the link points to, which may be outside the tree given.
     let is_link = fs::symlink_metadata(first).is_ok_and(|m| m.file_type().is_symlink());
@@ -250,7 +267,8 @@ fn default_journal(first: &Path) -> Result<PathBuf> {
         .with_context(|| format!("cannot read {}", first.display()))?;
     let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
     let dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    Ok(dir.join(format!(".{name}{JOURNAL_SUFFIX}")))
+    let part = shard.map(|s| format!(".shard-{}-of-{}", s.index(), s.count())).unwrap_or_default();
+    Ok(dir.join(format!(".{name}{part}{JOURNAL_SUFFIX}")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1166,9 +1184,12 @@ pub async fn run(a: RewrapArgs) -> Result<ExitCode> {
     let kms = a.kms.as_deref().map(Uri::parse).transpose()?;
     let journal_path = match &a.journal {
         Some(j) => std::path::absolute(j)?,
-        None => default_journal(&a.paths[0])?,
+        None => default_journal(&a.paths[0], a.shard)?,
     };
-    let found = discover(&a.paths, a.recursive, &journal_path)?;
+    let mut found = discover(&a.paths, a.recursive, &journal_path)?;
+    if let Some(shard) = a.shard {
+        found.files.retain(|(p, _)| shard.owns(&shard_name(p)));
+    }
     let done = if a.resume { Journal::done(&journal_path, &op)? } else { HashSet::new() };
     if a.resume && !a.dry_run {
         for t in &found.stale_tmp {
