@@ -294,7 +294,7 @@ impl RequestHook for ServerGovernance {
                 let session = info.session_name.clone().unwrap_or_default();
                 CallerIdentity::new(
                     info.arn,
-                    format!("{}:{session}", envseal_kms_server::role_id(&role)),
+                    format!("{}:{session}", envseal_iam::role_id(&role)),
                     CallerKind::AssumedRole,
                 )
             }

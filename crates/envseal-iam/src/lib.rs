@@ -23,5 +23,5 @@ pub use crate::model::{
 pub use crate::policy::{Effect, MAX_POLICY_BYTES, MAX_STATEMENTS, Policy, PolicyError};
 pub use crate::sts::{
     AssumeRoleRequest, DEFAULT_SESSION, MAX_SESSION, MAX_SESSION_POLICY, MIN_SESSION, SessionError, SessionGrant,
-    SessionStore, StsError, TemporaryCredentials, ct_eq,
+    SessionStore, StsError, TemporaryCredentials, ct_eq, role_id,
 };

@@ -43,7 +43,6 @@ pub use crate::hook::{
     RequestInfo, StsRefusal,
 };
 pub use crate::http::Server;
-pub use crate::sts::role_id;
 pub use crate::throttle::{ThrottleLimits, ThrottleSpecError};
 pub use crate::tls::{GeneratedFiles, TlsError, TlsIdentity};
 

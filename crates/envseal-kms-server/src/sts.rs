@@ -84,18 +84,11 @@ fn identity(call: &Call<'_>, api: crate::hook::Api) -> CallerIdentity {
         } else {
             format!("acs:ram::{account}:assumed-role/{p}/{ak}")
         };
-        CallerIdentity::new(arn, format!("{}:{ak}", role_id(p)), CallerKind::AssumedRole)
+        CallerIdentity::new(arn, format!("{}:{ak}", envseal_iam::role_id(p)), CallerKind::AssumedRole)
     } else {
         let arn = if aws { format!("arn:aws:iam::{account}:root") } else { format!("acs:ram::{account}:root") };
         CallerIdentity::new(arn, account.clone(), CallerKind::Root)
     }
-}
-
-/// A stable numeric id for a role name (what RoleId / the first part of an assumed role's
-/// UserId look like): FNV-1a, 18 digits. An id, not a secret.
-pub fn role_id(role: &str) -> String {
-    let h = role.bytes().fold(1469598103934665603u64, |h, b| (h ^ u64::from(b)).wrapping_mul(1099511628211));
-    format!("{:018}", h % 10u64.pow(18))
 }
 
 fn assume(call: &mut Call<'_>, p: &BTreeMap<String, String>) -> Result<IssuedCredentials, Fault> {
