@@ -174,19 +174,26 @@ fn request(o: &Opts, action: &str, body: &Value) -> Vec<u8> {
 
 /// One keep-alive connection.
 struct Conn {
+    addr: String,
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The server said `Connection: close`.
+    closed: bool,
 }
 
 impl Conn {
     async fn open(addr: &str) -> std::io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Conn { stream, buf: Vec::with_capacity(8192) })
+        Ok(Conn { addr: addr.to_owned(), stream, buf: Vec::with_capacity(8192), closed: false })
     }
 
-    /// Sends `req` and reads the answer: (status, body).
+    /// Sends `req` and reads the answer: (status, body). A server that answers
+    /// `Connection: close` (moto) gets a new connection for the next request, as clients do.
     async fn call(&mut self, req: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        if self.closed {
+            *self = Conn::open(&self.addr).await?;
+        }
         self.stream.write_all(req).await?;
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -202,6 +209,11 @@ impl Conn {
                 while self.buf.len() < end + 4 + len {
                     self.read_more().await?;
                 }
+                self.closed = head.lines().any(|l| {
+                    l.split_once(':').is_some_and(|(k, v)| {
+                        k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
+                    })
+                });
                 let body = self.buf[end + 4..end + 4 + len].to_vec();
                 self.buf.drain(..end + 4 + len);
                 return Ok((status, body));
