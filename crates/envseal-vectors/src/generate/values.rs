@@ -5,7 +5,7 @@ use envseal_core::envelope::to_text;
 use envseal_core::values::{KeyPath, ValueType};
 use envseal_stores::{Document, FixedSeal, Unlocked};
 
-use super::{Builder, Ctx, FIELD_DK, Input, Outcome, ctx, encryption_context, entry, seal_field, seq};
+use super::fixtures::{Builder, Ctx, FIELD_DK, Input, Outcome, ctx, encryption_context, entry, seal_field, seq};
 use crate::Format;
 
 // ---------------------------------------------------------------------------------------------
