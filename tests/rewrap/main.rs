@@ -441,3 +441,43 @@ fn sigkill_at_random_moments_then_resume() {
     eprintln!("kill test: {untouched} killed before any file, {partial} mid-way, {complete} after all files");
     assert!(partial > 0 || trials < 20, "no trial killed the job mid-way; the delays need tuning");
 }
+
+/// `--shard I/N` (issue 17): four workers started at once on the same tree split it, each file
+/// rewrapped by exactly one of them, none left behind; each keeps its own journal.
+#[test]
+fn four_shards_rewrap_every_file_exactly_once() {
+    let e = Env::new();
+    let dir = e.path("secrets");
+    let files = make_files(&e, &dir, 24);
+    e.ok(&["keys", "rotate", "alias/default"]);
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            e.cmd(&["rewrap", "-r", "secrets", "--to-latest", "--shard", &format!("{i}/4"), "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut taken: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, w) in workers.into_iter().enumerate() {
+        let o = w.wait_with_output().unwrap();
+        assert!(o.status.success(), "shard {i}: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["failed"], 0, "shard {i}: {v}");
+        for f in v["files"].as_array().unwrap() {
+            assert_eq!(f["status"], "rewrapped", "shard {i}: {f}");
+            let name = Path::new(f["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+            *taken.entry(name).or_default() += 1;
+        }
+        assert!(e.work.join(format!(".secrets.shard-{i}-of-4.envseal-rewrap.jsonl")).is_file(), "shard {i} journal");
+    }
+    let expected: BTreeMap<String, usize> = files.keys().map(|n| (n.clone(), 1)).collect();
+    assert_eq!(taken, expected, "every file rewrapped by exactly one shard");
+    let kms = e.kms();
+    for n in files.keys() {
+        assert_eq!(open_in_process(&kms, &dir.join(n)).unwrap().1, ["2"], "{n}");
+    }
+    let o = e.run(&["rewrap", "-r", "secrets", "--shard", "4/4"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}

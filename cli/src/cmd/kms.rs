@@ -12,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use envseal_audit::{AlertRules, AlertSink, Alerter};
 use envseal_core::Kms;
 use envseal_governance::{Governance, ServerGovernance};
-use envseal_kms_server::{AccessKey, ApiSelect, Credentials, DEFAULT_MAX_BODY, Server, ServerConfig};
+use envseal_kms_server::{AccessKey, ApiSelect, Credentials, DEFAULT_MAX_BODY, Server, ServerConfig, TlsIdentity};
 
 use crate::backend;
 use crate::exit;
@@ -54,7 +54,7 @@ pub struct ServeArgs {
     port: u16,
     /// Backend: `mem` (in-memory HSM mock; keys are lost on exit) or `local:DIR` (a local
     /// keystore directory, created if missing; `local:` for the default one).
-    #[arg(long, default_value = "mem", value_name = "mem|local:DIR")]
+    #[arg(long, default_value = envseal_kms_mock::SCHEME, value_name = "mem|local:DIR")]
     backend: String,
     /// Answer only this API.
     #[arg(long, value_enum, default_value_t = ApiArg::Both)]
@@ -99,6 +99,31 @@ pub struct ServeArgs {
     /// Do not log one line per request on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Keep everything across restarts in this directory: the keys (a local keystore in
+    /// DIR/keys, unless --backend names another), key policies, grants and the dev
+    /// principal's access key (DIR/dev-credentials), so clients keep working after a restart.
+    #[arg(long, value_name = "DIR", env = "ENVSEAL_KMS_SERVE_STATE")]
+    state: Option<PathBuf>,
+    /// How long one day of a rotation period lasts (default 1d). For tests: with `--rotation-day
+    /// 20ms` a 90-day AWS rotation period (EnableKeyRotation) rotates every 1.8 s.
+    #[arg(long, value_name = "DURATION", default_value = "1d")]
+    rotation_day: humantime::Duration,
+    /// Limit requests, N per second: `N` for every request of an account (each API's account
+    /// apart), `ACTION=N` for one action (repeatable). Over the limit: `Rejected.Throttling`
+    /// (HTTP 429, Alibaba) or `ThrottlingException` (AWS).
+    #[arg(long, value_name = "N|ACTION=N")]
+    throttle: Vec<String>,
+    /// Serve HTTPS with a fresh local CA and server certificate (for 127.0.0.1, ::1 and
+    /// localhost), written to DIR/tls with --state (and reused), else to a temporary directory
+    /// removed at exit; the CA bundle's path is printed for clients.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Runs `envseal kms ...`.
@@ -155,7 +180,29 @@ fn credentials_only(path: &std::path::Path) -> bool {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<ExitCode> {
+/// The dev principal kept in a state directory (`ID:SECRET`, mode 0600), created on first use.
+fn stable_dev_key(dir: &std::path::Path) -> Result<AccessKey> {
+    let path = dir.join("dev-credentials");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let text = zeroize::Zeroizing::new(text);
+        return parse_access_key(text.trim())
+            .with_context(|| format!("{} is not ID:SECRET (delete it to get a new key)", path.display()));
+    }
+    let k = AccessKey::generate("dev");
+    let line = zeroize::Zeroizing::new(format!("{}:{}\n", k.id(), k.dangerous_secret()));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    envseal_support::atomic::write(&path, line.as_bytes(), envseal_support::atomic::Mode::Fixed(0o600))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(k)
+}
+
+async fn serve(mut args: ServeArgs) -> Result<ExitCode> {
+    // --state keeps the keys too: in a local keystore under it, unless --backend names one.
+    if let Some(dir) = &args.state
+        && args.backend == envseal_kms_mock::SCHEME
+    {
+        args.backend = format!("local:{}", dir.join("keys").display());
+    }
     let (kms, backend_desc, default_key) = open_backend(&args.backend).await?;
     let governed = args.iam.as_ref().is_some_and(|p| !credentials_only(p));
     let mut credentials = match &args.iam {
@@ -169,7 +216,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let dev = match (explicit.first(), &args.iam) {
         (Some(k), _) => Some((k.id().to_owned(), k.dangerous_secret().to_owned())),
         (None, None) => {
-            let k = AccessKey::generate("dev");
+            let k = match &args.state {
+                Some(dir) => stable_dev_key(dir)?,
+                None => AccessKey::generate("dev"),
+            };
             let pair = (k.id().to_owned(), k.dangerous_secret().to_owned());
             credentials.insert(k);
             Some(pair)
@@ -182,7 +232,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     let root_keys: Vec<String> = explicit_ids;
     let mut account = None;
-    let governance = if governed || args.audit_log.is_some() {
+    // Always a governance hook: it evaluates key policies and grants even without an IAM file.
+    let governance = {
         let mut gov = match (&args.iam, governed) {
             (Some(path), true) => Governance::from_file(path).map_err(|e| {
                 exit::fail(exit::Exit::BadInput, e.to_string(), Some("check it with `envseal iam validate`"))
@@ -203,21 +254,17 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
                 .with_alerter(Alerter::new(rules, sinks));
             gov = gov.with_audit(audit);
         }
-        Some(Arc::new(gov))
-    } else {
-        None
+        Arc::new(gov)
     };
     // With an IAM file, --access-key keys are the account root's; without one every key may do
     // everything and is recorded under its principal name.
-    let hook = governance.map(|g| {
-        if governed {
-            Arc::new(ServerGovernance::new(g, root_keys.clone()))
-        } else {
-            Arc::new(ServerGovernance::new(g, Vec::new()).with_unmanaged(credentials.principals()))
-        }
-    });
-    if let (Some(h), true) = (&hook, governed) {
-        credentials.set_source(h.clone());
+    let hook = if governed {
+        Arc::new(ServerGovernance::new(governance, root_keys.clone()))
+    } else {
+        Arc::new(ServerGovernance::new(governance, Vec::new()).with_unmanaged(credentials.principals()))
+    };
+    if governed {
+        credentials.set_source(hook.clone());
     }
     if credentials.is_empty() {
         return Err(exit::fail(
@@ -227,9 +274,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         ));
     }
     let mut config = ServerConfig::new(kms, credentials);
-    if let Some(h) = hook {
-        config.hook = h;
-    }
+    config.hook = hook;
     if let Some(a) = account {
         config.aws_account = a.clone();
         config.alibaba_account = a;
@@ -242,11 +287,56 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     config.max_body = args.max_body;
     config.request_timeout = args.request_timeout.into();
     config.access_log = !args.quiet;
+    config.state_dir = args.state.clone();
+    for spec in &args.throttle {
+        config.throttle.add(spec).map_err(|e| {
+            exit::fail(exit::Exit::Usage, e.to_string(), Some("e.g. --throttle 100 --throttle GenerateDataKey=50"))
+        })?;
+    }
+    config.rotation_day = args.rotation_day.into();
+    if config.rotation_day.is_zero() {
+        return Err(exit::fail(exit::Exit::Usage, "--rotation-day must be positive", None));
+    }
+    // TLS: the given certificate, or one made here (kept in the state directory).
+    let mut tls_tmp = None;
+    let ca_bundle = match (&args.tls_cert, &args.tls_key, args.tls) {
+        (Some(cert), Some(key), _) => {
+            config.tls = Some(
+                TlsIdentity::from_files(cert, key)
+                    .map_err(|e| exit::fail(exit::Exit::BadInput, e.to_string(), None))?,
+            );
+            None
+        }
+        (_, _, true) => {
+            let dir = match &args.state {
+                Some(d) => d.join("tls"),
+                None => {
+                    let t = tempfile::Builder::new().prefix("envseal-kms-tls-").tempdir()?;
+                    let p = t.path().to_owned();
+                    tls_tmp = Some(t);
+                    p
+                }
+            };
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            let identity = if cert.is_file() && key.is_file() {
+                TlsIdentity::from_files(&cert, &key).map_err(|e| {
+                    exit::fail(exit::Exit::BadInput, e.to_string(), Some("delete the tls directory to make new ones"))
+                })?
+            } else {
+                TlsIdentity::generate(&dir).map_err(|e| exit::fail(exit::Exit::Other, e.to_string(), None))?.0
+            };
+            config.tls = Some(identity);
+            Some(dir.join("ca.pem"))
+        }
+        _ => None,
+    };
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let config_throttle = config.throttle.to_string();
     let server = Server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)), config)
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
     let addr = server.local_addr()?;
-    let endpoint = format!("http://{addr}");
+    let endpoint = format!("{scheme}://{addr}");
 
     outln!("envseal kms serve: a local KMS emulator for development and tests (not for production data)");
     outln!("  endpoint: {endpoint}");
@@ -266,6 +356,16 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     if let Some(log) = &args.audit_log {
         outln!("  audit:    {} (fsync {}, fail {})", log.display(), args.audit_fsync, args.audit_on_failure);
     }
+    if let Some(dir) = &args.state {
+        outln!("  state:    {} (keys, policies, grants and the dev key survive a restart)", dir.display());
+    }
+    if !args.throttle.is_empty() {
+        outln!("  throttle: {}", config_throttle);
+    }
+    outln!("  health:   {endpoint}/healthz, metrics: {endpoint}/metrics");
+    if let Some(ca) = &ca_bundle {
+        outln!("  TLS:      CA bundle {} (trust it in clients)", ca.display());
+    }
     match &dev {
         Some((id, secret)) => {
             outln!();
@@ -278,12 +378,18 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
             // AWS_REGION for most SDKs, AWS_DEFAULT_REGION for botocore and the AWS CLI.
             outln!("export AWS_REGION=us-east-1");
             outln!("export AWS_DEFAULT_REGION=us-east-1");
-            outln!("Alibaba Cloud SDKs: endpoint {addr}, protocol http.");
+            if let Some(ca) = &ca_bundle {
+                // botocore and the AWS CLI, Python requests, Node.js.
+                outln!("export AWS_CA_BUNDLE={}", ca.display());
+                outln!("export REQUESTS_CA_BUNDLE={}", ca.display());
+                outln!("export NODE_EXTRA_CA_CERTS={}", ca.display());
+            }
+            outln!("Alibaba Cloud SDKs: endpoint {addr}, protocol {scheme}.");
         }
         None => {
             outln!();
             outln!(
-                "Access keys from the IAM file. Clients: AWS_ENDPOINT_URL={endpoint}; Alibaba Cloud endpoint {addr} (http)."
+                "Access keys from the IAM file. Clients: AWS_ENDPOINT_URL={endpoint}; Alibaba Cloud endpoint {addr} ({scheme})."
             );
         }
     }
@@ -297,6 +403,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
             }
         })
         .await?;
+    drop(tls_tmp);
     eprintln!("envseal kms serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

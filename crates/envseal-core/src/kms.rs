@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -243,9 +243,28 @@ pub struct KeyMetadata {
     pub aliases: Vec<String>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Automatic rotation period, if a rotation policy is on: a new version is made once the
+    /// newest is this old (see [`KeyMetadata::next_rotation`]).
+    pub rotation_period: Option<Duration>,
 }
 
 impl KeyMetadata {
+    /// When automatic rotation makes the next version: the newest version's creation time
+    /// (the key's, if no version is listed) plus [`KeyMetadata::rotation_period`]; `None`
+    /// without a period.
+    pub fn next_rotation(&self) -> Option<SystemTime> {
+        let period = self.rotation_period?;
+        let newest = self.versions.iter().map(|v| v.created_at).max().unwrap_or(self.created_at);
+        newest.checked_add(period)
+    }
+
+    /// Whether automatic rotation is due at `now`: a period is set, the key is enabled, and
+    /// [`KeyMetadata::next_rotation`] has passed. A disabled key or one pending deletion is not
+    /// rotated (as on AWS and Alibaba Cloud).
+    pub fn rotation_due(&self, now: SystemTime) -> bool {
+        self.state == KeyState::Enabled && self.next_rotation().is_some_and(|t| t <= now)
+    }
+
     /// Builds metadata; backends fill the rest of the fields as they know them.
     pub fn new(key_id: String, state: KeyState, created_at: SystemTime, current_version: String) -> Self {
         Self {
@@ -260,7 +279,50 @@ impl KeyMetadata {
             deletion_date: None,
             aliases: Vec::new(),
             tags: BTreeMap::new(),
+            rotation_period: None,
         }
+    }
+}
+
+/// Changes to a key's attributes ([`KeyManager::update_key`]); fields left at their default
+/// change nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyUpdate {
+    /// A new description.
+    pub description: Option<String>,
+    /// Tags to add or overwrite.
+    pub set_tags: BTreeMap<String, String>,
+    /// Tag keys to remove (applied before `set_tags`).
+    pub remove_tags: Vec<String>,
+    /// `Some(Some(period))` turns automatic rotation on with this period, `Some(None)` turns it
+    /// off.
+    pub rotation_period: Option<Option<Duration>>,
+}
+
+impl KeyUpdate {
+    /// Sets the description.
+    pub fn description(mut self, d: impl Into<String>) -> Self {
+        self.description = Some(d.into());
+        self
+    }
+
+    /// Adds or overwrites a tag.
+    pub fn tag(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.set_tags.insert(k.into(), v.into());
+        self
+    }
+
+    /// Removes a tag.
+    pub fn untag(mut self, k: impl Into<String>) -> Self {
+        self.remove_tags.push(k.into());
+        self
+    }
+
+    /// Turns automatic rotation on (`Some(period)`) or off (`None`).
+    pub fn rotation(mut self, period: Option<Duration>) -> Self {
+        self.rotation_period = Some(period);
+        self
     }
 }
 
@@ -356,4 +418,27 @@ pub trait KeyManager: Send + Sync {
     /// # Errors
     /// [`KmsError::KeyVersionNotFound`]; [`KmsError::Unsupported`].
     async fn set_min_decryption_version(&self, key: &str, version: &str) -> Result<(), KmsError>;
+
+    /// Changes a key's description, tags or automatic rotation period; returns the updated
+    /// metadata. A backend with automatic rotation makes a new version once
+    /// [`KeyMetadata::rotation_due`] (the local keystore when the key is next used; `envseal
+    /// kms serve` on a timer).
+    ///
+    /// # Errors
+    /// [`KmsError::KeyNotFound`]; [`KmsError::KeyPendingDeletion`]; [`KmsError::InvalidRequest`]
+    /// for a zero period; [`KmsError::Unsupported`] by default.
+    async fn update_key(&self, key: &str, update: &KeyUpdate) -> Result<KeyMetadata, KmsError> {
+        let _ = (key, update);
+        Err(KmsError::Unsupported { operation: "update_key", backend: "this".into() })
+    }
+
+    /// Points an existing `alias` at another key, in one step.
+    ///
+    /// # Errors
+    /// [`KmsError::KeyNotFound`] for an unknown alias or key; [`KmsError::Unsupported`] by
+    /// default.
+    async fn update_alias(&self, alias: &str, key: &str) -> Result<(), KmsError> {
+        let _ = (alias, key);
+        Err(KmsError::Unsupported { operation: "update_alias", backend: "this".into() })
+    }
 }

@@ -1061,9 +1061,84 @@ pub async fn remove_entries_from_value_keys(rm: &RemoveEntries<'_>, file: &Value
     remove_inner(rm, file.keys, &Object { kctx: &kctx, check: &check, bound: true }).await
 }
 
+/// One worker's part of a rewrap job split across `count` workers (`envseal rewrap --shard
+/// I/N`, e.g. a Kubernetes indexed Job or a CI matrix): every object belongs to exactly one
+/// shard, decided by the SHA-256 of its name (its path, as every worker names it), so workers
+/// given the same set of objects take disjoint parts that together cover all of it, without
+/// talking to each other. Shards are numbered from 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    index: u32,
+    count: u32,
+}
+
+/// A shard specification that is not `I/N` with `0 <= I < N`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid shard {0:?}: expected I/N with 0 <= I < N (e.g. 0/4 ... 3/4)")]
+pub struct ShardError(String);
+
+impl Shard {
+    /// Shard `index` of `count`.
+    ///
+    /// # Errors
+    /// [`ShardError`] unless `index < count`.
+    pub fn new(index: u32, count: u32) -> Result<Shard, ShardError> {
+        if index < count { Ok(Shard { index, count }) } else { Err(ShardError(format!("{index}/{count}"))) }
+    }
+
+    /// Parses `I/N`.
+    ///
+    /// # Errors
+    /// [`ShardError`].
+    pub fn parse(spec: &str) -> Result<Shard, ShardError> {
+        let bad = || ShardError(spec.to_owned());
+        let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+        let digits = |x: &str| !x.is_empty() && x.len() <= 9 && x.bytes().all(|b| b.is_ascii_digit());
+        if !digits(i) || !digits(n) {
+            return Err(bad());
+        }
+        Shard::new(i.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?).map_err(|_| bad())
+    }
+
+    /// This shard's number, from 0.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// How many shards there are.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether the object named `name` is this shard's.
+    pub fn owns(&self, name: &[u8]) -> bool {
+        let h = crate::kdf::sha256(name);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&h[..8]);
+        u64::from_be_bytes(first) % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_partition_every_name_once() {
+        let names: Vec<String> = (0..1000).map(|i| format!("secrets/app-{i}.env")).collect();
+        let shards: Vec<Shard> = (0..4).map(|i| Shard::parse(&format!("{i}/4")).unwrap()).collect();
+        let mut sizes = [0usize; 4];
+        for n in &names {
+            let owners: Vec<usize> = (0..4).filter(|&i| shards[i].owns(n.as_bytes())).collect();
+            assert_eq!(owners.len(), 1, "{n}: {owners:?}");
+            sizes[owners[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&s| (200..=300).contains(&s)), "{sizes:?}");
+        assert!(Shard::parse("0/1").unwrap().owns(b"anything"));
+        for bad in ["", "4/4", "1", "-1/4", "1/0", "a/b", "1/4/5", " 1/4", "1/+4"] {
+            assert!(Shard::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn versions_compare_numerically_when_decimal() {

@@ -189,8 +189,25 @@ impl Governance {
         }
     }
 
+    /// Evaluates `access` on a KMS key for `who`: identity policies with the key's policy and
+    /// grants ([`Iam::authorize_key`]).
+    pub fn decide_key(
+        &self,
+        iam: &Iam,
+        who: &Principal,
+        mfa: Option<bool>,
+        access: &Access<'_>,
+        key: &envseal_iam::KeyAccess<'_>,
+    ) -> Decision {
+        iam.authorize_key(who, &self.context(iam, who, mfa, access), key)
+    }
+
     /// Evaluates `access` for `who`.
     pub fn decide(&self, iam: &Iam, who: &Principal, mfa: Option<bool>, access: &Access<'_>) -> Decision {
+        iam.authorize(who, &self.context(iam, who, mfa, access))
+    }
+
+    fn context(&self, iam: &Iam, who: &Principal, mfa: Option<bool>, access: &Access<'_>) -> RequestContext {
         let info: PrincipalInfo = iam.principal_info(who, access.flavor);
         let mut ctx = RequestContext::new(&access.action, &access.resource, info);
         ctx.mfa = mfa;
@@ -205,7 +222,7 @@ impl Governance {
             ctx.extra.insert("aws:requestedregion".into(), vec![r.clone()]);
             ctx.extra.insert("acs:requestedregion".into(), vec![r.clone()]);
         }
-        iam.authorize(who, &ctx)
+        ctx
     }
 }
 

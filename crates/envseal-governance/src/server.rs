@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use envseal_audit::Event;
-use envseal_iam::{AssumeRoleRequest, Flavor, Policy, Principal, SessionError, StsError};
+use envseal_iam::{AssumeRoleRequest, Flavor, KeyAccess, Policy, Principal, PrincipalKind, SessionError, StsError};
 use envseal_kms_server::{
-    AccessKey, Api, AssumeRoleInput, CredentialSource, Denied, IssuedCredentials, Lookup, Outcome, RequestHook,
-    RequestInfo, StsRefusal,
+    AccessKey, Api, AssumeRoleInput, CallerIdentity, CallerKind, CredentialSource, Denied, IssuedCredentials, Lookup,
+    Outcome, RequestHook, RequestInfo, StsRefusal,
 };
 
 use crate::{Access, Governance};
@@ -99,13 +99,14 @@ impl ServerGovernance {
 
     fn principal(&self, caller: &Caller) -> Option<(Principal, Option<bool>)> {
         match caller {
-            Caller::Root => Some((Principal::Root, Some(true))),
+            // Without an IAM file every key is the account's own: the root.
+            Caller::Root | Caller::Unmanaged(_) => Some((Principal::Root, Some(true))),
             Caller::User(u) => {
                 let mfa = self.gov.iam().user(u).map(|x| x.mfa);
                 Some((Principal::User(u.clone()), mfa))
             }
             Caller::Session(s) => Some((Principal::RoleSession(s.clone()), Some(s.mfa))),
-            Caller::Unmanaged(_) | Caller::Anonymous => None,
+            Caller::Anonymous => None,
         }
     }
 
@@ -150,6 +151,18 @@ impl ServerGovernance {
     }
 }
 
+/// A stable id for a user (AWS `AIDA…`, 21 characters): from a hash of account and name.
+fn user_id(account: &str, name: &str) -> String {
+    format!("AIDA{}", &stable_hex(&format!("{account}:user/{name}"))[..17]).to_ascii_uppercase()
+}
+
+fn stable_hex(s: &str) -> String {
+    // FNV-1a twice with different offsets: an id, not a secret.
+    let a = s.bytes().fold(1469598103934665603u64, |h, b| (h ^ u64::from(b)).wrapping_mul(1099511628211));
+    let b = s.bytes().rev().fold(0x6c62272e07bb0142u64, |h, b| (h ^ u64::from(b)).wrapping_mul(1099511628211));
+    format!("{a:016x}{b:016x}")
+}
+
 impl CredentialSource for ServerGovernance {
     fn lookup(&self, access_key_id: &str, security_token: Option<&str>) -> Lookup {
         if access_key_id.starts_with("STS.") {
@@ -181,24 +194,34 @@ impl CredentialSource for ServerGovernance {
 impl RequestHook for ServerGovernance {
     fn authorize(&self, r: &RequestInfo<'_>) -> Result<(), Denied> {
         let caller = self.caller(r);
-        if let Caller::Unmanaged(_) = caller {
+        // The fast path of a server without IAM file: the root, on a key with the default
+        // policy, may do everything.
+        if let Caller::Unmanaged(_) = caller
+            && r.key_policy.is_none()
+        {
             return Ok(());
         }
         let Some((who, mfa)) = self.principal(&caller) else {
             return Err(Denied { message: "the request has no authenticated principal".into() });
         };
         let access = Access {
-            action: format!("kms:{}", r.action),
+            action: format!("kms:{}", r.operation.unwrap_or(r.action)),
             resource: self.resource_arn(r, r.resource),
             flavor: flavor(r.api),
             region: Some(r.region.to_owned()).filter(|x| !x.is_empty()),
             source_ip: r.source_ip,
-            secure_transport: false,
+            secure_transport: r.secure_transport,
             encryption_context: r.encryption_context,
             resource_tags: r.resource_tags,
         };
         let iam = self.gov.iam();
-        let d = self.gov.decide(&iam, &who, mfa, &access);
+        let account = matches!(caller, Caller::Unmanaged(_)).then_some(r.account);
+        let key = KeyAccess { key_policy: r.key_policy, grants: r.grants, operation: r.operation, account };
+        let d = if r.resource.is_some() {
+            self.gov.decide_key(&iam, &who, mfa, &access, &key)
+        } else {
+            self.gov.decide(&iam, &who, mfa, &access)
+        };
         self.decisions.lock().unwrap_or_else(PoisonError::into_inner).insert(r.request_id.to_owned(), d.to_string());
         if d.allowed {
             Ok(())
@@ -249,6 +272,42 @@ impl RequestHook for ServerGovernance {
 
     fn wants_resource_tags(&self) -> bool {
         true
+    }
+
+    fn caller_identity(&self, r: &RequestInfo<'_>) -> Option<CallerIdentity> {
+        let caller = self.caller(r);
+        if let Caller::Unmanaged(_) = caller {
+            // The server's own answer: its accounts, not the IAM configuration's.
+            return None;
+        }
+        let (who, _) = self.principal(&caller)?;
+        let iam = self.gov.iam();
+        let info = iam.principal_info(&who, flavor(r.api));
+        Some(match info.kind {
+            PrincipalKind::Root => CallerIdentity::new(info.arn, iam.account().to_owned(), CallerKind::Root),
+            PrincipalKind::User => CallerIdentity::new(info.arn, user_id(iam.account(), &info.name), CallerKind::User),
+            _ => {
+                let role = match &who {
+                    Principal::RoleSession(s) => s.role.clone(),
+                    _ => String::new(),
+                };
+                let session = info.session_name.clone().unwrap_or_default();
+                CallerIdentity::new(
+                    info.arn,
+                    format!("{}:{session}", envseal_iam::role_id(&role)),
+                    CallerKind::AssumedRole,
+                )
+            }
+        })
+    }
+
+    fn caller_names(&self, r: &RequestInfo<'_>) -> Option<Vec<String>> {
+        let caller = self.caller(r);
+        if let Caller::Unmanaged(_) = caller {
+            return None;
+        }
+        let (who, _) = self.principal(&caller)?;
+        Some(self.gov.iam().principal_names(&who))
     }
 
     fn assume_role(&self, r: &RequestInfo<'_>, input: &AssumeRoleInput<'_>) -> Result<IssuedCredentials, StsRefusal> {

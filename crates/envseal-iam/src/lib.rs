@@ -5,12 +5,17 @@
 mod cond;
 mod context;
 mod eval;
+mod keypolicy;
 mod model;
 mod policy;
 mod sts;
 
 pub use crate::context::{PrincipalInfo, PrincipalKind, RequestContext};
 pub use crate::eval::{Decision, DecisionKind, StatementRef, evaluate, evaluate_with_session};
+pub use crate::keypolicy::{
+    CONTEXT_OPERATIONS, GRANT_OPERATIONS, Grant, GrantConstraints, KEY_POLICY_NAME, KeyAccess, default_key_policy,
+    every_statement_has_principal,
+};
 pub use crate::model::{
     AccessKeyEntry, DEFAULT_ACCOUNT, Flavor, Format, Group, Iam, IamError, KeyStatus, NewAccessKey, Principal, Role,
     Session, Summary, Target, User,
@@ -18,5 +23,5 @@ pub use crate::model::{
 pub use crate::policy::{Effect, MAX_POLICY_BYTES, MAX_STATEMENTS, Policy, PolicyError};
 pub use crate::sts::{
     AssumeRoleRequest, DEFAULT_SESSION, MAX_SESSION, MAX_SESSION_POLICY, MIN_SESSION, SessionError, SessionGrant,
-    SessionStore, StsError, TemporaryCredentials, ct_eq,
+    SessionStore, StsError, TemporaryCredentials, ct_eq, role_id,
 };

@@ -256,6 +256,13 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+/// A stable numeric id for a role name, 18 digits (what a RoleId, and the first part of an
+/// assumed role's UserId, look like): FNV-1a of the name. An id, not a secret.
+pub fn role_id(role: &str) -> String {
+    let h = role.bytes().fold(1469598103934665603u64, |h, b| (h ^ u64::from(b)).wrapping_mul(1099511628211));
+    format!("{:018}", h % 10u64.pow(18))
+}
+
 impl SessionStore {
     /// Issues credentials for `grant`.
     pub fn issue(&self, grant: SessionGrant) -> TemporaryCredentials {
@@ -265,8 +272,6 @@ impl SessionStore {
         let secret = Zeroizing::new(pick(40));
         let token = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(random(48)));
         let s = grant.session;
-        let role_id: u64 =
-            s.role.bytes().fold(1469598103934665603u64, |h, b| (h ^ u64::from(b)).wrapping_mul(1099511628211));
         let creds = TemporaryCredentials {
             access_key_id: id.clone(),
             secret: secret.clone(),
@@ -274,7 +279,7 @@ impl SessionStore {
             expiration: s.expires,
             assumed_role_arn: s.arn(&grant.account, Flavor::Aws),
             assumed_role_arn_alibaba: s.arn(&grant.account, Flavor::Alibaba),
-            assumed_role_id: format!("{}:{}", role_id % 10u64.pow(18), s.session_name.as_deref().unwrap_or("")),
+            assumed_role_id: format!("{}:{}", role_id(&s.role), s.session_name.as_deref().unwrap_or("")),
         };
         let mut m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if m.len() >= MAX_SESSIONS {

@@ -143,9 +143,11 @@ pub(crate) struct KeyRecord {
     pub(crate) tags: BTreeMap<String, String>,
     /// Oldest version allowed to decrypt (decimal string), if set.
     pub(crate) min_decryption_version: Option<String>,
-    /// Automatic rotation period in seconds (recorded, not applied yet).
+    /// Automatic rotation period in seconds: a new version is made once the newest is this
+    /// old (when the key is next used, or by `envseal kms serve`'s timer).
     pub(crate) rotation_interval_secs: Option<u64>,
-    /// Next automatic rotation, unix seconds (recorded, not applied yet).
+    /// Next automatic rotation, unix seconds: the newest version's creation plus the period
+    /// (kept for readers of the file; the code derives it from the versions).
     pub(crate) next_rotation: Option<u64>,
     /// Versions, oldest first; version `n` is at index `n - 1`.
     pub(crate) versions: Vec<VersionRecord>,
@@ -366,7 +368,22 @@ impl KeyRecord {
         m.deletion_date = self.deletion_date.map(to_time);
         m.aliases = self.aliases.clone();
         m.tags = self.tags.clone();
+        m.rotation_period = self.rotation_interval_secs.map(Duration::from_secs);
         m
+    }
+
+    /// Whether automatic rotation is due at `now` (unix seconds): enabled, a period set, and
+    /// the newest version at least that old.
+    pub(crate) fn rotation_due(&self, now: u64) -> bool {
+        let newest = self.versions.last().map_or(self.created, |v| v.created);
+        self.state == StateRecord::Enabled
+            && self.rotation_interval_secs.is_some_and(|p| newest.saturating_add(p) <= now)
+    }
+
+    /// Recomputes `next_rotation` from the period and the newest version.
+    pub(crate) fn refresh_next_rotation(&mut self) {
+        let newest = self.versions.last().map_or(self.created, |v| v.created);
+        self.next_rotation = self.rotation_interval_secs.map(|p| newest.saturating_add(p));
     }
 }
 

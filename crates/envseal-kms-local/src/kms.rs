@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 use envseal_core::kms::{
-    Alias, Decrypted, GeneratedDataKey, KeyMetadata, KeySpec, MAX_DELETION_DAYS, MAX_DIRECT_ENCRYPT, MIN_DELETION_DAYS,
-    ProtectionLevel,
+    Alias, Decrypted, GeneratedDataKey, KeyMetadata, KeySpec, KeyUpdate, MAX_DELETION_DAYS, MAX_DIRECT_ENCRYPT,
+    MIN_DELETION_DAYS, ProtectionLevel,
 };
 use envseal_core::{DataKey, EncryptionContext, KeyManager, Kms, KmsError, SecretBytes, WrappedKey};
 
@@ -57,13 +57,18 @@ fn validate_spec(spec: &KeySpec) -> Result<(), KmsError> {
     if spec.protection_level == ProtectionLevel::Hsm {
         return Err(KmsError::Unsupported { operation: "create_key with HSM protection", backend: BACKEND.into() });
     }
-    if spec.description.len() > format::MAX_DESCRIPTION_LEN {
+    validate_attributes(&spec.description, &spec.tags)
+}
+
+/// The limits of the file format on a description and tags.
+fn validate_attributes(description: &str, tags: &std::collections::BTreeMap<String, String>) -> Result<(), KmsError> {
+    if description.len() > format::MAX_DESCRIPTION_LEN {
         return Err(invalid(format!("description longer than {} bytes", format::MAX_DESCRIPTION_LEN)));
     }
-    if spec.tags.len() > format::MAX_TAGS {
+    if tags.len() > format::MAX_TAGS {
         return Err(invalid(format!("more than {} tags", format::MAX_TAGS)));
     }
-    for (k, v) in &spec.tags {
+    for (k, v) in tags {
         if k.is_empty() || k.len() > format::MAX_TAG_KEY_LEN || v.len() > format::MAX_TAG_VALUE_LEN {
             return Err(invalid(format!(
                 "tag keys must be 1..={} bytes and values at most {} bytes",
@@ -75,9 +80,60 @@ fn validate_spec(spec: &KeySpec) -> Result<(), KmsError> {
     Ok(())
 }
 
+/// Adds a version with fresh material to `k` (which must be enabled).
+fn add_version(k: &mut KeyRecord, session: &crate::store::Session<'_>) -> Result<(), KmsError> {
+    ensure_enabled(k)?;
+    let next = k.current_version().checked_add(1).ok_or_else(|| invalid("the key has too many versions"))?;
+    k.versions.push(session.new_version(&k.id, next));
+    k.refresh_next_rotation();
+    Ok(())
+}
+
 impl LocalKms {
-    /// Wraps `plaintext` under the current version of `key`.
+    /// Applies automatic rotation: every enabled key whose period has passed since its newest
+    /// version gets one new version (one, however many periods passed). Returns the ids of the
+    /// keys rotated. Called before each wrap for the key it uses, and by `envseal kms serve` on
+    /// a timer for all keys.
+    ///
+    /// # Errors
+    /// The keystore's I/O errors.
+    pub fn rotate_due_keys(&self) -> Result<Vec<String>, KmsError> {
+        let due = self.read(|file, session| Ok(file.keys.iter().any(|k| k.rotation_due(session.now))))?;
+        if !due {
+            return Ok(Vec::new());
+        }
+        self.mutate(|file, session| {
+            let mut rotated = Vec::new();
+            for k in file.keys.iter_mut().filter(|k| k.rotation_due(session.now)) {
+                add_version(k, session)?;
+                rotated.push(k.id.clone());
+            }
+            Ok(rotated)
+        })
+    }
+
+    /// Rotates `key` first if its automatic rotation is due (checked again under the write
+    /// lock, so two processes never both rotate).
+    fn rotate_if_due(&self, key: &str) -> Result<(), KmsError> {
+        let due = self.read(|file, session| {
+            Ok(file.find(key, session.now).is_some_and(|i| file.keys[i].rotation_due(session.now)))
+        })?;
+        if due {
+            self.mutate(|file, session| {
+                let now = session.now;
+                let k = resolve_mut(file, key, now)?;
+                if k.rotation_due(now) {
+                    add_version(k, session)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Wraps `plaintext` under the current version of `key` (rotated first if due).
     fn wrap_under(&self, key: &str, plaintext: &[u8], context: &EncryptionContext) -> Result<WrappedKey, KmsError> {
+        self.rotate_if_due(key)?;
         let canonical = context.canonical_bytes();
         self.read(|file, session| {
             let k = resolve(file, key, session.now)?;
@@ -252,9 +308,7 @@ impl KeyManager for LocalKms {
     async fn rotate_key(&self, key: &str) -> Result<KeyMetadata, KmsError> {
         self.mutate(|file, session| {
             let k = resolve_mut(file, key, session.now)?;
-            ensure_enabled(k)?;
-            let next = k.current_version().checked_add(1).ok_or_else(|| invalid("the key has too many versions"))?;
-            k.versions.push(session.new_version(&k.id, next));
+            add_version(k, session)?;
             Ok(k.metadata())
         })
     }
@@ -312,6 +366,45 @@ impl KeyManager for LocalKms {
                 .filter(|&v| v <= k.current_version())
                 .ok_or_else(|| KmsError::KeyVersionNotFound { key: k.id.clone(), version: version.to_string() })?;
             k.min_decryption_version = Some(v.to_string());
+            Ok(())
+        })
+    }
+
+    async fn update_key(&self, key: &str, update: &KeyUpdate) -> Result<KeyMetadata, KmsError> {
+        if update.rotation_period == Some(Some(std::time::Duration::ZERO)) {
+            return Err(invalid("the rotation period must be positive"));
+        }
+        self.mutate(|file, session| {
+            let k = resolve_mut(file, key, session.now)?;
+            ensure_not_pending(k)?;
+            let mut tags = k.tags.clone();
+            for t in &update.remove_tags {
+                tags.remove(t);
+            }
+            tags.extend(update.set_tags.iter().map(|(a, b)| (a.clone(), b.clone())));
+            let description = update.description.clone().unwrap_or_else(|| k.description.clone());
+            validate_attributes(&description, &tags)?;
+            k.tags = tags;
+            k.description = description;
+            if let Some(p) = update.rotation_period {
+                // Whole seconds, at least one (the file stores seconds).
+                k.rotation_interval_secs = p.map(|d| d.as_secs().max(1));
+                k.refresh_next_rotation();
+            }
+            Ok(k.metadata())
+        })
+    }
+
+    async fn update_alias(&self, alias: &str, key: &str) -> Result<(), KmsError> {
+        self.mutate(|file, session| {
+            let target = file.find(key, session.now).ok_or_else(|| not_found(key))?;
+            let owner = file.alias_owner(alias).ok_or_else(|| not_found(alias))?;
+            if owner != target {
+                file.keys[owner].aliases.retain(|a| a != alias);
+                let k = &mut file.keys[target];
+                k.aliases.push(alias.to_string());
+                k.aliases.sort();
+            }
             Ok(())
         })
     }

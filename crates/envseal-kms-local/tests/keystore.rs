@@ -597,3 +597,46 @@ async fn usable_as_trait_object() {
     let k = envseal_core::kms::decrypt_data_key(kms.as_ref(), &w, &c).await.unwrap();
     assert_eq!(k.data_key.expose_secret(), g.data_key.expose_secret());
 }
+
+/// Issue 17: a rotation period set with `update_key` is applied; the next wrap after the
+/// period uses a new version, old blobs still open, and the sweep rotates idle keys.
+#[tokio::test]
+async fn automatic_rotation_is_applied() {
+    use envseal_core::kms::KeyUpdate;
+    use std::time::Duration;
+
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("ks");
+    let kms = LocalKms::open_or_create(&dir, Unlock::master_key_file()).unwrap();
+    let ctx = EncryptionContext::new();
+    let old = kms.generate_data_key("alias/default", &ctx).await.unwrap();
+    assert_eq!(old.wrapped.key_version, "1");
+    let idle = kms.create_key(&Default::default()).await.unwrap();
+    let m =
+        kms.update_key("alias/default", &KeyUpdate::default().rotation(Some(Duration::from_secs(1)))).await.unwrap();
+    assert_eq!(m.rotation_period, Some(Duration::from_secs(1)));
+    kms.update_key(&idle.key_id, &KeyUpdate::default().rotation(Some(Duration::from_secs(1)))).await.unwrap();
+    assert!(m.next_rotation().is_some());
+    // Whole seconds on disk: after two the period has surely passed.
+    std::thread::sleep(Duration::from_millis(2100));
+    let new = kms.generate_data_key("alias/default", &ctx).await.unwrap();
+    assert_eq!(new.wrapped.key_version, "2", "rotated before the wrap");
+    assert_eq!(kms.decrypt(&old.wrapped, &ctx).await.unwrap().key_version, "1");
+    // Another handle on the same directory sees the policy (it is in the file) and the sweep
+    // rotates the idle key once.
+    let other = LocalKms::open(&dir, Unlock::master_key_file()).unwrap();
+    assert_eq!(other.rotate_due_keys().unwrap(), vec![idle.key_id.clone()]);
+    assert_eq!(other.describe_key(&idle.key_id).await.unwrap().current_version, "2");
+    assert!(other.rotate_due_keys().unwrap().is_empty(), "not due again yet");
+    // Turning it off stops it.
+    kms.update_key("alias/default", &KeyUpdate::default().rotation(None)).await.unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(kms.generate_data_key("alias/default", &ctx).await.unwrap().wrapped.key_version, "2");
+    // Description, tags and alias moves are kept in the file.
+    kms.update_key(&idle.key_id, &KeyUpdate::default().description("d2").tag("team", "a").untag("none")).await.unwrap();
+    kms.update_alias("alias/default", &idle.key_id).await.unwrap();
+    let m = other.describe_key("alias/default").await.unwrap();
+    assert_eq!((m.key_id.as_str(), m.description.as_str()), (idle.key_id.as_str(), "d2"));
+    assert_eq!(m.tags.get("team").map(String::as_str), Some("a"));
+    assert!(other.update_alias("alias/nope", &idle.key_id).await.is_err());
+}

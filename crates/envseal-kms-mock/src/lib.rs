@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use envseal_core::kms::{
-    Alias, Decrypted, GeneratedDataKey, KeyManager, KeyMetadata, KeySpec, KeyState, KeyVersionInfo, Kms,
+    Alias, Decrypted, GeneratedDataKey, KeyManager, KeyMetadata, KeySpec, KeyState, KeyUpdate, KeyVersionInfo, Kms,
     MAX_DELETION_DAYS, MAX_DIRECT_ENCRYPT, MIN_DELETION_DAYS, ProtectionLevel, WrappedKey,
 };
 use envseal_core::{DataKey, EncryptionContext, KmsError, SecretBytes};
@@ -73,6 +73,8 @@ struct Key {
     /// Version `n` is `versions[n - 1]`.
     versions: Vec<Version>,
     min_decryption_version: Option<u32>,
+    /// Automatic rotation period (applied by whoever sweeps due keys: `envseal kms serve`).
+    rotation_period: Option<Duration>,
 }
 
 struct Version {
@@ -169,6 +171,7 @@ impl Keyring {
             deletion_date: None,
             versions: vec![new_version(rng)],
             min_decryption_version: None,
+            rotation_period: None,
         };
         self.keys.insert(id.clone(), key);
         id
@@ -217,6 +220,7 @@ impl Keyring {
         m.deletion_date = key.deletion_date;
         m.aliases = self.aliases.iter().filter(|(_, id)| **id == key.id).map(|(a, _)| a.clone()).collect();
         m.tags = key.tags.clone();
+        m.rotation_period = key.rotation_period;
         m
     }
 }
@@ -583,6 +587,44 @@ impl KeyManager for MockKms {
         k.ensure_not_pending_deletion()?;
         k.min_decryption_version = Some(k.parse_version(version)?);
         Ok(())
+    }
+
+    /// Description, tags and rotation period; a key pending deletion gives
+    /// [`KmsError::KeyPendingDeletion`]. The mock applies no rotation by itself (it has no
+    /// timer): a caller sweeps keys whose [`KeyMetadata::rotation_due`] holds.
+    async fn update_key(&self, key: &str, update: &KeyUpdate) -> Result<KeyMetadata, KmsError> {
+        self.enter(Op::KeyManagement).await?;
+        if update.rotation_period == Some(Some(Duration::ZERO)) {
+            return Err(KmsError::InvalidRequest { message: "the rotation period must be positive".into() });
+        }
+        let mut st = self.state();
+        let k = st.ring.resolve_mut(key)?;
+        k.ensure_not_pending_deletion()?;
+        if let Some(d) = &update.description {
+            k.description = d.clone();
+        }
+        for t in &update.remove_tags {
+            k.tags.remove(t);
+        }
+        k.tags.extend(update.set_tags.iter().map(|(a, b)| (a.clone(), b.clone())));
+        if let Some(p) = update.rotation_period {
+            k.rotation_period = p;
+        }
+        st.ring.resolve(key).map(|k| st.ring.metadata(k))
+    }
+
+    async fn update_alias(&self, alias: &str, key: &str) -> Result<(), KmsError> {
+        self.enter(Op::KeyManagement).await?;
+        validate_alias(alias)?;
+        let mut st = self.state();
+        let id = st.ring.resolve(key)?.id.clone();
+        match st.ring.aliases.get_mut(alias) {
+            Some(target) => {
+                *target = id;
+                Ok(())
+            }
+            None => Err(KmsError::KeyNotFound { key: alias.to_owned() }),
+        }
     }
 }
 

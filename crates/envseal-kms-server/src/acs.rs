@@ -59,10 +59,13 @@ fn incomplete(message: &str) -> Fault {
     Fault::new(Class::IncompleteSignature, message)
 }
 
-fn mismatch() -> Fault {
+/// `SignatureDoesNotMatch` in the real service's shape: the sentence, `:` and the server's
+/// string to sign, which SDKs compare with their own (the old Python SDK, aliyunsdkcore, splits
+/// the message at `:` and reports `InvalidAccessKeySecret` when the strings agree).
+fn mismatch(string_to_sign: &str) -> Fault {
     Fault::new(
         Class::SignatureMismatch,
-        "Specified signature does not match our calculation. Check your AccessKey secret and signing method.",
+        format!("Specified signature does not match our calculation. server string to sign is:{string_to_sign}"),
     )
 }
 
@@ -203,7 +206,7 @@ fn verify_v3(
     let string_to_sign = format!("{ACS3}\n{}", mac::sha256_hex(canonical_request.as_bytes()));
     let expected = hex::encode(mac::hmac_sha256(key.secret().as_bytes(), string_to_sign.as_bytes()));
     if !mac::ct_eq(&expected, &signature.to_ascii_lowercase()) {
-        return Err(mismatch());
+        return Err(mismatch(&string_to_sign));
     }
     if !claimed_hash.eq_ignore_ascii_case(&mac::sha256_hex(&req.body)) {
         return Err(Fault::new(Class::SignatureMismatch, "x-acs-content-sha256 does not match the body"));
@@ -256,9 +259,23 @@ fn verify_v2(
     let key = creds.get(ak, get("SecurityToken"), "Specified access key is not found.")?;
     let mut signed = params.clone();
     signed.remove("Signature");
-    let expected = v2_signature(key.secret(), &v2_string_to_sign(&req.method, &signed));
+    let string_to_sign = v2_string_to_sign(&req.method, &signed);
+    let expected = v2_signature(key.secret(), &string_to_sign);
     if !mac::ct_eq(&expected, signature) {
-        return Err(mismatch());
+        // The string to sign holds every parameter: never echo an STS token or a plaintext
+        // (the SDK then cannot match it and reports a plain SignatureDoesNotMatch).
+        const SECRET_PARAMS: [&str; 2] = ["SecurityToken", "Plaintext"];
+        let shown = if SECRET_PARAMS.iter().any(|p| signed.contains_key(*p)) {
+            for p in SECRET_PARAMS {
+                if let Some(v) = signed.get_mut(p) {
+                    *v = "REDACTED".into();
+                }
+            }
+            v2_string_to_sign(&req.method, &signed)
+        } else {
+            string_to_sign
+        };
+        return Err(mismatch(&shown));
     }
     check_time(timestamp, skew)?;
     if !nonces.check_and_insert(ak, nonce) {

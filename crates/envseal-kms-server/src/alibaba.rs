@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use envseal_core::kms::{KeyMetadata, KeySpec, KeyVersionInfo, ProtectionLevel};
+use envseal_core::kms::{KeyMetadata, KeySpec, KeyUpdate, KeyVersionInfo, ProtectionLevel};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::backend::{self, DEFAULT_ROTATION, RotationPolicy};
+use crate::backend::{self, DEFAULT_ROTATION};
 use crate::error::{Class, Fault};
 use crate::hook::{self, context_json};
 use crate::request::{Call, Incoming};
@@ -24,6 +24,95 @@ pub(crate) const VERSION: &str = "2016-01-20";
 const MAX_ENCRYPT: usize = envseal_core::kms::MAX_DIRECT_ENCRYPT;
 /// Longest ciphertext blob accepted (base64-decoded).
 const MAX_BLOB: usize = 16 * 1024;
+/// Every parameter name the Alibaba API of the emulator reads (`N`: a 1-based index), for the
+/// look-alike check ([`crate::lookalike`]).
+const KNOWN: &[&str] = &[
+    // Common (RPC and V3).
+    "Action",
+    "Version",
+    "Format",
+    "AccessKeyId",
+    "Signature",
+    "SignatureMethod",
+    "SignatureVersion",
+    "SignatureNonce",
+    "SignatureType",
+    "Timestamp",
+    "RegionId",
+    "SecurityToken",
+    "DryRun",
+    // Keys and cryptography.
+    "KeyId",
+    "KeySpec",
+    "KeyUsage",
+    "Origin",
+    "ProtectionLevel",
+    "Description",
+    "Tags",
+    "TagKeys",
+    "EnableAutomaticRotation",
+    "RotationInterval",
+    "DKMSInstanceId",
+    "NumberOfBytes",
+    "EncryptionContext",
+    "Plaintext",
+    "CiphertextBlob",
+    "SourceEncryptionContext",
+    "DestinationEncryptionContext",
+    "SourceKeyId",
+    "SourceKeyVersionId",
+    "SourceEncryptionAlgorithm",
+    "DestinationKeyId",
+    "AliasName",
+    "PageNumber",
+    "PageSize",
+    "Filters",
+    "PendingWindowInDays",
+    "KeyVersionId",
+    "Policy",
+    "PolicyName",
+    "ResourceType",
+    "ResourceId.N",
+    "Tag.N.Key",
+    "Tag.N.Value",
+    "TagKey.N",
+    "All",
+    "NextToken",
+    "PasswordLength",
+    "ExcludeCharacters",
+    "ExcludeLowercase",
+    "ExcludeUppercase",
+    "ExcludeNumbers",
+    "ExcludePunctuation",
+    "RequireEachIncludedType",
+    // STS.
+    "RoleArn",
+    "RoleSessionName",
+    "DurationSeconds",
+];
+
+/// Regions DescribeRegions lists (one account, one key set for all: see emulator.md).
+const REGIONS: &[&str] = &[
+    "cn-hangzhou",
+    "cn-shanghai",
+    "cn-qingdao",
+    "cn-beijing",
+    "cn-zhangjiakou",
+    "cn-huhehaote",
+    "cn-shenzhen",
+    "cn-chengdu",
+    "cn-hongkong",
+    "ap-southeast-1",
+    "ap-southeast-3",
+    "ap-southeast-5",
+    "ap-northeast-1",
+    "eu-central-1",
+    "eu-west-1",
+    "us-west-1",
+    "us-east-1",
+    "me-east-1",
+];
+
 /// Rotation interval bounds (7 to 365 days).
 const MIN_ROTATION: Duration = Duration::from_secs(7 * 86_400);
 const MAX_ROTATION: Duration = Duration::from_secs(365 * 86_400);
@@ -124,8 +213,8 @@ impl Ali<'_, '_> {
 
     fn metadata(&self, m: &KeyMetadata) -> Value {
         let be = &self.call.app.backend;
-        let policy = be.policy(&m.key_id);
-        let enabled = policy.is_some_and(|p| p.enabled);
+        let period = be.rotation_period(m);
+        let enabled = period.is_some();
         let last = m.versions.iter().map(|v| v.created_at).max().unwrap_or(m.created_at);
         json!({
             "KeyId": m.key_id,
@@ -142,7 +231,7 @@ impl Ali<'_, '_> {
             "DeleteDate": m.deletion_date.map(wire::iso8601).unwrap_or_default(),
             "MaterialExpireTime": "",
             "AutomaticRotation": if enabled { "Enabled" } else { "Disabled" },
-            "RotationInterval": policy.filter(|p| p.enabled).map(|p| format!("{}s", p.interval.as_secs())).unwrap_or_default(),
+            "RotationInterval": period.map(|p| format!("{}s", p.as_secs_f64().round() as u64)).unwrap_or_default(),
             "NextRotationDate": be.next_rotation(m).map(wire::iso8601).unwrap_or_default(),
             "LastRotationDate": wire::iso8601(last),
             "DeletionProtection": "Disabled",
@@ -205,6 +294,8 @@ pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value,
     call.security_token = req.header("x-acs-security-token").is_some() || p.str("SecurityToken").is_some();
     let values: Vec<(&str, Value)> = p.0.iter().map(|(k, v)| (k.as_str(), Value::String(v.clone()))).collect();
     call.params = hook::safe_params(values.iter().map(|(k, v)| (*k, v)));
+    crate::lookalike::check(p.0.keys().map(String::as_str), KNOWN)?;
+    app.throttle.check("alibaba", &app.cfg.alibaba_account, &action)?;
     let mut ali = Ali { call, region };
     dispatch(&mut ali, &action, &p).await
 }
@@ -336,31 +427,18 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
                 Some(_) => return Err(Fault::invalid("ProtectionLevel must be SOFTWARE or HSM")),
             };
             let rotation = match p.bool("EnableAutomaticRotation")? {
-                Some(true) => Some(RotationPolicy {
-                    enabled: true,
-                    interval: p.str("RotationInterval").map(parse_interval).transpose()?.unwrap_or(DEFAULT_ROTATION),
-                }),
+                Some(true) => {
+                    Some(p.str("RotationInterval").map(parse_interval).transpose()?.unwrap_or(DEFAULT_ROTATION))
+                }
                 _ => None,
             };
-            let mut tags = BTreeMap::new();
-            if let Some(t) = p.str("Tags") {
-                let list: Vec<Value> = serde_json::from_str(t)
-                    .map_err(|_| Fault::invalid("Tags must be a JSON list of {TagKey, TagValue}"))?;
-                for t in list {
-                    let (Some(k), Some(v)) =
-                        (t.get("TagKey").and_then(Value::as_str), t.get("TagValue").and_then(Value::as_str))
-                    else {
-                        return Err(Fault::invalid("Tags must be a JSON list of {TagKey, TagValue}"));
-                    };
-                    tags.insert(k.to_owned(), v.to_owned());
-                }
-            }
+            let tags = p.str("Tags").map(json_tags).transpose()?.unwrap_or_default();
             let description = p.str("Description").unwrap_or("").to_owned();
             ali.call.authorize(None).await?;
-            let m = be.km()?.create_key(&KeySpec { description, protection_level, tags }).await?;
+            let mut m = be.km()?.create_key(&KeySpec { description, protection_level, tags }).await?;
             ali.call.resource = Some(m.key_id.clone());
             if let Some(r) = rotation {
-                be.set_policy(&m.key_id, r);
+                m = be.set_rotation(&m.key_id, Some(r)).await?;
             }
             Ok(json!({ "KeyMetadata": ali.metadata(&m) }))
         }
@@ -370,11 +448,10 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
             Ok(json!({ "KeyMetadata": ali.metadata(&m) }))
         }
         "ListKeys" => {
-            if p.str("Filters").is_some() {
-                return Err(Fault::new(Class::Unsupported, "ListKeys Filters are not supported by this emulator"));
-            }
+            let filters = p.str("Filters").map(parse_filters).transpose()?.unwrap_or_default();
             ali.call.authorize(None).await?;
-            let keys = be.km()?.list_keys().await?;
+            let keys: Vec<KeyMetadata> =
+                be.km()?.list_keys().await?.into_iter().filter(|m| filters.iter().all(|f| f.matches(m))).collect();
             let (page, total, number, size) = paginate(keys, p)?;
             let keys: Vec<Value> =
                 page.iter().map(|m| json!({"KeyId": m.key_id, "KeyArn": ali.arn(&m.key_id)})).collect();
@@ -480,15 +557,241 @@ async fn dispatch(ali: &mut Ali<'_, '_>, action: &str, p: &Params) -> Result<Val
                 return Err(Fault::missing("RotationInterval"));
             }
             let id = ali.key(p.required("KeyId")?).await?;
-            let interval = given.or_else(|| be.policy(&id).map(|p| p.interval)).unwrap_or(DEFAULT_ROTATION);
-            be.set_policy(&id, RotationPolicy { enabled, interval });
+            be.set_rotation(&id, if enabled { given } else { None }).await?;
             Ok(json!({}))
+        }
+        "UpdateAlias" => {
+            let alias = p.required("AliasName")?;
+            let current = be.resolve(&ali.key_ref(alias)?).await?;
+            let target = be.resolve(&ali.key_ref(p.required("KeyId")?)?).await?;
+            ali.call.authorize(Some(&current)).await?;
+            ali.call.authorize(Some(&target)).await?;
+            be.km()?.update_alias(alias, &target).await?;
+            Ok(json!({}))
+        }
+        "UpdateKeyDescription" => {
+            let description = p.0.get("Description").ok_or_else(|| Fault::missing("Description"))?.clone();
+            let id = ali.key(p.required("KeyId")?).await?;
+            be.km()?.update_key(&id, &KeyUpdate::default().description(description)).await?;
+            Ok(json!({}))
+        }
+        "TagResource" | "UntagResource" => {
+            if p.str("SecretName").is_some() || p.str("CertificateId").is_some() {
+                return Err(Fault::new(Class::Unsupported, "only keys (KeyId) can be tagged by this emulator"));
+            }
+            let id = ali.key(p.required("KeyId")?).await?;
+            let mut update = KeyUpdate::default();
+            if action == "TagResource" {
+                for (k, v) in json_tags(p.required("Tags")?)? {
+                    update = update.tag(k, v);
+                }
+            } else {
+                let keys: Vec<String> = serde_json::from_str(p.required("TagKeys")?)
+                    .map_err(|_| Fault::invalid("TagKeys must be a JSON list of strings"))?;
+                for k in keys {
+                    update = update.untag(k);
+                }
+            }
+            be.km()?.update_key(&id, &update).await?;
+            Ok(json!({}))
+        }
+        "TagResources" | "UntagResources" | "ListTagResources" => {
+            if p.str("ResourceType").is_some_and(|t| !t.eq_ignore_ascii_case("key")) {
+                return Err(Fault::new(Class::Unsupported, "only ResourceType=key is supported by this emulator"));
+            }
+            let mut ids = Vec::new();
+            for (_, r) in indexed(p, "ResourceId", "")? {
+                ids.push(ali.key(&r).await?);
+            }
+            if action == "ListTagResources" {
+                if ids.is_empty() {
+                    ali.call.authorize(None).await?;
+                    ids = be.km()?.list_keys().await?.into_iter().map(|m| m.key_id).collect();
+                }
+                let wanted: Vec<(String, String)> = indexed(p, "Tag", ".Key")?
+                    .into_iter()
+                    .map(|(n, k)| (k, p.str(&format!("Tag.{n}.Value")).unwrap_or("").to_owned()))
+                    .collect();
+                let mut out = Vec::new();
+                for id in &ids {
+                    let m = be.describe(id).await?;
+                    for (k, v) in &m.tags {
+                        if wanted.is_empty() || wanted.iter().any(|(wk, wv)| wk == k && (wv.is_empty() || wv == v)) {
+                            out.push(json!({"ResourceId": id, "ResourceType": "key", "TagKey": k, "TagValue": v}));
+                        }
+                    }
+                }
+                return Ok(json!({"TagResources": {"TagResource": out}, "NextToken": ""}));
+            }
+            if ids.is_empty() {
+                return Err(Fault::missing("ResourceId.1"));
+            }
+            let mut update = KeyUpdate::default();
+            if action == "TagResources" {
+                let tags = indexed(p, "Tag", ".Key")?;
+                if tags.is_empty() {
+                    return Err(Fault::missing("Tag.1.Key"));
+                }
+                for (n, k) in tags {
+                    update = update.tag(k, p.str(&format!("Tag.{n}.Value")).unwrap_or(""));
+                }
+            } else if p.bool("All")? == Some(true) {
+                for id in &ids {
+                    let m = be.describe(id).await?;
+                    let mut all = KeyUpdate::default();
+                    for k in m.tags.keys() {
+                        all = all.untag(k.clone());
+                    }
+                    be.km()?.update_key(id, &all).await?;
+                }
+                return Ok(json!({}));
+            } else {
+                for (_, k) in indexed(p, "TagKey", "")? {
+                    update = update.untag(k);
+                }
+            }
+            for id in &ids {
+                be.km()?.update_key(id, &update).await?;
+            }
+            Ok(json!({}))
+        }
+        "GetKeyPolicy" | "SetKeyPolicy" => {
+            if p.str("PolicyName").is_some_and(|n| n != envseal_iam::KEY_POLICY_NAME) {
+                return Err(Fault::invalid("PolicyName must be default"));
+            }
+            let id = ali.key(p.required("KeyId")?).await?;
+            let app = ali.call.app;
+            if action == "GetKeyPolicy" {
+                let policy = match app.keys.get(&id).policy {
+                    Some(p) => p.to_string(),
+                    None => envseal_iam::default_key_policy(ali.account(), envseal_iam::Flavor::Alibaba),
+                };
+                return Ok(json!({"Policy": policy}));
+            }
+            let policy = crate::keypolicy::parse(p.required("Policy")?)?;
+            crate::keypolicy::check_lockout(ali.call, &id, &policy, false)?;
+            app.keys.set_policy(&id, policy);
+            app.persist();
+            Ok(json!({}))
+        }
+        "GetRandomPassword" => {
+            ali.call.authorize(None).await?;
+            let length = p.int("PasswordLength")?.unwrap_or(32);
+            let length = usize::try_from(length)
+                .ok()
+                .filter(|n| (8..=128).contains(n))
+                .ok_or_else(|| Fault::invalid("PasswordLength must be 8 to 128"))?;
+            let flag = |n: &str| p.bool(n).map(|b| b.unwrap_or(false));
+            let options = crate::random::PasswordOptions {
+                length,
+                exclude: p.str("ExcludeCharacters").unwrap_or("").to_owned(),
+                lowercase: !flag("ExcludeLowercase")?,
+                uppercase: !flag("ExcludeUppercase")?,
+                numbers: !flag("ExcludeNumbers")?,
+                punctuation: !flag("ExcludePunctuation")?,
+                each: p.bool("RequireEachIncludedType")?.unwrap_or(true),
+            };
+            let password = crate::random::password(&options)?;
+            Ok(json!({"RandomPassword": ali.call.secrets.text(password)}))
+        }
+        "DescribeRegions" => {
+            ali.call.authorize(None).await?;
+            let regions: Vec<Value> = REGIONS.iter().map(|r| json!({"RegionId": r})).collect();
+            Ok(json!({"Regions": {"Region": regions}}))
         }
         _ => Err(Fault::new(
             Class::UnknownAction,
             format!("Specified api {action} is not found (not supported by this emulator)"),
         )),
     }
+}
+
+/// `Name.1`, `Name.2`, ... (with `suffix` after the index, e.g. `.Key`): (index, value), in
+/// index order. Indexes must run from 1 without gaps.
+fn indexed(p: &Params, name: &str, suffix: &str) -> Result<Vec<(usize, String)>, Fault> {
+    let mut out = Vec::new();
+    for (k, v) in &p.0 {
+        let Some(n) = k.strip_prefix(name).and_then(|r| r.strip_prefix('.')).and_then(|r| r.strip_suffix(suffix))
+        else {
+            continue;
+        };
+        if let Ok(n) = n.parse::<usize>() {
+            out.push((n, v.clone()));
+        }
+    }
+    out.sort();
+    if out.iter().enumerate().any(|(i, (n, _))| *n != i + 1) {
+        return Err(Fault::invalid(format!("{name}.N{suffix} must be numbered from 1 without gaps")));
+    }
+    if out.len() > 20 {
+        return Err(Fault::invalid(format!("at most 20 {name}.N{suffix} parameters")));
+    }
+    Ok(out)
+}
+
+/// `[{"TagKey": "k", "TagValue": "v"}, ...]`.
+fn json_tags(text: &str) -> Result<BTreeMap<String, String>, Fault> {
+    let bad = || Fault::invalid("Tags must be a JSON list of {TagKey, TagValue}");
+    let list: Vec<Value> = serde_json::from_str(text).map_err(|_| bad())?;
+    let mut tags = BTreeMap::new();
+    for t in list {
+        let (Some(k), Some(v)) = (t.get("TagKey").and_then(Value::as_str), t.get("TagValue").and_then(Value::as_str))
+        else {
+            return Err(bad());
+        };
+        tags.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(tags)
+}
+
+/// One ListKeys filter: a key attribute and the values it may have (values ORed, filters
+/// ANDed).
+struct Filter {
+    key: String,
+    values: Vec<String>,
+}
+
+impl Filter {
+    fn matches(&self, m: &KeyMetadata) -> bool {
+        let value = match self.key.as_str() {
+            "KeyState" => m.state.as_str(),
+            "ProtectionLevel" => m.protection_level.as_str(),
+            "KeySpec" => "Aliyun_AES_256",
+            "KeyUsage" => "ENCRYPT/DECRYPT",
+            _ => "User", // CreatorType: every key is a user's
+        };
+        self.values.iter().any(|v| v == value)
+    }
+}
+
+/// `Filters`: `[{"Key": "KeyState", "Values": ["Enabled"]}, ...]`.
+fn parse_filters(text: &str) -> Result<Vec<Filter>, Fault> {
+    let bad = || {
+        Fault::invalid(
+            "Filters must be a JSON list of {\"Key\": KeyState|KeySpec|KeyUsage|ProtectionLevel|CreatorType, \"Values\": [...]}",
+        )
+    };
+    let list: Vec<Value> = serde_json::from_str(text).map_err(|_| bad())?;
+    if list.len() > 10 {
+        return Err(Fault::invalid("at most 10 Filters"));
+    }
+    list.into_iter()
+        .map(|f| {
+            let key = f.get("Key").and_then(Value::as_str).ok_or_else(bad)?;
+            if !["KeyState", "KeySpec", "KeyUsage", "ProtectionLevel", "CreatorType"].contains(&key) {
+                return Err(bad());
+            }
+            let values = f
+                .get("Values")
+                .and_then(Value::as_array)
+                .filter(|a| !a.is_empty() && a.len() <= 10)
+                .ok_or_else(bad)?
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
+                .collect::<Result<_, _>>()?;
+            Ok(Filter { key: key.to_owned(), values })
+        })
+        .collect()
 }
 
 /// `PageNumber` (from 1) and `PageSize` (1..=100, default 10): the page, the total, and the

@@ -7,7 +7,10 @@ use envseal_core::EncryptionContext;
 use envseal_core::kms::{KeyMetadata, KeySpec, KeyState, ProtectionLevel};
 use serde_json::{Map, Value, json};
 
-use crate::backend::{self, DEFAULT_ROTATION, RotationPolicy};
+use envseal_core::kms::KeyUpdate;
+use envseal_iam::{CONTEXT_OPERATIONS, GRANT_OPERATIONS, Grant, GrantConstraints};
+
+use crate::backend;
 use crate::error::{Class, Fault};
 use crate::hook::{self, context_json};
 use crate::request::{Call, Incoming};
@@ -20,6 +23,53 @@ const MAX_ENCRYPT: usize = 4096;
 const MAX_BLOB: usize = 6144;
 /// The only symmetric algorithm.
 const ALGORITHM: &str = "SYMMETRIC_DEFAULT";
+
+/// Every request member the AWS API of the emulator reads, for the look-alike check
+/// ([`crate::lookalike`]).
+const KNOWN: &[&str] = &[
+    "KeyId",
+    "KeySpec",
+    "NumberOfBytes",
+    "EncryptionContext",
+    "Plaintext",
+    "CiphertextBlob",
+    "EncryptionAlgorithm",
+    "SourceEncryptionContext",
+    "DestinationEncryptionContext",
+    "SourceKeyId",
+    "DestinationKeyId",
+    "SourceEncryptionAlgorithm",
+    "DestinationEncryptionAlgorithm",
+    "KeyUsage",
+    "CustomerMasterKeySpec",
+    "Origin",
+    "Description",
+    "Tags",
+    "TagKeys",
+    "Policy",
+    "PolicyName",
+    "BypassPolicyLockoutSafetyCheck",
+    "AliasName",
+    "TargetKeyId",
+    "Limit",
+    "Marker",
+    "PendingWindowInDays",
+    "RotationPeriodInDays",
+    "GrantTokens",
+    "GranteePrincipal",
+    "RetiringPrincipal",
+    "Operations",
+    "Constraints",
+    "Name",
+    "GrantId",
+    "GrantToken",
+    "CustomKeyStoreId",
+    "Recipient",
+    "DryRun",
+    "MultiRegion",
+    "XksKeyId",
+    "IncludeKeyMaterial",
+];
 
 /// The request body, a JSON object.
 struct Body(Map<String, Value>);
@@ -200,8 +250,108 @@ pub(crate) async fn handle(call: &mut Call<'_>, req: &Incoming) -> Result<Value,
     call.region = verified.region.clone();
     call.security_token = req.header("x-amz-security-token").is_some();
     call.params = hook::safe_params(body.iter().map(|(k, v)| (k.as_str(), v)));
+    crate::lookalike::check(body.keys().map(String::as_str), KNOWN)?;
+    call.app.throttle.check("aws", &call.app.cfg.aws_account, action)?;
     let mut aws = Aws { call, region: verified.region };
-    dispatch(&mut aws, action, &Body(body)).await
+    let b = Body(body);
+    check_grant_tokens(&aws, &b)?;
+    dispatch(&mut aws, action, &b).await
+}
+
+/// `GrantTokens`: at most 10, each naming a grant (the emulator's grants take effect at once,
+/// so a token adds nothing, but one that names no grant is refused as AWS does).
+fn check_grant_tokens(aws: &Aws<'_, '_>, b: &Body) -> Result<(), Fault> {
+    let Some(v) = b.0.get("GrantTokens") else { return Ok(()) };
+    let list = v.as_array().ok_or_else(|| Fault::new(Class::MalformedBody, "GrantTokens must be a list"))?;
+    if list.len() > 10 {
+        return Err(Fault::invalid("at most 10 GrantTokens"));
+    }
+    for t in list {
+        let t = t.as_str().ok_or_else(|| Fault::new(Class::MalformedBody, "GrantTokens must be strings"))?;
+        if aws.call.app.keys.by_token(t).is_none() {
+            return Err(Fault::new(Class::InvalidGrantToken, "The grant token is not valid."));
+        }
+    }
+    Ok(())
+}
+
+/// A list of strings member.
+fn string_list(b: &Body, name: &str) -> Result<Option<Vec<String>>, Fault> {
+    match b.0.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| Fault::new(Class::MalformedBody, format!("{name} must be a list of strings")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(Fault::new(Class::MalformedBody, format!("{name} must be a list of strings"))),
+    }
+}
+
+/// `Tags`: `[{"TagKey": k, "TagValue": v}]`.
+fn tag_list(b: &Body) -> Result<std::collections::BTreeMap<String, String>, Fault> {
+    let mut tags = std::collections::BTreeMap::new();
+    if let Some(list) = b.0.get("Tags") {
+        for t in list.as_array().ok_or_else(|| Fault::new(Class::MalformedBody, "Tags must be a list"))? {
+            let (Some(k), Some(v)) =
+                (t.get("TagKey").and_then(Value::as_str), t.get("TagValue").and_then(Value::as_str))
+            else {
+                return Err(Fault::new(Class::MalformedBody, "each tag needs TagKey and TagValue"));
+            };
+            tags.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    Ok(tags)
+}
+
+/// A context map member of `Constraints`.
+fn constraint_map(c: &Value, name: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, Fault> {
+    match c.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                v.as_str().map(|v| (k.clone(), v.to_owned())).ok_or_else(|| {
+                    Fault::new(Class::MalformedBody, format!("Constraints.{name} values must be strings"))
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(_) => Err(Fault::new(Class::MalformedBody, format!("Constraints.{name} must be a map"))),
+    }
+}
+
+/// A grant as ListGrants shows it.
+fn grant_json(aws: &Aws<'_, '_>, g: &Grant) -> Value {
+    let mut v = json!({
+        "KeyId": aws.arn(&g.key_id),
+        "GrantId": g.grant_id,
+        "Name": g.name,
+        "CreationDate": g.created,
+        "GranteePrincipal": g.grantee_principal,
+        "IssuingAccount": format!("arn:aws:iam::{}:root", g.issuing_account),
+        "Operations": g.operations,
+    });
+    if let Value::Object(o) = &mut v {
+        if let Some(r) = &g.retiring_principal {
+            o.insert("RetiringPrincipal".into(), json!(r));
+        }
+        if !g.constraints.is_empty() {
+            let mut c = Map::new();
+            if let Some(s) = &g.constraints.encryption_context_subset {
+                c.insert("EncryptionContextSubset".into(), json!(s));
+            }
+            if let Some(e) = &g.constraints.encryption_context_equals {
+                c.insert("EncryptionContextEquals".into(), json!(e));
+            }
+            o.insert("Constraints".into(), Value::Object(c));
+        }
+    }
+    v
 }
 
 async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value, Fault> {
@@ -292,8 +442,8 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
                     "SourceKeyId does not identify the key that encrypted the ciphertext.",
                 ));
             }
-            aws.call.authorize(Some(&source.key_id)).await?;
-            aws.call.authorize(Some(&destination)).await?;
+            aws.call.authorize_as(Some("ReEncryptFrom"), Some(&source.key_id)).await?;
+            aws.call.authorize_as(Some("ReEncryptTo"), Some(&destination)).await?;
             Ok(json!({
                 "CiphertextBlob": STANDARD.encode(&wrapped.blob),
                 "SourceKeyId": aws.arn(&source.key_id),
@@ -318,20 +468,24 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
                 Some(_) => return Err(Fault::new(Class::Unsupported, "Origin must be AWS_KMS or AWS_CLOUDHSM")),
             };
             let description = b.str("Description")?.unwrap_or("").to_owned();
-            let mut tags = std::collections::BTreeMap::new();
-            if let Some(list) = b.0.get("Tags") {
-                for t in list.as_array().ok_or_else(|| Fault::new(Class::MalformedBody, "Tags must be a list"))? {
-                    let (Some(k), Some(v)) =
-                        (t.get("TagKey").and_then(Value::as_str), t.get("TagValue").and_then(Value::as_str))
-                    else {
-                        return Err(Fault::new(Class::MalformedBody, "each tag needs TagKey and TagValue"));
-                    };
-                    tags.insert(k.to_owned(), v.to_owned());
-                }
-            }
+            let tags = tag_list(b)?;
+            let policy = b.str("Policy")?.map(crate::keypolicy::parse).transpose()?;
             aws.call.authorize(None).await?;
             let m = be.km()?.create_key(&KeySpec { description, protection_level, tags }).await?;
             aws.call.resource = Some(m.key_id.clone());
+            if let Some(p) = policy {
+                let bypass = b.0.get("BypassPolicyLockoutSafetyCheck").and_then(Value::as_bool).unwrap_or(false);
+                aws.call.action = "PutKeyPolicy".into();
+                let checked = crate::keypolicy::check_lockout(aws.call, &m.key_id, &p, bypass);
+                aws.call.action = "CreateKey".into();
+                if let Err(e) = checked {
+                    // The key exists, but unusable: schedule it away as a failed create.
+                    let _ = be.km()?.schedule_key_deletion(&m.key_id, 7).await;
+                    return Err(e);
+                }
+                app.keys.set_policy(&m.key_id, p);
+                app.persist();
+            }
             Ok(json!({ "KeyMetadata": aws.metadata(&m) }))
         }
         "DescribeKey" => {
@@ -421,20 +575,20 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
                 return Err(Fault::invalid("RotationPeriodInDays must be 90 to 2560"));
             }
             let id = aws.key(b.required("KeyId")?).await?;
-            let interval = std::time::Duration::from_secs(days as u64 * 86_400);
-            be.set_policy(&id, RotationPolicy { enabled: action == "EnableKeyRotation", interval });
+            let period = std::time::Duration::from_secs(days as u64 * 86_400);
+            be.set_rotation(&id, (action == "EnableKeyRotation").then_some(period)).await?;
             Ok(json!({}))
         }
         "GetKeyRotationStatus" => {
             let id = aws.key(b.required("KeyId")?).await?;
             let m = be.describe(&id).await?;
-            let p = be.policy(&id).unwrap_or(RotationPolicy { enabled: false, interval: DEFAULT_ROTATION });
+            let period = be.rotation_period(&m);
             let mut out = json!({
                 "KeyId": aws.arn(&id),
-                "KeyRotationEnabled": p.enabled,
+                "KeyRotationEnabled": period.is_some(),
             });
-            if let (true, Value::Object(o)) = (p.enabled, &mut out) {
-                o.insert("RotationPeriodInDays".into(), json!(p.interval.as_secs() / 86_400));
+            if let (Some(p), Value::Object(o)) = (period, &mut out) {
+                o.insert("RotationPeriodInDays".into(), json!((p.as_secs_f64() / 86_400.0).round() as u64));
                 o.insert("NextRotationDate".into(), json!(be.next_rotation(&m).map(wire::epoch_seconds)));
             }
             Ok(out)
@@ -450,7 +604,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
                         "KeyId": aws.arn(&id),
                         "KeyMaterialId": v.id,
                         "RotationDate": wire::epoch_seconds(v.created_at),
-                        "RotationType": "ON_DEMAND",
+                        "RotationType": if be.rotated_automatically(&id, &v.id) { "AUTOMATIC" } else { "ON_DEMAND" },
                     })
                 })
                 .collect();
@@ -463,6 +617,213 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             let tags: Vec<Value> = m.tags.iter().map(|(k, v)| json!({"TagKey": k, "TagValue": v})).collect();
             let (page, next) = paginate(tags, b)?;
             Ok(listing("Tags", page, next))
+        }
+        "TagResource" | "UntagResource" => {
+            let id = aws.key(b.required("KeyId")?).await?;
+            let mut update = KeyUpdate::default();
+            if action == "TagResource" {
+                let tags = tag_list(b)?;
+                if tags.is_empty() {
+                    return Err(Fault::missing("Tags"));
+                }
+                for (k, v) in tags {
+                    update = update.tag(k, v);
+                }
+            } else {
+                for k in string_list(b, "TagKeys")?.ok_or_else(|| Fault::missing("TagKeys"))? {
+                    update = update.untag(k);
+                }
+            }
+            be.km()?.update_key(&id, &update).await?;
+            Ok(json!({}))
+        }
+        "UpdateKeyDescription" => {
+            let description = b.str("Description")?.ok_or_else(|| Fault::missing("Description"))?.to_owned();
+            let id = aws.key(b.required("KeyId")?).await?;
+            be.km()?.update_key(&id, &KeyUpdate::default().description(description)).await?;
+            Ok(json!({}))
+        }
+        "UpdateAlias" => {
+            let alias = b.required("AliasName")?;
+            if !alias.starts_with("alias/") || alias.starts_with("alias/aws/") {
+                return Err(Fault::invalid("AliasName must start with alias/ (and not alias/aws/)"));
+            }
+            let target = b.required("TargetKeyId")?;
+            if aws.key_ref(target)?.starts_with("alias/") {
+                return Err(Fault::invalid("TargetKeyId must be a key id or key ARN, not an alias"));
+            }
+            let current = be.resolve(alias).await?;
+            let target = be.resolve(&aws.key_ref(target)?).await?;
+            aws.call.authorize(Some(&current)).await?;
+            aws.call.authorize(Some(&target)).await?;
+            be.km()?.update_alias(alias, &target).await?;
+            Ok(json!({}))
+        }
+        "GenerateRandom" => {
+            if b.str("CustomKeyStoreId")?.is_some() || b.0.get("Recipient").is_some() {
+                return Err(Fault::new(Class::Unsupported, "CustomKeyStoreId and Recipient are not supported"));
+            }
+            let n = b.int("NumberOfBytes")?.ok_or_else(|| Fault::missing("NumberOfBytes"))?;
+            let n = usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| Fault::invalid("NumberOfBytes must be between 1 and 1024"))?;
+            aws.call.authorize(None).await?;
+            let mut bytes = vec![0u8; n];
+            envseal_core::random::fill(&mut bytes);
+            Ok(json!({"Plaintext": aws.call.secrets.base64(envseal_core::SecretBytes::new(bytes))}))
+        }
+        "GetPublicKey" => {
+            aws.key(b.required("KeyId")?).await?;
+            Err(Fault::new(
+                Class::Unsupported,
+                "GetPublicKey needs an asymmetric key; this emulator has symmetric keys only (SYMMETRIC_DEFAULT)",
+            ))
+        }
+        "GetKeyPolicy" | "PutKeyPolicy" | "ListKeyPolicies" => {
+            if b.str("PolicyName")?.is_some_and(|n| n != envseal_iam::KEY_POLICY_NAME) {
+                return Err(Fault::new(Class::KeyNotFound, "the only key policy is named default"));
+            }
+            let id = aws.key(b.required("KeyId")?).await?;
+            match action {
+                "ListKeyPolicies" => Ok(json!({"PolicyNames": [envseal_iam::KEY_POLICY_NAME], "Truncated": false})),
+                "GetKeyPolicy" => {
+                    let policy = match app.keys.get(&id).policy {
+                        Some(p) => p.to_string(),
+                        None => envseal_iam::default_key_policy(aws.account(), envseal_iam::Flavor::Aws),
+                    };
+                    Ok(json!({"Policy": policy, "PolicyName": envseal_iam::KEY_POLICY_NAME}))
+                }
+                _ => {
+                    let policy = crate::keypolicy::parse(b.required("Policy")?)?;
+                    let bypass = b.0.get("BypassPolicyLockoutSafetyCheck").and_then(Value::as_bool).unwrap_or(false);
+                    crate::keypolicy::check_lockout(aws.call, &id, &policy, bypass)?;
+                    app.keys.set_policy(&id, policy);
+                    app.persist();
+                    Ok(json!({}))
+                }
+            }
+        }
+        "CreateGrant" => {
+            let grantee = b.required("GranteePrincipal")?.to_owned();
+            let retiring = b.str("RetiringPrincipal")?.map(str::to_owned);
+            let operations =
+                string_list(b, "Operations")?.filter(|o| !o.is_empty()).ok_or_else(|| Fault::missing("Operations"))?;
+            if let Some(bad) = operations.iter().find(|o| !GRANT_OPERATIONS.contains(&o.as_str())) {
+                return Err(Fault::invalid(format!("{bad:?} is not a grant operation")));
+            }
+            let constraints = match b.0.get("Constraints") {
+                None | Some(Value::Null) => GrantConstraints::default(),
+                Some(c) => GrantConstraints::new(
+                    constraint_map(c, "EncryptionContextSubset")?,
+                    constraint_map(c, "EncryptionContextEquals")?,
+                ),
+            };
+            if !constraints.is_empty() && operations.iter().any(|o| !CONTEXT_OPERATIONS.contains(&o.as_str())) {
+                return Err(Fault::invalid(
+                    "a grant with an encryption context constraint may only list operations that take a context",
+                ));
+            }
+            for p in std::iter::once(&grantee).chain(retiring.as_ref()) {
+                if !(p.starts_with("arn:") || p.starts_with("acs:")) {
+                    return Err(Fault::invalid("grantee and retiring principals must be ARNs"));
+                }
+            }
+            let name = b.str("Name")?.unwrap_or("").to_owned();
+            let id = aws.key(b.required("KeyId")?).await?;
+            let grant = Grant::new(
+                hex::encode(envseal_core::random::array::<32>()),
+                hex::encode(envseal_core::random::array::<48>()),
+                id,
+                name,
+                grantee,
+                retiring,
+                operations,
+                constraints,
+                aws.account().to_owned(),
+                wire::epoch_seconds(std::time::SystemTime::now()) as u64,
+            );
+            let g = app.keys.add_grant(grant);
+            app.persist();
+            Ok(json!({"GrantToken": g.grant_token, "GrantId": g.grant_id}))
+        }
+        "ListGrants" => {
+            let id = aws.key(b.required("KeyId")?).await?;
+            let (want_id, want_grantee) = (b.str("GrantId")?, b.str("GranteePrincipal")?);
+            let grants: Vec<Value> = app
+                .keys
+                .get(&id)
+                .grants
+                .iter()
+                .filter(|g| want_id.is_none_or(|w| g.grant_id == w))
+                .filter(|g| want_grantee.is_none_or(|w| g.grantee_principal == w))
+                .map(|g| grant_json(aws, g))
+                .collect();
+            let (page, next) = paginate(grants, b)?;
+            Ok(listing("Grants", page, next))
+        }
+        "ListRetirableGrants" => {
+            let who = b.required("RetiringPrincipal")?.to_owned();
+            aws.call.authorize(None).await?;
+            let grants: Vec<Value> = app
+                .keys
+                .all_grants()
+                .iter()
+                .filter(|g| g.retiring_principal.as_deref() == Some(who.as_str()))
+                .map(|g| grant_json(aws, g))
+                .collect();
+            let (page, next) = paginate(grants, b)?;
+            Ok(listing("Grants", page, next))
+        }
+        "RevokeGrant" => {
+            let grant_id = b.required("GrantId")?.to_owned();
+            let id = aws.key(b.required("KeyId")?).await?;
+            app.keys
+                .remove_grant(&id, &grant_id)
+                .ok_or_else(|| Fault::new(Class::GrantNotFound, "Grant ID not found"))?;
+            app.persist();
+            Ok(json!({}))
+        }
+        "RetireGrant" => {
+            let grant = match (b.str("GrantToken")?, b.str("KeyId")?, b.str("GrantId")?) {
+                (Some(t), _, _) => app
+                    .keys
+                    .by_token(t)
+                    .ok_or_else(|| Fault::new(Class::InvalidGrantToken, "The grant token is not valid."))?,
+                (None, Some(k), Some(g)) => {
+                    let id = be.resolve(&aws.key_ref(k)?).await?;
+                    app.keys
+                        .get(&id)
+                        .grants
+                        .iter()
+                        .find(|x| x.grant_id == g)
+                        .cloned()
+                        .ok_or_else(|| Fault::new(Class::GrantNotFound, "Grant ID not found"))?
+                }
+                _ => return Err(Fault::invalid("specify GrantToken, or KeyId and GrantId")),
+            };
+            // Who may retire: the retiring principal, the grantee when the grant lists
+            // RetireGrant, and the account (its root).
+            let info = aws.call.info();
+            let names = app
+                .cfg
+                .hook
+                .caller_names(&info)
+                .unwrap_or_else(|| vec![format!("arn:aws:iam::{}:root", aws.account())]);
+            let root = names.iter().any(|n| n.ends_with(":root"));
+            let may = root
+                || grant.retiring_principal.as_ref().is_some_and(|r| names.contains(r))
+                || (grant.operations.iter().any(|o| o == "RetireGrant") && names.contains(&grant.grantee_principal));
+            aws.call.resource = Some(grant.key_id.clone());
+            if !may {
+                return Err(Fault::new(
+                    Class::AccessDenied,
+                    "only the grant's retiring principal, its grantee (with RetireGrant) or the account may retire it",
+                ));
+            }
+            app.keys.remove_grant(&grant.key_id, &grant.grant_id);
+            app.persist();
+            Ok(json!({}))
         }
         _ => Err(Fault::new(Class::UnknownAction, format!("operation {action} is not supported by this emulator"))),
     }

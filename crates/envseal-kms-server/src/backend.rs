@@ -1,12 +1,12 @@
-//! The backend behind both APIs: an envseal [`Kms`] with its [`KeyManager`], plus what the
-//! APIs need that the traits do not hold (rotation policies), and the one mapping from a wire
-//! encryption context to an [`EncryptionContext`].
+//! The backend behind both APIs: an envseal [`Kms`] with its [`KeyManager`], automatic
+//! rotation (the periods are the backend's; the timer is here), and the one mapping from a
+//! wire encryption context to an [`EncryptionContext`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use envseal_core::kms::{KeyMetadata, MAX_DIRECT_ENCRYPT};
+use envseal_core::kms::{KeyMetadata, KeyUpdate, MAX_DIRECT_ENCRYPT};
 use envseal_core::{EncryptionContext, KeyManager, Kms, SecretBytes, WrappedKey};
 
 use crate::error::{Class, Fault};
@@ -15,22 +15,20 @@ use crate::error::{Class, Fault};
 /// [`wire_context`]).
 pub(crate) const ESCAPE: &str = "~";
 
-/// An automatic rotation policy, as set with Alibaba UpdateRotationPolicy / CreateKey or AWS
-/// EnableKeyRotation. Stored and reported; not applied (no background rotation).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RotationPolicy {
-    pub enabled: bool,
-    pub interval: Duration,
-}
-
 /// Default rotation period (365 days), as on both clouds.
 pub(crate) const DEFAULT_ROTATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// One day, as the clouds count rotation periods.
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// The backend, shared by every request.
 #[derive(Debug)]
 pub(crate) struct Backend {
     kms: Arc<dyn Kms>,
-    policies: Mutex<HashMap<String, RotationPolicy>>,
+    /// How long a day of a rotation period lasts here (a day, unless tests shorten it).
+    rotation_day: Duration,
+    /// (key, version) made by automatic rotation in this run (for ListKeyRotations).
+    automatic: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// A decrypted blob.
@@ -68,8 +66,8 @@ pub(crate) fn wire_context<'a>(
 }
 
 impl Backend {
-    pub(crate) fn new(kms: Arc<dyn Kms>) -> Self {
-        Self { kms, policies: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(kms: Arc<dyn Kms>, rotation_day: Duration) -> Self {
+        Self { kms, rotation_day, automatic: Default::default() }
     }
 
     pub(crate) fn km(&self) -> Result<&dyn KeyManager, Fault> {
@@ -159,19 +157,52 @@ impl Backend {
         Ok((source, out))
     }
 
-    pub(crate) fn policy(&self, key_id: &str) -> Option<RotationPolicy> {
-        self.policies.lock().unwrap_or_else(PoisonError::into_inner).get(key_id).copied()
+    /// The rotation period of a key as the API states it (days of the cloud), if rotation is on.
+    pub(crate) fn rotation_period(&self, m: &KeyMetadata) -> Option<Duration> {
+        m.rotation_period.map(|p| p.mul_f64(DAY.as_secs_f64() / self.rotation_day.as_secs_f64()))
     }
 
-    pub(crate) fn set_policy(&self, key_id: &str, policy: RotationPolicy) {
-        self.policies.lock().unwrap_or_else(PoisonError::into_inner).insert(key_id.to_owned(), policy);
+    /// Turns automatic rotation on with a period stated in the API's days (`Some`), or off.
+    pub(crate) async fn set_rotation(&self, key_id: &str, period: Option<Duration>) -> Result<KeyMetadata, Fault> {
+        let stored = period.map(|p| p.mul_f64(self.rotation_day.as_secs_f64() / DAY.as_secs_f64()));
+        Ok(self.km()?.update_key(key_id, &KeyUpdate::default().rotation(stored)).await?)
     }
 
-    /// When the policy would rotate next: the newest version's date plus the interval.
+    /// When automatic rotation makes the next version (the backend's clock: scaled).
     pub(crate) fn next_rotation(&self, m: &KeyMetadata) -> Option<SystemTime> {
-        let p = self.policy(&m.key_id).filter(|p| p.enabled)?;
-        let last = m.versions.iter().map(|v| v.created_at).max().unwrap_or(m.created_at);
-        Some(last + p.interval)
+        m.next_rotation()
+    }
+
+    /// Rotates every key whose automatic rotation is due; returns their ids.
+    pub(crate) async fn rotate_due(&self) -> Result<Vec<String>, Fault> {
+        let km = self.km()?;
+        let now = SystemTime::now();
+        let mut rotated = Vec::new();
+        for m in km.list_keys().await? {
+            if m.rotation_due(now) {
+                let r = km.rotate_key(&m.key_id).await?;
+                self.automatic
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert((m.key_id.clone(), r.current_version));
+                rotated.push(m.key_id);
+            }
+        }
+        Ok(rotated)
+    }
+
+    /// Whether `version` of `key_id` was made by automatic rotation (during this run).
+    pub(crate) fn rotated_automatically(&self, key_id: &str, version: &str) -> bool {
+        self.automatic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&(key_id.to_owned(), version.to_owned()))
+    }
+
+    /// How often to look for due rotations: a hundredth of a day of this server (at least
+    /// 10 ms, at most 1 s).
+    pub(crate) fn rotation_tick(&self) -> Duration {
+        (self.rotation_day / 100).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 }
 

@@ -73,6 +73,14 @@ pub(crate) enum Class {
     Unsupported,
     /// Alibaba `DryRun=true`: the request would have succeeded.
     DryRun,
+    /// A key policy that does not parse, or would lock the caller out.
+    MalformedPolicy,
+    /// A grant token that names no grant.
+    InvalidGrantToken,
+    /// A grant id that names no grant of the key.
+    GrantNotFound,
+    /// Over the `--throttle` limit.
+    RateLimited,
     // Service.
     /// The backend throttled the call.
     Throttled,
@@ -150,6 +158,10 @@ impl Fault {
             Class::AlreadyExists => (400, "AlreadyExistsException"),
             Class::Unsupported => (400, "UnsupportedOperationException"),
             Class::DryRun => (412, "DryRunOperationException"),
+            Class::MalformedPolicy => (400, "MalformedPolicyDocumentException"),
+            Class::InvalidGrantToken => (400, "InvalidGrantTokenException"),
+            Class::GrantNotFound => (400, "NotFoundException"),
+            Class::RateLimited => (400, "ThrottlingException"),
             Class::Throttled => (400, "ThrottlingException"),
             Class::Unavailable => (500, "KMSInternalException"),
             Class::Internal => (500, "KMSInternalException"),
@@ -191,6 +203,9 @@ impl Fault {
             Class::AlreadyExists => (409, "Rejected.ResourceExist"),
             Class::Unsupported => (400, "UnsupportedOperation"),
             Class::DryRun => (400, "DryRunOperation"),
+            Class::MalformedPolicy => (400, "InvalidParameter.Policy"),
+            Class::InvalidGrantToken | Class::GrantNotFound => (400, "InvalidParameter"),
+            Class::RateLimited => (429, "Rejected.Throttling"),
             Class::Throttled => (400, "Throttling"),
             Class::Unavailable => (503, "ServiceUnavailableTemporary"),
             Class::Internal => (500, "InternalFailure"),

@@ -15,7 +15,6 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use crate::auth::{AccessKey, Credentials, NonceCache};
-use crate::backend::Backend;
 use crate::error::Fault;
 use crate::mac;
 use crate::request::{App, Call, Incoming};
@@ -154,12 +153,10 @@ impl Harness {
     /// If a single-threaded tokio runtime cannot be built.
     pub fn new(mut config: ServerConfig) -> Self {
         config.credentials = credentials();
-        let nonces = NonceCache::new(config.max_clock_skew * 2, NONCES);
-        let backend = Backend::new(config.kms.clone());
         // Invariant: building a current-thread runtime fails only if the OS refuses a timer
         // or I/O driver, which a fuzz run cannot recover from anyway.
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-        Self { app: App { cfg: config, backend, nonces }, rt, nonce: std::cell::Cell::new(0) }
+        Self { app: App::new(config, NONCES), rt, nonce: std::cell::Cell::new(0) }
     }
 
     fn call(&self) -> Call<'_> {

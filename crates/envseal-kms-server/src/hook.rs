@@ -77,6 +77,51 @@ pub struct RequestInfo<'a> {
     /// Request parameters that are safe to record: key ids, sizes, key specs; never
     /// plaintext, ciphertext blobs, secrets or tokens.
     pub params: &'a Map<String, Value>,
+    /// The permission being checked, when it is not the action name: `ReEncryptFrom` /
+    /// `ReEncryptTo` for the two keys of a ReEncrypt, `UpdateAlias` on both keys, ...
+    pub operation: Option<&'a str>,
+    /// The key policy of `resource`; `None` is the default policy (the account may do
+    /// everything: identity policies decide).
+    pub key_policy: Option<&'a envseal_iam::Policy>,
+    /// The grants of `resource`.
+    pub grants: &'a [envseal_iam::Grant],
+    /// The server's account id for this API (ARNs of its keys).
+    pub account: &'a str,
+    /// Whether the request came over TLS (`aws:SecureTransport`).
+    pub secure_transport: bool,
+}
+
+/// Who a caller is, for STS `GetCallerIdentity` ([`RequestHook::caller_identity`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallerIdentity {
+    /// The caller's ARN in the request's cloud spelling (`arn:aws:iam::ACCOUNT:user/NAME`,
+    /// `acs:ram::ACCOUNT:assumed-role/ROLE/SESSION`, `...:root`).
+    pub arn: String,
+    /// AWS `UserId` / Alibaba `PrincipalId`: a stable id (`ROLEID:SESSION` for a session, the
+    /// account id for the root).
+    pub user_id: String,
+    /// What kind of principal.
+    pub kind: CallerKind,
+}
+
+impl CallerIdentity {
+    /// An identity from its parts.
+    pub fn new(arn: String, user_id: String, kind: CallerKind) -> Self {
+        Self { arn, user_id, kind }
+    }
+}
+
+/// The kind of a caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallerKind {
+    /// The account itself (Alibaba `Account`).
+    Root,
+    /// A user (Alibaba `RAMUser`).
+    User,
+    /// A role session (Alibaba `AssumedRoleUser`).
+    AssumedRole,
 }
 
 /// How a request ended.
@@ -192,6 +237,21 @@ pub trait RequestHook: Send + Sync + fmt::Debug {
     /// Whether [`RequestInfo::resource_tags`] should be filled in (costs a key lookup).
     fn wants_resource_tags(&self) -> bool {
         false
+    }
+
+    /// Who `request`'s caller is (STS `GetCallerIdentity`); `None` lets the server answer from
+    /// the principal name (the account root for a key of the fixed set, an assumed role for
+    /// a temporary one).
+    fn caller_identity(&self, request: &RequestInfo<'_>) -> Option<CallerIdentity> {
+        let _ = request;
+        None
+    }
+
+    /// The ARNs `request`'s caller answers to (its own and, for a role session, its role's),
+    /// for grant retirement; `None`: the server's own guess (the root).
+    fn caller_names(&self, request: &RequestInfo<'_>) -> Option<Vec<String>> {
+        let _ = request;
+        None
     }
 
     /// Issues temporary credentials for `request.principal` (STS `AssumeRole`).

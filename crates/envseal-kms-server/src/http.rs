@@ -20,8 +20,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::auth::NonceCache;
-use crate::backend::Backend;
 use crate::error::{Class, Fault};
 use crate::hook::{Api, Outcome};
 use crate::request::{App, Call, Incoming};
@@ -80,10 +78,13 @@ impl Server {
                 "the KMS emulator listens on loopback addresses only (127.0.0.1, ::1)",
             ));
         }
+        let state = config.state_dir.as_deref().map(crate::state::StateDir::open).transpose()?;
+        let mut app = App::new(config, MAX_NONCES);
+        if let Some(dir) = state {
+            app = app.with_state(dir)?;
+        }
         let listener = TcpListener::bind(addr).await?;
-        let nonces = NonceCache::new(config.max_clock_skew * 2, MAX_NONCES);
-        let backend = Backend::new(config.kms.clone());
-        Ok(Server { listener, app: Arc::new(App { cfg: config, backend, nonces }) })
+        Ok(Server { listener, app: Arc::new(app) })
     }
 
     /// The address actually bound.
@@ -102,6 +103,31 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
+        // Automatic rotation: rotate the keys that are due, every tick.
+        let rotator = {
+            let app = self.app.clone();
+            tokio::spawn(async move {
+                let tick = app.backend.rotation_tick();
+                let mut warned = false;
+                loop {
+                    tokio::time::sleep(tick).await;
+                    match app.backend.rotate_due().await {
+                        Ok(ids) => {
+                            for id in ids {
+                                if app.cfg.access_log {
+                                    eprintln!("{} rotation key={id} (automatic)", wire::iso8601(SystemTime::now()));
+                                }
+                            }
+                        }
+                        Err(e) if !warned => {
+                            warned = true;
+                            eprintln!("envseal kms serve: automatic rotation failed: {}", e.message);
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+        };
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
@@ -118,26 +144,55 @@ impl Server {
                         let app = app.clone();
                         async move { Ok::<_, Infallible>(handle(&app, req, peer.ip()).await) }
                     });
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        // A client that goes away mid-request is not the server's problem.
-                        let _ = conn.await;
-                    });
+                    match &self.app.cfg.tls {
+                        None => serve(&graceful, stream, service),
+                        Some(tls) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+                            let watcher = graceful.watcher();
+                            tokio::spawn(async move {
+                                // A failed handshake (a plain-HTTP client, a bad certificate
+                                // on the client's side) concerns that connection only.
+                                let Ok(Ok(stream)) = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await else {
+                                    return;
+                                };
+                                let conn = http1::Builder::new()
+                                    .timer(TokioTimer::new())
+                                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                                    .serve_connection(TokioIo::new(stream), service);
+                                let _ = watcher.watch(conn).await;
+                            });
+                        }
+                    }
                 }
                 () = &mut shutdown => break,
             }
         }
         drop(self.listener);
+        rotator.abort();
         tokio::select! {
             () = graceful.shutdown() => {}
             () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
         }
         Ok(())
     }
+}
+
+/// Serves one plain connection, watched for graceful shutdown.
+fn serve<S>(graceful: &GracefulShutdown, stream: tokio::net::TcpStream, service: S)
+where
+    S: hyper::service::HttpService<Body, ResBody = Full<Bytes>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        // A client that goes away mid-request is not the server's problem.
+        let _ = conn.await;
+    });
 }
 
 /// Reads the body, refusing more than `max` bytes.
@@ -155,11 +210,29 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
     }
 }
 
+/// `GET /healthz` and `GET /metrics`: plain answers, no signature (they hold no secret).
+fn service_endpoint(app: &App, req: &Request<Body>, shape: Shape) -> Option<Response<Full<Bytes>>> {
+    if req.method() != hyper::Method::GET || shape != Shape::Unknown {
+        return None;
+    }
+    let (body, content_type) = match req.uri().path() {
+        "/healthz" => (app.health(), "application/json"),
+        "/metrics" => (app.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"),
+        _ => return None,
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Some(r)
+}
+
 async fn handle(app: &App, req: Request<Body>, peer: IpAddr) -> Response<Full<Bytes>> {
     let started = Instant::now();
+    let shape = shape(req.headers(), req.uri().query().unwrap_or(""));
+    if let Some(r) = service_endpoint(app, &req, shape) {
+        return r;
+    }
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").to_owned();
-    let shape = shape(&parts.headers, &query);
     let host = parts.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1").to_owned();
     let mut call = Call::new(app, wire::uuid_v4(), host);
     call.api = match shape {
@@ -268,6 +341,7 @@ async fn handle(app: &App, req: Request<Body>, peer: IpAddr) -> Response<Full<By
             }
         }
     };
+    app.metrics.record(api.map(Api::as_str), &call.action, !call.principal.is_empty(), code, started.elapsed());
     if app.cfg.access_log {
         eprintln!(
             "{} {} {} sig={} principal={} key={} -> {}{} ({} ms)",

@@ -13,11 +13,19 @@ mod error;
 pub mod fuzzing;
 mod hook;
 mod http;
+mod keypolicy;
+mod keys;
+mod lookalike;
 mod mac;
+mod metrics;
+mod random;
 mod request;
 mod secrets;
 mod sigv4;
+mod state;
 mod sts;
+mod throttle;
+mod tls;
 mod wire;
 
 #[cfg(test)]
@@ -31,9 +39,12 @@ use envseal_core::Kms;
 
 pub use crate::auth::{AccessKey, CredentialSource, Credentials, IamFileError, Lookup};
 pub use crate::hook::{
-    AllowAll, Api, AssumeRoleInput, Denied, IssuedCredentials, Outcome, RequestHook, RequestInfo, StsRefusal,
+    AllowAll, Api, AssumeRoleInput, CallerIdentity, CallerKind, Denied, IssuedCredentials, Outcome, RequestHook,
+    RequestInfo, StsRefusal,
 };
 pub use crate::http::Server;
+pub use crate::throttle::{ThrottleLimits, ThrottleSpecError};
+pub use crate::tls::{GeneratedFiles, TlsError, TlsIdentity};
 
 /// Which APIs a server answers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,6 +102,16 @@ pub struct ServerConfig {
     pub alibaba_account: String,
     /// Write one line per request (no secrets) to stderr.
     pub access_log: bool,
+    /// Keep key policies, grants and secrets in this directory across restarts
+    /// (`state.json`; the keys themselves are the backend's).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How long one day of a rotation period lasts: a day, or less in tests
+    /// (`--rotation-day`), so that automatic rotation can be watched.
+    pub rotation_day: Duration,
+    /// Request limits (`--throttle`); none by default.
+    pub throttle: ThrottleLimits,
+    /// Serve HTTPS with this identity instead of plain HTTP.
+    pub tls: Option<TlsIdentity>,
 }
 
 impl ServerConfig {
@@ -108,6 +129,10 @@ impl ServerConfig {
             aws_account: DEFAULT_AWS_ACCOUNT.to_owned(),
             alibaba_account: DEFAULT_ALIBABA_ACCOUNT.to_owned(),
             access_log: false,
+            state_dir: None,
+            rotation_day: Duration::from_secs(86_400),
+            throttle: ThrottleLimits::default(),
+            tls: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::auth::NonceCache;
 use crate::backend::Backend;
 use crate::error::{Class, Fault};
 use crate::hook::{Api, RequestInfo};
+use crate::keys::KeyPolicies;
 use crate::secrets::Secrets;
 
 /// Server state shared by every request.
@@ -23,6 +24,55 @@ pub(crate) struct App {
     pub cfg: ServerConfig,
     pub backend: Backend,
     pub nonces: NonceCache,
+    /// Key policies and grants.
+    pub keys: KeyPolicies,
+    /// `--state`, if given.
+    pub state: Option<crate::state::StateDir>,
+    /// `--throttle`.
+    pub throttle: crate::throttle::Throttle,
+    /// `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+}
+
+impl App {
+    /// The shared state of a server over `cfg`, remembering at most `max_nonces` nonces, with
+    /// no state directory (see [`App::with_state`]).
+    pub(crate) fn new(cfg: ServerConfig, max_nonces: usize) -> App {
+        let nonces = NonceCache::new(cfg.max_clock_skew * 2, max_nonces);
+        let backend = Backend::new(cfg.kms.clone(), cfg.rotation_day);
+        let throttle = crate::throttle::Throttle::new(cfg.throttle.clone());
+        App { cfg, backend, nonces, keys: KeyPolicies::default(), state: None, throttle, metrics: Default::default() }
+    }
+
+    /// Restores the key policies and grants saved in `dir`, and saves there from now on.
+    ///
+    /// # Errors
+    /// As [`crate::state::StateDir::load`].
+    pub(crate) fn with_state(mut self, dir: crate::state::StateDir) -> std::io::Result<App> {
+        self.keys.restore(dir.load()?.keys);
+        self.state = Some(dir);
+        Ok(self)
+    }
+
+    /// The `/healthz` answer: `ok`, the backend's name and the uptime.
+    pub(crate) fn health(&self) -> String {
+        serde_json::json!({
+            "status": "ok",
+            "backend": self.cfg.kms.backend(),
+            "uptime_seconds": self.metrics.uptime().as_secs(),
+        })
+        .to_string()
+    }
+
+    /// Saves what changed to the state directory, if there is one. A failure is reported on
+    /// stderr; the change stays in memory (the request that made it has succeeded).
+    pub(crate) fn persist(&self) {
+        let Some(dir) = &self.state else { return };
+        let saved = crate::state::Saved { format: 1, keys: self.keys.snapshot() };
+        if let Err(e) = dir.save(&saved) {
+            eprintln!("envseal kms serve: cannot save the state: {e}");
+        }
+    }
 }
 
 /// A request, read whole.
@@ -123,6 +173,14 @@ impl<'a> Call<'a> {
             security_token: self.security_token,
             encryption_context: &self.context,
             params: &self.params,
+            operation: None,
+            key_policy: None,
+            grants: &[],
+            secure_transport: self.app.cfg.tls.is_some(),
+            account: match self.api {
+                Some(Api::Alibaba) => &self.app.cfg.alibaba_account,
+                _ => &self.app.cfg.aws_account,
+            },
         }
     }
 
@@ -140,6 +198,13 @@ impl<'a> Call<'a> {
 
     /// Asks the hook whether the authenticated principal may apply the action to `resource`.
     pub(crate) async fn authorize(&mut self, resource: Option<&str>) -> Result<(), Fault> {
+        self.authorize_as(None, resource).await
+    }
+
+    /// [`Call::authorize`] for a permission other than the action's name (`ReEncryptFrom`,
+    /// ...), with the key's policy and grants.
+    pub(crate) async fn authorize_as(&mut self, operation: Option<&str>, resource: Option<&str>) -> Result<(), Fault> {
+        let entry = resource.map(|r| self.app.keys.get(r)).unwrap_or_default();
         if let Some(r) = resource {
             self.resource = Some(r.to_owned());
             self.resource_tags = None;
@@ -151,6 +216,9 @@ impl<'a> Call<'a> {
         }
         let mut info = self.info();
         info.resource = resource;
+        info.operation = operation;
+        info.key_policy = entry.policy.as_deref();
+        info.grants = &entry.grants;
         self.app.cfg.hook.authorize(&info).map_err(|d| Fault::new(Class::AccessDenied, d.message))
     }
 }

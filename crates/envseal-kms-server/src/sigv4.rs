@@ -181,9 +181,18 @@ pub(crate) fn verify(req: &Incoming, creds: &Credentials, skew: Duration, servic
         string_to_sign.as_bytes(),
     ));
     if !mac::ct_eq(&expected, &a.signature.to_ascii_lowercase()) {
+        // AWS's shape: the sentence, then the canonical request and the string to sign the
+        // server computed (with an STS token's value left out: messages never hold one).
+        let shown = match req.header("x-amz-security-token") {
+            Some(t) if !t.is_empty() => canonical_request.replace(t, "REDACTED"),
+            _ => canonical_request.clone(),
+        };
+        let shown_sts = format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", mac::sha256_hex(canonical_request.as_bytes()));
         return Err(Fault::new(
             Class::SignatureMismatch,
-            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
+            format!(
+                "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.\n\nThe Canonical String for this request should have been\n'{shown}'\n\nThe String-to-Sign should have been\n'{shown_sts}'\n"
+            ),
         ));
     }
     // The date is checked after the signature, so an unsigned request learns nothing about

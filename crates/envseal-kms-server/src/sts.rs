@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::error::{Class, Fault};
-use crate::hook::{self, AssumeRoleInput, IssuedCredentials, StsRefusal};
+use crate::hook::{self, AssumeRoleInput, CallerIdentity, CallerKind, IssuedCredentials, StsRefusal};
 use crate::request::{Call, Incoming};
 use crate::wire;
 use crate::{acs, sigv4};
@@ -67,6 +67,30 @@ fn refusal(r: StsRefusal) -> Fault {
     }
 }
 
+/// Who the caller is: the hook's answer, else the fixed keys' meaning (the account root, or an
+/// assumed role named after the principal for a temporary key of a credentials-only file).
+fn identity(call: &Call<'_>, api: crate::hook::Api) -> CallerIdentity {
+    let mut info = call.info();
+    info.api = api;
+    if let Some(id) = call.app.cfg.hook.caller_identity(&info) {
+        return id;
+    }
+    let aws = api == crate::hook::Api::Aws;
+    let account = if aws { &call.app.cfg.aws_account } else { &call.app.cfg.alibaba_account };
+    if call.security_token {
+        let (p, ak) = (&call.principal, &call.access_key_id);
+        let arn = if aws {
+            format!("arn:aws:sts::{account}:assumed-role/{p}/{ak}")
+        } else {
+            format!("acs:ram::{account}:assumed-role/{p}/{ak}")
+        };
+        CallerIdentity::new(arn, format!("{}:{ak}", envseal_iam::role_id(p)), CallerKind::AssumedRole)
+    } else {
+        let arn = if aws { format!("arn:aws:iam::{account}:root") } else { format!("acs:ram::{account}:root") };
+        CallerIdentity::new(arn, account.clone(), CallerKind::Root)
+    }
+}
+
 fn assume(call: &mut Call<'_>, p: &BTreeMap<String, String>) -> Result<IssuedCredentials, Fault> {
     let input = input(p)?;
     let info = call.info();
@@ -115,18 +139,21 @@ pub(crate) async fn handle_aws(call: &mut Call<'_>, req: &Incoming) -> Result<Va
                 xml_escape(&call.request_id),
             )))
         }
-        "GetCallerIdentity" => Ok(Value::String(format!(
-            concat!(
-                "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">",
-                "<GetCallerIdentityResult><Arn>{}</Arn><UserId>{}</UserId><Account>{}</Account>",
-                "</GetCallerIdentityResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata>",
-                "</GetCallerIdentityResponse>"
-            ),
-            xml_escape(&call.principal),
-            xml_escape(&call.access_key_id),
-            xml_escape(&call.app.cfg.aws_account),
-            xml_escape(&call.request_id),
-        ))),
+        "GetCallerIdentity" => {
+            let id = identity(call, crate::hook::Api::Aws);
+            Ok(Value::String(format!(
+                concat!(
+                    "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">",
+                    "<GetCallerIdentityResult><Arn>{}</Arn><UserId>{}</UserId><Account>{}</Account>",
+                    "</GetCallerIdentityResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata>",
+                    "</GetCallerIdentityResponse>"
+                ),
+                xml_escape(&id.arn),
+                xml_escape(&id.user_id),
+                xml_escape(&call.app.cfg.aws_account),
+                xml_escape(&call.request_id),
+            )))
+        }
         other => Err(Fault::new(Class::UnknownAction, format!("unknown STS action {other:?}"))
             .with_codes((400, "InvalidAction"), (404, "InvalidAction.NotFound"))),
     }
@@ -163,12 +190,30 @@ pub(crate) async fn handle_alibaba(
                 "AssumedRoleUser": {"Arn": c.assumed_role_arn, "AssumedRoleId": c.assumed_role_id},
             }))
         }
-        "GetCallerIdentity" => Ok(json!({
-            "AccountId": app.cfg.alibaba_account,
-            "Arn": call.principal,
-            "PrincipalId": call.access_key_id,
-            "IdentityType": if call.security_token { "AssumedRoleUser" } else { "RAMUser" },
-        })),
+        "GetCallerIdentity" => {
+            let id = identity(call, crate::hook::Api::Alibaba);
+            let mut out = json!({
+                "AccountId": app.cfg.alibaba_account,
+                "Arn": id.arn,
+                "PrincipalId": id.user_id,
+                "IdentityType": match id.kind {
+                    CallerKind::Root => "Account",
+                    CallerKind::User => "RAMUser",
+                    _ => "AssumedRoleUser",
+                },
+            });
+            if let Value::Object(o) = &mut out {
+                match id.kind {
+                    CallerKind::User => drop(o.insert("UserId".into(), json!(id.user_id))),
+                    CallerKind::AssumedRole => {
+                        let role = id.user_id.split(':').next().unwrap_or("").to_owned();
+                        o.insert("RoleId".into(), json!(role));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(out)
+        }
         other => Err(Fault::new(Class::UnknownAction, format!("unknown STS action {other:?}"))),
     }
 }

@@ -141,6 +141,15 @@ async fn alibaba_v2_replay_and_clock_rules() {
     // A wrong secret: the signature is checked first, so the clock is not revealed.
     let (status, v) = send(&s.addr, v2_request(&s.addr, "ListKeys", &[], "nope", "n-2", now)).await;
     assert_eq!((status, v["Code"].as_str()), (400, Some("SignatureDoesNotMatch")), "{v}");
+    // In the real message shape: the sentence, ':', the server's string to sign.
+    let msg = v["Message"].as_str().unwrap();
+    assert!(msg.contains("server string to sign is:GET&%2F&AccessKeyId%3D"), "{msg}");
+    // A plaintext is never echoed back.
+    let extra = [("KeyId", s.key.as_str()), ("Plaintext", "dG9wLXNlY3JldC1wbGFpbnRleHQ=")];
+    let (status, v) = send(&s.addr, v2_request(&s.addr, "Encrypt", &extra, "nope", "n-5", now)).await;
+    assert_eq!((status, v["Code"].as_str()), (400, Some("SignatureDoesNotMatch")), "{v}");
+    let msg = v["Message"].as_str().unwrap();
+    assert!(msg.contains("Plaintext%3DREDACTED") && !msg.contains("dG9wLXNlY3JldC1wbGFpbnRleHQ"), "{msg}");
     // Parameters and the encryption context through the V2 form.
     let ctx = r#"{"a":"1 2","envseal:field":"x"}"#;
     let (status, v) = send(

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
+use envseal_core::rewrap::Shard;
 
 /// Name suffix of the default journal (`.<first PATH name>.envseal-rewrap.jsonl`, beside it).
 pub const JOURNAL_SUFFIX: &str = ".envseal-rewrap.jsonl";
@@ -85,7 +86,7 @@ impl Journal {
 
 /// The default journal of a job whose first PATH is `first`: `.<name>.envseal-rewrap.jsonl`
 /// beside it.
-pub fn default_journal(first: &Path) -> Result<PathBuf> {
+pub fn default_journal(first: &Path, shard: Option<Shard>) -> Result<PathBuf> {
     // A symlink argument keeps its journal beside the link: canonicalizing it would write the
     // journal into the directory the link points to, which may be outside the tree given.
     let is_link = fs::symlink_metadata(first).is_ok_and(|m| m.file_type().is_symlink());
@@ -93,7 +94,8 @@ pub fn default_journal(first: &Path) -> Result<PathBuf> {
         .with_context(|| format!("cannot read {}", first.display()))?;
     let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
     let dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    Ok(dir.join(format!(".{name}{JOURNAL_SUFFIX}")))
+    let part = shard.map(|s| format!(".shard-{}-of-{}", s.index(), s.count())).unwrap_or_default();
+    Ok(dir.join(format!(".{name}{part}{JOURNAL_SUFFIX}")))
 }
 
 #[cfg(test)]

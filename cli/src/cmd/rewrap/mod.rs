@@ -20,7 +20,7 @@ mod report;
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +30,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::{Args, ValueEnum};
 use envseal_core::rewrap::breaker::Breaker;
 use envseal_core::rewrap::plan::{Planner, Resolver};
-use envseal_core::rewrap::{RetryPolicy, Verify};
+use envseal_core::rewrap::{RetryPolicy, Shard, Verify};
 
 use self::backends::Backends;
 use self::job::{Job, Op};
@@ -106,9 +106,26 @@ pub struct RewrapArgs {
     /// How new entries are checked before a file is replaced.
     #[arg(long, value_enum, default_value_t = VerifyArg::Decrypt)]
     pub verify: VerifyArg,
+    /// Take only shard I of N (0 <= I < N) of the files: N workers given the same PATHs from the
+    /// same directory (a Kubernetes indexed Job, a CI matrix) split one job, each file going to
+    /// exactly one of them (by the SHA-256 of its path relative to the current directory). Each
+    /// shard keeps its own default journal.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    Shard::parse(s).map_err(|e| e.to_string())
+}
+
+/// The name a file is sharded by: its path relative to the current directory when it is below
+/// it (so workers in different checkouts agree), else its absolute path.
+fn shard_name(path: &Path) -> Vec<u8> {
+    let rel = std::env::current_dir().ok().and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    rel.as_deref().unwrap_or(path).as_os_str().as_encoded_bytes().to_vec()
 }
 
 fn op_of(a: &RewrapArgs) -> Result<Op> {
@@ -136,9 +153,12 @@ pub async fn run(a: RewrapArgs) -> Result<ExitCode> {
     }
     let journal_path = match &a.journal {
         Some(j) => std::path::absolute(j)?,
-        None => journal::default_journal(&a.paths[0])?,
+        None => journal::default_journal(&a.paths[0], a.shard)?,
     };
-    let found = files::discover(&a.paths, a.recursive, &journal_path)?;
+    let mut found = files::discover(&a.paths, a.recursive, &journal_path)?;
+    if let Some(shard) = a.shard {
+        found.files.retain(|(p, _)| shard.owns(&shard_name(p)));
+    }
     let done = if a.resume { Journal::done(&journal_path, &op.name())? } else { HashSet::new() };
     if a.resume && !a.dry_run {
         for t in &found.stale_tmp {
