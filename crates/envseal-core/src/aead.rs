@@ -82,17 +82,9 @@ impl AeadKey {
     pub fn new(engine: Engine, key: &[u8; KEY_LEN]) -> Self {
         let inner = match engine {
             #[cfg(feature = "aws-lc")]
-            Engine::AwsLc => {
-                // Invariant: AES_256_GCM accepts exactly 32-byte keys, which the type guarantees.
-                let unbound = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, key)
-                    .expect("32-byte AES-256-GCM key");
-                Inner::AwsLc(aws_lc_rs::aead::LessSafeKey::new(unbound))
-            }
+            Engine::AwsLc => Inner::AwsLc(awslc::key(&aws_lc_rs::aead::AES_256_GCM, key)),
             #[cfg(feature = "rustcrypto")]
-            Engine::RustCrypto => {
-                use aes_gcm::KeyInit;
-                Inner::RustCrypto(Box::new(aes_gcm::Aes256Gcm::new(key.into())))
-            }
+            Engine::RustCrypto => Inner::RustCrypto(rc::key(key)),
         };
         Self { inner }
     }
@@ -101,25 +93,9 @@ impl AeadKey {
     pub fn seal_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
         match &self.inner {
             #[cfg(feature = "aws-lc")]
-            Inner::AwsLc(k) => {
-                use aws_lc_rs::aead::{Aad, Nonce};
-                // Invariant: AES-GCM sealing only fails for inputs above 2^36 bytes, far above
-                // any chunk or field this crate seals.
-                let tag = k
-                    .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
-                    .expect("AES-GCM input within limits");
-                let mut out = [0u8; TAG_LEN];
-                out.copy_from_slice(tag.as_ref());
-                out
-            }
+            Inner::AwsLc(k) => awslc::seal(k, nonce, aad, buf),
             #[cfg(feature = "rustcrypto")]
-            Inner::RustCrypto(k) => {
-                use aes_gcm::aead::AeadInOut;
-                // Invariant: as above, sealing only fails above the GCM size limit.
-                let tag =
-                    k.encrypt_inout_detached(&(*nonce).into(), aad, buf.into()).expect("AES-GCM input within limits");
-                tag.into()
-            }
+            Inner::RustCrypto(k) => rc::seal(k.as_ref(), nonce, aad, buf),
         }
     }
 
@@ -164,17 +140,9 @@ impl AeadKey {
     ) -> Result<(), AuthError> {
         match &self.inner {
             #[cfg(feature = "aws-lc")]
-            Inner::AwsLc(k) => {
-                use aws_lc_rs::aead::{Aad, Nonce};
-                k.open_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), tag, buf)
-                    .map(|_| ())
-                    .map_err(|_| AuthError)
-            }
+            Inner::AwsLc(k) => awslc::open(k, nonce, aad, buf, tag),
             #[cfg(feature = "rustcrypto")]
-            Inner::RustCrypto(k) => {
-                use aes_gcm::aead::AeadInOut;
-                k.decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &(*tag).into()).map_err(|_| AuthError)
-            }
+            Inner::RustCrypto(k) => rc::open(k.as_ref(), nonce, aad, buf, tag),
         }
     }
 
@@ -233,18 +201,9 @@ impl SivKey {
     pub fn new(engine: Engine, key: &[u8; KEY_LEN]) -> Self {
         let inner = match engine {
             #[cfg(feature = "aws-lc")]
-            Engine::AwsLc => {
-                // Invariant: AES_256_GCM_SIV accepts exactly 32-byte keys, which the type
-                // guarantees.
-                let unbound = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM_SIV, key)
-                    .expect("32-byte AES-256-GCM-SIV key");
-                SivInner::AwsLc(aws_lc_rs::aead::LessSafeKey::new(unbound))
-            }
+            Engine::AwsLc => SivInner::AwsLc(awslc::key(&aws_lc_rs::aead::AES_256_GCM_SIV, key)),
             #[cfg(feature = "rustcrypto")]
-            Engine::RustCrypto => {
-                use aes_gcm_siv::KeyInit;
-                SivInner::RustCrypto(Box::new(aes_gcm_siv::Aes256GcmSiv::new(key.into())))
-            }
+            Engine::RustCrypto => SivInner::RustCrypto(rc::key(key)),
         };
         Self { inner }
     }
@@ -253,26 +212,9 @@ impl SivKey {
     pub fn seal_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
         match &self.inner {
             #[cfg(feature = "aws-lc")]
-            SivInner::AwsLc(k) => {
-                use aws_lc_rs::aead::{Aad, Nonce};
-                // Invariant: sealing only fails for inputs above 2^36 bytes; values are at most
-                // a few MiB.
-                let tag = k
-                    .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
-                    .expect("AES-GCM-SIV input within limits");
-                let mut out = [0u8; TAG_LEN];
-                out.copy_from_slice(tag.as_ref());
-                out
-            }
+            SivInner::AwsLc(k) => awslc::seal(k, nonce, aad, buf),
             #[cfg(feature = "rustcrypto")]
-            SivInner::RustCrypto(k) => {
-                use aes_gcm_siv::aead::AeadInOut;
-                // Invariant: as above.
-                let tag = k
-                    .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
-                    .expect("AES-GCM-SIV input within limits");
-                tag.into()
-            }
+            SivInner::RustCrypto(k) => rc::seal(k.as_ref(), nonce, aad, buf),
         }
     }
 
@@ -289,18 +231,86 @@ impl SivKey {
     ) -> Result<(), AuthError> {
         match &self.inner {
             #[cfg(feature = "aws-lc")]
-            SivInner::AwsLc(k) => {
-                use aws_lc_rs::aead::{Aad, Nonce};
-                k.open_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), tag, buf)
-                    .map(|_| ())
-                    .map_err(|_| AuthError)
-            }
+            SivInner::AwsLc(k) => awslc::open(k, nonce, aad, buf, tag),
             #[cfg(feature = "rustcrypto")]
-            SivInner::RustCrypto(k) => {
-                use aes_gcm_siv::aead::AeadInOut;
-                k.decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &(*tag).into()).map_err(|_| AuthError)
-            }
+            SivInner::RustCrypto(k) => rc::open(k.as_ref(), nonce, aad, buf, tag),
         }
+    }
+}
+
+/// The aws-lc-rs side of both key types (the algorithm is the only difference).
+#[cfg(feature = "aws-lc")]
+mod awslc {
+    use aws_lc_rs::aead::{Aad, Algorithm, LessSafeKey, Nonce, UnboundKey};
+
+    use super::{AuthError, KEY_LEN, NONCE_LEN, TAG_LEN};
+
+    pub(super) fn key(algorithm: &'static Algorithm, key: &[u8; KEY_LEN]) -> LessSafeKey {
+        // Invariant: both AES-256 algorithms accept exactly 32-byte keys, which the type
+        // guarantees.
+        LessSafeKey::new(UnboundKey::new(algorithm, key).expect("32-byte AES-256 key"))
+    }
+
+    #[inline]
+    pub(super) fn seal(k: &LessSafeKey, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        // Invariant: AES-GCM and AES-GCM-SIV sealing only fail for inputs above 2^36 bytes, far
+        // above any chunk, field or value this crate seals.
+        let tag = k
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
+            .expect("AEAD input within limits");
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    #[inline]
+    pub(super) fn open(
+        k: &LessSafeKey,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), AuthError> {
+        k.open_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), tag, buf)
+            .map(|_| ())
+            .map_err(|_| AuthError)
+    }
+}
+
+/// The RustCrypto side of both key types (`aes-gcm` and `aes-gcm-siv` share the `aead` traits).
+#[cfg(feature = "rustcrypto")]
+mod rc {
+    use aes_gcm::aead::{AeadInOut, KeyInit};
+
+    use super::{AuthError, KEY_LEN, NONCE_LEN, TAG_LEN};
+
+    pub(super) fn key<C: KeyInit>(key: &[u8; KEY_LEN]) -> Box<C> {
+        // Invariant: both ciphers take 32-byte keys, which the type guarantees.
+        Box::new(C::new_from_slice(key).expect("32-byte AES-256 key"))
+    }
+
+    #[inline]
+    pub(super) fn seal<C: AeadInOut>(k: &C, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        // Invariant: as for aws-lc-rs, sealing only fails above the algorithms' size limits.
+        let tag = k
+            .encrypt_inout_detached(nonce.as_slice().try_into().expect("12-byte nonce"), aad, buf.into())
+            .expect("AEAD input within limits");
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_slice());
+        out
+    }
+
+    #[inline]
+    pub(super) fn open<C: AeadInOut>(
+        k: &C,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), AuthError> {
+        let nonce = nonce.as_slice().try_into().expect("12-byte nonce");
+        let tag = tag.as_slice().try_into().expect("16-byte tag");
+        k.decrypt_inout_detached(nonce, aad, buf.into(), tag).map_err(|_| AuthError)
     }
 }
 
