@@ -26,6 +26,7 @@ pub use crate::entries::{MAX_BACKEND_LEN, MAX_BLOB_LEN, MAX_ENTRIES, MAX_KEY_ID_
 use crate::error::{Error, FormatError};
 use crate::kdf::{self, Kdf};
 use crate::kms::{Kms, WrappedKey};
+use crate::pipeline::read_full;
 use crate::wire::{self, Take};
 
 /// Magic bytes: `0x89 "ESL" CR LF 0x1A LF` (a non-text first byte; the CR LF / LF pair detects
@@ -394,20 +395,6 @@ fn chunk_nonce(index: u64, last: bool) -> [u8; 12] {
     n[3..11].copy_from_slice(&index.to_be_bytes());
     n[11] = last as u8;
     n
-}
-
-/// Reads until `buf` is full or EOF; returns the count.
-pub(crate) fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Encrypts a body in chunks. Memory: one chunk buffer, whatever the input size.

@@ -10,7 +10,6 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use zeroize::Zeroizing;
 
-use crate::container::read_full;
 use crate::error::Error;
 
 /// Chunk buffers hold plaintext on one side: wiped when dropped.
@@ -121,4 +120,18 @@ where
         written?;
         Ok(total)
     })
+}
+
+/// Reads until `buf` is full or EOF; returns the count.
+pub(crate) fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
