@@ -276,6 +276,20 @@ fn check_grant_tokens(aws: &Aws<'_, '_>, b: &Body) -> Result<(), Fault> {
 }
 
 /// A list of strings member.
+/// `AliasName` and `TargetKeyId` of CreateAlias/UpdateAlias, checked as AWS does: a
+/// customer alias (`alias/`, not `alias/aws/`) pointing at a key id or ARN, never an alias.
+fn alias_and_target<'b>(aws: &Aws<'_, '_>, b: &'b Body) -> Result<(&'b str, &'b str), Fault> {
+    let alias = b.required("AliasName")?;
+    if !alias.starts_with("alias/") || alias.starts_with("alias/aws/") {
+        return Err(Fault::invalid("AliasName must start with alias/ (and not alias/aws/)"));
+    }
+    let target = b.required("TargetKeyId")?;
+    if aws.key_ref(target)?.starts_with("alias/") {
+        return Err(Fault::invalid("TargetKeyId must be a key id or key ARN, not an alias"));
+    }
+    Ok((alias, target))
+}
+
 fn string_list(b: &Body, name: &str) -> Result<Option<Vec<String>>, Fault> {
     match b.0.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -524,14 +538,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             Ok(listing("Aliases", aliases, next))
         }
         "CreateAlias" => {
-            let alias = b.required("AliasName")?;
-            if !alias.starts_with("alias/") || alias.starts_with("alias/aws/") {
-                return Err(Fault::invalid("AliasName must start with alias/ (and not alias/aws/)"));
-            }
-            let target = b.required("TargetKeyId")?;
-            if aws.key_ref(target)?.starts_with("alias/") {
-                return Err(Fault::invalid("TargetKeyId must be a key id or key ARN, not an alias"));
-            }
+            let (alias, target) = alias_and_target(aws, b)?;
             let id = aws.key(target).await?;
             be.km()?.create_alias(alias, &id).await?;
             Ok(json!({}))
@@ -644,14 +651,7 @@ async fn dispatch(aws: &mut Aws<'_, '_>, action: &str, b: &Body) -> Result<Value
             Ok(json!({}))
         }
         "UpdateAlias" => {
-            let alias = b.required("AliasName")?;
-            if !alias.starts_with("alias/") || alias.starts_with("alias/aws/") {
-                return Err(Fault::invalid("AliasName must start with alias/ (and not alias/aws/)"));
-            }
-            let target = b.required("TargetKeyId")?;
-            if aws.key_ref(target)?.starts_with("alias/") {
-                return Err(Fault::invalid("TargetKeyId must be a key id or key ARN, not an alias"));
-            }
+            let (alias, target) = alias_and_target(aws, b)?;
             let current = be.resolve(alias).await?;
             let target = be.resolve(&aws.key_ref(target)?).await?;
             aws.call.authorize(Some(&current)).await?;
