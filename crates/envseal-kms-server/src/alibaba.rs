@@ -246,12 +246,14 @@ impl Ali<'_, '_> {
 /// `365d` or `31536000s` (Alibaba's RotationInterval forms).
 fn parse_interval(s: &str) -> Result<Duration, Fault> {
     let bad = || Fault::invalid("RotationInterval must be like 365d or 31536000s, between 7 and 365 days");
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "d" => Duration::from_secs(n.checked_mul(86_400).ok_or_else(bad)?),
-        "s" => Duration::from_secs(n),
-        _ => return Err(bad()),
+    // By suffix, never by byte index: the value is client input and may end in any character.
+    let d = if let Some(days) = s.strip_suffix('d') {
+        let n: u64 = days.parse().map_err(|_| bad())?;
+        Duration::from_secs(n.checked_mul(86_400).ok_or_else(bad)?)
+    } else if let Some(secs) = s.strip_suffix('s') {
+        Duration::from_secs(secs.parse().map_err(|_| bad())?)
+    } else {
+        return Err(bad());
     };
     if !(MIN_ROTATION..=MAX_ROTATION).contains(&d) {
         return Err(bad());
@@ -816,7 +818,7 @@ mod tests {
     fn rotation_intervals() {
         assert_eq!(parse_interval("365d").unwrap(), Duration::from_secs(365 * 86_400));
         assert_eq!(parse_interval("604800s").unwrap(), Duration::from_secs(604_800));
-        for bad in ["6d", "366d", "1s", "d", "", "7x", "-7d", "99999999999999999999d"] {
+        for bad in ["6d", "366d", "1s", "d", "", "7x", "-7d", "99999999999999999999d", "3\u{5db}", "30\u{e9}"] {
             assert!(parse_interval(bad).is_err(), "{bad}");
         }
     }
